@@ -1,0 +1,103 @@
+"""The exception tree of voicebank.
+
+Every error voicebank raises on purpose derives from :class:`VoicebankError`, so an application can
+catch one class.  Messages name the input that was refused and say what to do about it.  The CLI turns
+these into exit code 1 and one line on stderr; the service into a 4xx answer with a JSON body.
+"""
+
+from __future__ import annotations
+
+
+class VoicebankError(Exception):
+    """Base class of every error voicebank raises on purpose."""
+
+
+class MissingDependencyError(VoicebankError, ImportError):
+    """An optional dependency is needed for this feature; the message names the extra to install."""
+
+
+# --- audio -------------------------------------------------------------------------------------------
+
+
+class AudioError(VoicebankError, ValueError):
+    """Reference audio that cannot be used.  ``source`` names the input (a path or ``<array>``)."""
+
+    def __init__(self, message: str, *, source: str = "<audio>") -> None:
+        super().__init__(message)
+        self.source = source
+
+
+class AudioNotFoundError(AudioError, FileNotFoundError):
+    """The audio path does not exist or is not a file."""
+
+
+class AudioDecodeError(AudioError):
+    """The file exists but could not be decoded (corrupt, truncated, or not audio at all)."""
+
+
+class UnsupportedAudioFormatError(AudioError):
+    """The container or codec is not one voicebank reads (WAV, FLAC, MP3, OGG/Vorbis and the rest of libsndfile)."""
+
+
+class EmptyAudioError(AudioError):
+    """The audio holds no samples (or too few to analyse)."""
+
+
+class SilentAudioError(AudioError):
+    """The audio is digital silence: there is no voice to extract."""
+
+
+class NonFiniteAudioError(AudioError):
+    """The audio holds NaN or infinite samples."""
+
+
+class AudioTooLongError(AudioError):
+    """The audio is longer than voicebank accepts; it is refused before it is read into memory."""
+
+
+class AudioTooShortError(AudioError):
+    """The audio is shorter than the variant needs (Chatterbox Turbo wants more than 5 s)."""
+
+
+# --- weights -----------------------------------------------------------------------------------------
+
+
+class WeightsError(VoicebankError):
+    """Model weights that cannot be found or do not fit."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """No weights were found; the message lists every place that was tried."""
+
+
+class WeightsMismatchError(WeightsError):
+    """A checkpoint does not have the expected tensors (missing, unexpected or wrongly shaped keys)."""
+
+
+# --- voice files -------------------------------------------------------------------------------------
+
+
+class VoiceFileError(VoicebankError, ValueError):
+    """A voice file (voicebank ``.safetensors`` or upstream ``.pt``) that cannot be read or is malformed."""
+
+
+class UnsafeVoiceFileError(VoiceFileError):
+    """A ``.pt`` file that tries to run code or build arbitrary objects on load; it was refused, not run."""
+
+
+# --- library -----------------------------------------------------------------------------------------
+
+
+class LibraryError(VoicebankError):
+    """A problem with the voice library (the SQLite catalogue and its files)."""
+
+
+class VoiceNotFoundError(LibraryError, KeyError):
+    """No voice of that name in the library."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class VoiceExistsError(LibraryError):
+    """A voice of that name (or the same audio) is already in the library."""

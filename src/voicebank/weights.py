@@ -1,0 +1,313 @@
+"""Finding and reading Chatterbox checkpoints.
+
+One place decides where weights come from, in this order:
+
+1. an explicit directory or file (``--weights DIR``, ``weights=``) -- never touches the network;
+2. the ``VOICEBANK_WEIGHTS`` environment variable;
+3. the Hugging Face cache of ``ResembleAI/chatterbox`` (``ResembleAI/chatterbox-turbo`` for Turbo),
+   read offline;
+4. a download with ``huggingface_hub``, only when the caller allows it (``allow_download=True``).
+
+Anything else fails with :class:`~voicebank.errors.WeightsNotFoundError` listing what was tried.
+
+Only the tensors that conditioning needs are read: the whole voice encoder, and from the 1 GB S3Gen
+checkpoint the ``tokenizer.*`` and ``speaker_encoder.*`` entries.  Safetensors files are opened lazily,
+so ``flow.*`` and ``mel2wav.*`` are never touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from .errors import MissingDependencyError, WeightsError, WeightsMismatchError, WeightsNotFoundError
+
+if TYPE_CHECKING:
+    import torch
+
+Variant = Literal["english", "multilingual", "turbo", "vc"]
+VARIANTS: tuple[Variant, ...] = ("english", "multilingual", "turbo", "vc")
+
+REPO_ID = "ResembleAI/chatterbox"
+TURBO_REPO_ID = "ResembleAI/chatterbox-turbo"
+ENV_WEIGHTS = "VOICEBANK_WEIGHTS"
+
+# Files tried for each part, best first.  The tokenizer and speaker-encoder tensors are the same in all
+# three S3Gen checkpoints, so any of them serves when the variant's own file is absent.
+_VE_FILES: dict[Variant, tuple[str, ...]] = {
+    "english": ("ve.safetensors", "ve.pt"),
+    "multilingual": ("ve.pt", "ve.safetensors"),
+    "turbo": ("ve.safetensors", "ve.pt"),
+    "vc": ("ve.safetensors", "ve.pt"),
+}
+_S3GEN_FILES: dict[Variant, tuple[str, ...]] = {
+    "english": ("s3gen.safetensors", "s3gen.pt", "s3gen_meanflow.safetensors"),
+    "multilingual": ("s3gen.pt", "s3gen.safetensors", "s3gen_meanflow.safetensors"),
+    "turbo": ("s3gen_meanflow.safetensors", "s3gen.safetensors", "s3gen.pt"),
+    "vc": ("s3gen.safetensors", "s3gen.pt", "s3gen_meanflow.safetensors"),
+}
+# Resemblyzer's trained encoder has the same architecture as Chatterbox's VoiceEncoder.
+_RESEMBLYZER_FILE = "pretrained.pt"
+
+S3GEN_PREFIXES = ("tokenizer.", "speaker_encoder.")
+
+
+def check_variant(variant: str) -> Variant:
+    """Return ``variant`` if it is one of :data:`VARIANTS`, else raise ``ValueError`` naming the valid ones."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    return variant  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """Where the checkpoints of one variant were found.
+
+    ``ve`` is the voice-encoder checkpoint; ``s3gen`` the S3Gen checkpoint (``None`` when only the
+    voice encoder was asked for); ``source`` says how they were found (for messages and metadata).
+    """
+
+    ve: Path | None
+    s3gen: Path | None
+    source: str
+
+
+def _hf_cache_dirs() -> list[Path]:
+    dirs = []
+    if os.environ.get("HF_HUB_CACHE"):
+        dirs.append(Path(os.environ["HF_HUB_CACHE"]))
+    if os.environ.get("HF_HOME"):
+        dirs.append(Path(os.environ["HF_HOME"]) / "hub")
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    dirs.append((Path(xdg) if xdg else Path.home() / ".cache") / "huggingface" / "hub")
+    seen: list[Path] = []
+    for d in dirs:
+        if d not in seen:
+            seen.append(d)
+    return seen
+
+
+def hf_snapshot_dirs(repo_id: str) -> list[Path]:
+    """Snapshot directories of ``repo_id`` in the local Hugging Face cache, the ``main`` ref first."""
+    out: list[Path] = []
+    for cache in _hf_cache_dirs():
+        repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+        snaps = repo_dir / "snapshots"
+        if not snaps.is_dir():
+            continue
+        ref = repo_dir / "refs" / "main"
+        if ref.is_file():
+            main = snaps / ref.read_text().strip()
+            if main.is_dir():
+                out.append(main)
+        others = sorted((p for p in snaps.iterdir() if p.is_dir() and p not in out),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        out.extend(others)
+    return out
+
+
+def _first(directory: Path, names: Iterable[str]) -> Path | None:
+    for name in names:
+        p = directory / name
+        if p.is_file():
+            return p
+    return None
+
+
+def _files_in(directory: Path, variant: Variant, need_s3gen: bool) -> tuple[Path | None, Path | None]:
+    ve = _first(directory, (*_VE_FILES[variant], _RESEMBLYZER_FILE))
+    s3 = _first(directory, _S3GEN_FILES[variant]) if need_s3gen else None
+    return ve, s3
+
+
+def find_weights(
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    variant: Variant = "english",
+    need_ve: bool = True,
+    need_s3gen: bool = True,
+    allow_download: bool = False,
+) -> WeightFiles:
+    """Find the checkpoints one variant needs.
+
+    ``weights`` is a directory holding Chatterbox files (``ve.safetensors``, ``s3gen.safetensors``,
+    ...), or a single voice-encoder file (``ve.safetensors``, ``ve.pt`` or Resemblyzer's
+    ``pretrained.pt``) when only the speaker embedding is wanted.  VC needs no voice encoder.
+    """
+    variant = check_variant(variant)
+    need_ve = need_ve and variant != "vc"
+    tried: list[str] = []
+
+    def complete(ve: Path | None, s3: Path | None) -> bool:
+        return (ve is not None or not need_ve) and (s3 is not None or not need_s3gen)
+
+    def describe_missing(directory: Path) -> str:
+        wanted = []
+        if need_ve:
+            wanted.append(" or ".join(_VE_FILES[variant]))
+        if need_s3gen:
+            wanted.append(" or ".join(_S3GEN_FILES[variant]))
+        return f"{directory} (needs {' and '.join(wanted)})"
+
+    explicit = weights if weights is not None else os.environ.get(ENV_WEIGHTS) or None
+    if explicit is not None:
+        origin = "weights" if weights is not None else ENV_WEIGHTS
+        path = Path(explicit).expanduser()
+        if path.is_file():
+            if need_s3gen:
+                raise WeightsNotFoundError(
+                    f"{path} is a single file, but variant {variant!r} also needs the S3Gen checkpoint: "
+                    "pass the directory that holds ve.safetensors and s3gen.safetensors"
+                )
+            return WeightFiles(ve=path, s3gen=None, source=f"{origin}={path}")
+        if not path.is_dir():
+            raise WeightsNotFoundError(f"weights path {path} ({origin}) does not exist: pass a directory "
+                                       "holding the Chatterbox checkpoint files")
+        ve, s3 = _files_in(path, variant, need_s3gen)
+        if complete(ve, s3):
+            return WeightFiles(ve=ve if need_ve else None, s3gen=s3, source=f"{origin}={path}")
+        raise WeightsNotFoundError(f"incomplete weights in {describe_missing(path)}")
+
+    repo = TURBO_REPO_ID if variant == "turbo" else REPO_ID
+    repos = [repo] + ([REPO_ID] if repo != REPO_ID else [])
+    for repo_id in repos:
+        snaps = hf_snapshot_dirs(repo_id)
+        if not snaps:
+            tried.append(f"Hugging Face cache of {repo_id} (not present in {', '.join(map(str, _hf_cache_dirs()))})")
+        for snap in snaps:
+            ve, s3 = _files_in(snap, variant, need_s3gen)
+            if complete(ve, s3):
+                return WeightFiles(ve=ve if need_ve else None, s3gen=s3, source=f"hf-cache:{repo_id}")
+            tried.append(describe_missing(snap))
+
+    if allow_download:
+        snap = _download(repo, variant, need_ve=need_ve, need_s3gen=need_s3gen)
+        ve, s3 = _files_in(snap, variant, need_s3gen)
+        if complete(ve, s3):
+            return WeightFiles(ve=ve if need_ve else None, s3gen=s3, source=f"download:{repo}")
+        tried.append(f"download of {repo} -> {describe_missing(snap)}")
+
+    hint = (f"pass --weights DIR (or set {ENV_WEIGHTS}) to a directory with the Chatterbox checkpoints"
+            + ("" if allow_download else ", or allow a download (--download / allow_download=True)"))
+    raise WeightsNotFoundError(f"no Chatterbox weights for variant {variant!r}; tried: "
+                               + "; ".join(tried) + f". {hint}")
+
+
+def _download(repo_id: str, variant: Variant, *, need_ve: bool, need_s3gen: bool) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise MissingDependencyError(
+            "downloading weights needs huggingface_hub: pip install 'voicebank[hub]'"
+        ) from e
+    path: Path | None = None
+    wanted = []
+    if need_ve:
+        wanted.append(_VE_FILES[variant][0])
+    if need_s3gen:
+        wanted.append(_S3GEN_FILES[variant][0])
+    for name in wanted:
+        path = Path(hf_hub_download(repo_id=repo_id, filename=name))
+    assert path is not None
+    return path.parent
+
+
+# --- reading tensors ---------------------------------------------------------------------------------
+
+
+def read_tensors(path: Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Read the tensors of ``path`` whose names start with one of ``prefixes`` (all when ``None``).
+
+    ``.safetensors`` files are opened lazily so that only the wanted tensors are read.  Torch pickles
+    (``.pt``/``.pth``/``.bin``) are loaded with ``weights_only=True`` (and memory-mapped), so a checkpoint
+    cannot run code.  Resemblyzer's ``{"model_state": ...}`` wrapper is unwrapped.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"checkpoint {path} does not exist")
+
+    def wanted(name: str) -> bool:
+        return prefixes is None or name.startswith(prefixes)
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return {k: f.get_tensor(k) for k in f.keys() if wanted(k)}  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"cannot read checkpoint {path}: {e}; re-download or replace the file") from e
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # old (non-zip) serialisation cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"cannot read checkpoint {path}: {e}; it must be a torch state dict of tensors") from e
+    if isinstance(state, Mapping) and "model_state" in state and isinstance(state["model_state"], Mapping):
+        state = state["model_state"]
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict of tensors")
+    return {k: v for k, v in state.items() if isinstance(k, str) and wanted(k) and torch.is_tensor(v)}
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Load ``state`` into ``module`` strictly, assigning the tensors in place (no copy, no init).
+
+    ``module`` is expected to be built on the ``meta`` device.  Missing, unexpected and wrongly shaped
+    keys raise :class:`WeightsMismatchError` listing them all.
+    """
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k}: {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise WeightsMismatchError(f"{what} does not fit the expected layout: " + "; ".join(parts))
+    import torch
+
+    fixed = {k: (v.float() if v.is_floating_point() and v.dtype != torch.float32 else v) for k, v in state.items()}
+    module.load_state_dict(fixed, strict=True, assign=True)
+    module.eval()
+    module.requires_grad_(False)
+
+
+def fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """A short, stable fingerprint of a set of weights (hex, 16 chars).
+
+    It hashes every tensor's name, dtype and shape, and its first and last 64 KiB of data: enough to tell
+    two checkpoints apart without hashing half a gigabyte on every start.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    window = 1 << 16
+    for name in sorted(state):
+        t = state[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        raw = t.reshape(-1).view(dtype=torch.uint8) if t.numel() else None
+        if raw is not None:
+            n = raw.numel()
+            h.update(raw[: min(n, window)].numpy().tobytes())
+            if n > window:
+                h.update(raw[max(window, n - window):].numpy().tobytes())
+    return h.hexdigest()[:16]

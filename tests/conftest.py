@@ -1,0 +1,42 @@
+"""Shared fixtures: the golden weights (generated once per session) and the golden cases."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from golden_weights import DATA, write_golden_weights
+
+INPUTS = DATA / "inputs"
+EXPECTED = DATA / "expected"
+
+
+def golden_plan() -> dict[str, list[str]]:
+    return json.loads((DATA / "plan.json").read_text())
+
+
+def case_name(filename: str) -> str:
+    return filename.rsplit(".", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def golden_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with ``ve.safetensors`` and ``s3gen.safetensors`` of the golden recipe."""
+    return write_golden_weights(tmp_path_factory.mktemp("golden-weights"))
+
+
+@pytest.fixture(scope="session")
+def golden_intermediates():
+    """``case -> {name: tensor}`` of upstream's intermediates (loaded lazily, cached)."""
+    from safetensors.torch import load_file
+
+    cache: dict[str, dict] = {}
+
+    def get(case: str) -> dict:
+        if case not in cache:
+            cache[case] = load_file(str(EXPECTED / f"{case}.intermediates.safetensors"))
+        return cache[case]
+
+    return get
