@@ -57,3 +57,67 @@ def mel_filters(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fm
     """
     return _mel_filters_cached(int(sample_rate), int(n_fft), int(n_mels), float(fmin),
                                float(sample_rate / 2 if fmax is None else fmax))
+
+
+# --- voice-encoder front end (librosa arithmetic) ---------------------------------------------------
+
+TRIM_FRAME_LENGTH = 2048
+TRIM_HOP_LENGTH = 512
+
+
+def trim_silence(wav: np.ndarray, top_db: float = 20.0) -> np.ndarray:
+    """Cut leading and trailing silence like ``librosa.effects.trim(wav, top_db=top_db)``.
+
+    ``wav``: (n,) float32 -> (m,) float32, a view of ``wav``.  Frames of 2048 samples every 512 whose
+    RMS power is more than ``top_db`` below the loudest frame count as silence.
+    """
+    n_frames = 1 + wav.shape[0] // TRIM_HOP_LENGTH
+    padded = np.pad(wav, TRIM_FRAME_LENGTH // 2)  # center=True, constant padding
+    # librosa frames the signal as a (frame_length, n_frames) view and averages over axis 0; numpy then
+    # accumulates row by row in float32.  The same layout gives the same rounding, so the same cut.
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(TRIM_FRAME_LENGTH, n_frames), strides=(padded.strides[0], padded.strides[0] * TRIM_HOP_LENGTH),
+        writeable=False)
+    power = np.mean(frames**2, axis=0)
+    mse = np.sqrt(power) ** 2
+    db = 10.0 * np.log10(np.maximum(np.float32(1e-10), mse))
+    db -= 10.0 * np.log10(np.maximum(np.float32(1e-10), mse.max()))
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return wav[:0]
+    start = int(loud[0]) * TRIM_HOP_LENGTH
+    end = min(wav.shape[0], (int(loud[-1]) + 1) * TRIM_HOP_LENGTH)
+    return wav[start:end]
+
+
+@lru_cache(maxsize=8)
+def periodic_hann(n: int) -> np.ndarray:
+    """Periodic Hann window of length ``n`` (float64), as ``scipy.signal.get_window("hann", n)``."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def stft_power(wav: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
+    """``|librosa.stft(wav, n_fft, hop_length, center=True, pad_mode="reflect")|**2``.
+
+    ``wav``: (n,) float32 -> (n_fft // 2 + 1, 1 + n // hop_length) float32.  The transform runs in
+    float64 and is stored as complex64, as librosa does.
+    """
+    pad = n_fft // 2
+    mode = "reflect" if wav.shape[0] > pad else "constant"
+    padded = np.pad(wav, pad, mode=mode)
+    n_frames = 1 + (padded.shape[0] - n_fft) // hop_length
+    frames = np.lib.stride_tricks.as_strided(
+        padded, shape=(n_frames, n_fft), strides=(padded.strides[0] * hop_length, padded.strides[0]),
+        writeable=False)
+    spec = np.fft.rfft(frames * periodic_hann(n_fft), axis=-1).astype(np.complex64)
+    mag = np.abs(spec)
+    return np.ascontiguousarray((mag**2).T)
+
+
+def voice_encoder_mel(wav16: np.ndarray, n_mels: int = 40) -> np.ndarray:
+    """Power mel spectrogram of the voice encoder: (n,) float32 @ 16 kHz -> (frames, n_mels) float32.
+
+    400-point STFT every 160 samples (10 ms), Slaney mel basis up to 8 kHz, no log.
+    """
+    power = stft_power(wav16, n_fft=400, hop_length=160)
+    return np.ascontiguousarray(np.dot(mel_filters(16000, 400, n_mels, 0.0, 8000.0), power).T)

@@ -1,0 +1,265 @@
+"""Reading reference audio the way upstream Chatterbox does, without librosa.
+
+Upstream calls ``librosa.load(path, sr=24000)``: decode with libsndfile to float32, average the
+channels, and resample with soxr's HQ quality; then ``librosa.resample(wav24, 24000, 16000)`` (soxr HQ
+again).  :func:`load_audio` and :func:`resample` do the same arithmetic with soundfile and soxr directly,
+so the samples are identical to librosa's.
+
+Bad input never turns into a crash or a NaN: every refusal is an :class:`~voicebank.errors.AudioError`
+subclass whose message names the input and what to do.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+
+import numpy as np
+
+from .errors import (
+    AudioDecodeError,
+    AudioNotFoundError,
+    AudioTooLongError,
+    AudioTooShortError,
+    EmptyAudioError,
+    NonFiniteAudioError,
+    SilentAudioError,
+    UnsupportedAudioFormatError,
+)
+
+S3GEN_SR = 24_000
+"""Sample rate of the S3Gen reference (and of ``librosa.load`` in upstream)."""
+S3_SR = 16_000
+"""Sample rate of the speech tokenizer and the voice encoder."""
+
+MAX_SECONDS = 600.0
+"""Longest reference accepted (10 minutes); longer input is refused before it is read."""
+MIN_SECONDS = 0.5
+"""Shortest reference accepted; the models need a few frames (3-10 s of clean speech is best)."""
+SILENCE_PEAK = 1e-5
+"""A clip whose absolute peak is at or below this (-100 dBFS) is digital silence."""
+
+AudioSource = Union[str, os.PathLike, BinaryIO, bytes, "Waveform", tuple[Any, int]]
+"""What :func:`load_audio` accepts: a path, an open binary file, raw file bytes, a :class:`Waveform`,
+or an ``(array, sample_rate)`` pair."""
+
+
+@dataclass(frozen=True)
+class Waveform:
+    """Audio already in memory: ``samples`` of shape ``(n,)`` or ``(n, channels)`` at ``sample_rate`` Hz.
+
+    Float samples are expected in [-1, 1]; integer samples are scaled as soundfile does (int16 / 32768).
+    """
+
+    samples: Any
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What the decoder says about a source before (or after) reading it."""
+
+    source: str
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def duration(self) -> float:
+        """Length in seconds."""
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def describe(source: object) -> str:
+    """A short human name for an audio source, used in messages."""
+    if isinstance(source, (str, os.PathLike)):
+        return str(source)
+    if isinstance(source, Waveform) or isinstance(source, tuple):
+        return "<array>"
+    if isinstance(source, (bytes, bytearray)):
+        return "<bytes>"
+    name = getattr(source, "name", None)
+    return str(name) if isinstance(name, str) else "<file object>"
+
+
+def _known_extensions() -> set[str]:
+    import soundfile as sf
+
+    exts = {k.lower() for k in sf.available_formats()}
+    exts |= {"wav", "flac", "ogg", "oga", "mp3", "aif", "aiff", "opus", "wave"}
+    return exts
+
+
+def _open(source: object, name: str):  # -> soundfile.SoundFile
+    import soundfile as sf
+
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise AudioNotFoundError(f"{name}: no such file; check the path", source=name)
+        if not path.is_file():
+            raise AudioNotFoundError(f"{name}: not a file; pass an audio file (WAV, FLAC, MP3, OGG)", source=name)
+        if path.stat().st_size == 0:
+            raise EmptyAudioError(f"{name}: the file is empty (0 bytes); record or export the clip again",
+                                  source=name)
+        ext = path.suffix.lower().lstrip(".")
+        try:
+            return sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+            if ext and ext not in _known_extensions():
+                raise UnsupportedAudioFormatError(
+                    f"{name}: .{ext} files are not supported ({e}); convert to WAV, FLAC, MP3 or OGG/Vorbis",
+                    source=name) from e
+            raise AudioDecodeError(f"{name}: cannot decode audio ({e}); the file may be corrupt or "
+                                   "not audio at all: re-export it as WAV or FLAC", source=name) from e
+    fileobj: Any = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
+    if not hasattr(fileobj, "read"):
+        raise TypeError(f"cannot read audio from a {type(source).__name__}: pass a path, a binary file "
+                        "object, bytes, a Waveform or an (array, sample_rate) pair")
+    try:
+        return sf.SoundFile(fileobj)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioDecodeError(f"{name}: cannot decode audio ({e}); pass WAV, FLAC, MP3 or OGG/Vorbis data",
+                               source=name) from e
+
+
+def probe(source: AudioSource) -> AudioInfo:
+    """Read only the header of a file source (no samples) and describe it."""
+    name = describe(source)
+    if isinstance(source, Waveform) or isinstance(source, tuple):
+        samples, sr = _waveform_parts(source)
+        arr = np.asarray(samples)
+        mono_first = arr.ndim == 2 and arr.shape[0] < arr.shape[1]
+        frames = arr.shape[-1] if mono_first else arr.shape[0]
+        channels = 1 if arr.ndim == 1 else min(arr.shape)
+        return AudioInfo(name, sr, channels, int(frames), "ARRAY", str(arr.dtype))
+    with _open(source, name) as f:
+        return AudioInfo(name, int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
+
+
+def _waveform_parts(source: Waveform | tuple[Any, int]) -> tuple[Any, int]:
+    if isinstance(source, Waveform):
+        return source.samples, int(source.sample_rate)
+    if len(source) != 2:
+        raise TypeError("an in-memory clip is an (array, sample_rate) pair")
+    samples, sr = source
+    return samples, int(sr)
+
+
+def _array_to_mono(samples: Any, name: str) -> np.ndarray:
+    """Mono float32 from an in-memory array of shape (n,), (n, channels) or (channels, n)."""
+    if hasattr(samples, "detach"):  # torch tensor
+        samples = samples.detach().cpu().numpy()
+    arr = np.asarray(samples)
+    if arr.dtype.kind in "iu":
+        if arr.dtype == np.uint8:
+            arr = (arr.astype(np.float32) - 128.0) / 128.0
+        else:
+            arr = arr.astype(np.float32) / float(2 ** (8 * arr.dtype.itemsize - 1))
+    elif arr.dtype.kind != "f":
+        raise AudioDecodeError(f"{name}: samples of dtype {arr.dtype} are not audio; pass float or integer PCM",
+                               source=name)
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise AudioDecodeError(f"{name}: expected samples of shape (n,) or (n, channels), got {arr.shape}",
+                               source=name)
+    arr = arr.astype(np.float32, copy=False)
+    if arr.ndim == 2:
+        channels_first = arr.shape[0] < arr.shape[1]
+        arr = arr if channels_first else arr.T
+        arr = np.mean(arr, axis=0) if arr.shape[0] > 1 else arr[0]
+    return np.ascontiguousarray(arr)
+
+
+def _check_duration(frames: int, sr: int, name: str, max_seconds: float) -> None:
+    if sr <= 0:
+        raise AudioDecodeError(f"{name}: invalid sample rate {sr}", source=name)
+    if frames <= 0:
+        raise EmptyAudioError(f"{name}: the clip holds no audio samples; record or export it again", source=name)
+    seconds = frames / sr
+    if seconds > max_seconds:
+        raise AudioTooLongError(
+            f"{name}: {seconds:.1f} s is longer than the {max_seconds:.0f} s accepted; cut a 5-15 s "
+            "excerpt of clean speech (only the first 10 s are used anyway)", source=name)
+
+
+def check_samples(wav: np.ndarray, sample_rate: int, name: str) -> None:
+    """Refuse non-finite, too short or silent mono audio with a typed error."""
+    if wav.size == 0:
+        raise EmptyAudioError(f"{name}: the clip holds no audio samples; record or export it again", source=name)
+    if not np.isfinite(wav).all():
+        raise NonFiniteAudioError(f"{name}: the audio holds NaN or infinite samples; re-export it "
+                                  "(float files must hold finite values in [-1, 1])", source=name)
+    seconds = wav.shape[0] / sample_rate
+    if seconds < MIN_SECONDS:
+        raise AudioTooShortError(f"{name}: {seconds:.2f} s is too short; at least {MIN_SECONDS} s is needed "
+                                 "(3-10 s of clean speech works best)", source=name)
+    if float(np.max(np.abs(wav))) <= SILENCE_PEAK:
+        raise SilentAudioError(f"{name}: the clip is silent (peak at or below -100 dBFS); there is no voice "
+                               "to extract: check the recording", source=name)
+
+
+def read_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
+    """Decode ``source`` to mono float32 at its own sample rate: ``((n,) float32, sample_rate)``.
+
+    Channels are averaged as librosa does.  Nothing is checked beyond decoding and length; see
+    :func:`load_audio` for the full checks.
+    """
+    name = describe(source)
+    if isinstance(source, Waveform) or isinstance(source, tuple):
+        samples, sr = _waveform_parts(source)
+        wav = _array_to_mono(samples, name)
+        _check_duration(wav.shape[0], sr, name, max_seconds)
+        return wav, sr
+    import soundfile as sf
+
+    with _open(source, name) as f:
+        sr = int(f.samplerate)
+        _check_duration(int(f.frames), sr, name, max_seconds)
+        try:
+            data = f.read(dtype="float32", always_2d=False)
+        except (sf.LibsndfileError, RuntimeError) as e:
+            raise AudioDecodeError(f"{name}: decoding failed part-way ({e}); the file may be truncated: "
+                                   "re-export it", source=name) from e
+    if data.ndim > 1:
+        # librosa.to_mono: mean over channels of the (channels, n) layout
+        data = np.mean(data.T, axis=0)
+    return np.ascontiguousarray(data, dtype=np.float32), sr
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample mono float32 audio with soxr HQ, exactly as ``librosa.resample`` (res_type="soxr_hq").
+
+    ``wav``: (n,) float32 @ ``orig_sr`` -> (ceil(n * target_sr / orig_sr),) float32 @ ``target_sr``.
+    """
+    if orig_sr == target_sr:
+        return wav
+    import soxr
+
+    n_out = int(np.ceil(wav.shape[-1] * (float(target_sr) / orig_sr)))
+    out = soxr.resample(wav, orig_sr, target_sr, quality="HQ")
+    if out.shape[-1] > n_out:
+        out = out[:n_out]
+    elif out.shape[-1] < n_out:
+        out = np.pad(out, (0, n_out - out.shape[-1]))
+    return np.asarray(out, dtype=wav.dtype)
+
+
+def load_audio(source: AudioSource, sample_rate: int = S3GEN_SR, *,
+               max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """Decode, mix to mono and resample ``source``: ``(n,) float32 @ sample_rate``.
+
+    Equal to ``librosa.load(path, sr=sample_rate)[0]`` to float precision.  Accepts a path, an open
+    binary file, raw file bytes, a :class:`Waveform` or an ``(array, sample_rate)`` pair.
+
+    Raises an :class:`~voicebank.errors.AudioError` subclass for a missing, unreadable, unsupported,
+    empty, silent, non-finite, too short or too long clip.
+    """
+    name = describe(source)
+    wav, sr = read_audio(source, max_seconds=max_seconds)
+    check_samples(wav, sr, name)
+    return resample(wav, sr, sample_rate)
