@@ -203,8 +203,8 @@ def check_samples(wav: np.ndarray, sample_rate: int, name: str) -> None:
                                "to extract: check the recording", source=name)
 
 
-def read_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int]:
-    """Decode ``source`` to mono float32 at its own sample rate: ``((n,) float32, sample_rate)``.
+def read_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int, int]:
+    """Decode ``source`` to mono float32 at its own rate: ``((n,) float32, sample_rate, source_channels)``.
 
     Channels are averaged as librosa does.  Nothing is checked beyond decoding and length; see
     :func:`load_audio` for the full checks.
@@ -212,13 +212,14 @@ def read_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS) -> tupl
     name = describe(source)
     if isinstance(source, Waveform) or isinstance(source, tuple):
         samples, sr = _waveform_parts(source)
+        shape = np.shape(samples)
         wav = _array_to_mono(samples, name)
         _check_duration(wav.shape[0], sr, name, max_seconds)
-        return wav, sr
+        return wav, sr, 1 if len(shape) < 2 else int(min(shape))
     import soundfile as sf
 
     with _open(source, name) as f:
-        sr = int(f.samplerate)
+        sr, channels = int(f.samplerate), int(f.channels)
         _check_duration(int(f.frames), sr, name, max_seconds)
         try:
             data = f.read(dtype="float32", always_2d=False)
@@ -228,7 +229,7 @@ def read_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS) -> tupl
     if data.ndim > 1:
         # librosa.to_mono: mean over channels of the (channels, n) layout
         data = np.mean(data.T, axis=0)
-    return np.ascontiguousarray(data, dtype=np.float32), sr
+    return np.ascontiguousarray(data, dtype=np.float32), sr, channels
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
@@ -260,6 +261,6 @@ def load_audio(source: AudioSource, sample_rate: int = S3GEN_SR, *,
     empty, silent, non-finite, too short or too long clip.
     """
     name = describe(source)
-    wav, sr = read_audio(source, max_seconds=max_seconds)
+    wav, sr, _ = read_audio(source, max_seconds=max_seconds)
     check_samples(wav, sr, name)
     return resample(wav, sr, sample_rate)

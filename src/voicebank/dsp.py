@@ -121,3 +121,37 @@ def voice_encoder_mel(wav16: np.ndarray, n_mels: int = 40) -> np.ndarray:
     """
     power = stft_power(wav16, n_fft=400, hop_length=160)
     return np.ascontiguousarray(np.dot(mel_filters(16000, 400, n_mels, 0.0, 8000.0), power).T)
+
+
+# --- S3Gen prompt features (Matcha-TTS mel, torch arithmetic) ---------------------------------------
+
+S3GEN_N_FFT = 1920
+S3GEN_HOP = 480
+S3GEN_N_MELS = 80
+
+
+@lru_cache(maxsize=4)
+def _s3gen_mel_tables(device: str):  # -> tuple[torch.Tensor, torch.Tensor]
+    import torch
+
+    basis = torch.from_numpy(mel_filters(24000, S3GEN_N_FFT, S3GEN_N_MELS, 0.0, 8000.0).copy()).to(device)
+    window = torch.hann_window(S3GEN_N_FFT, device=device)
+    return basis, window
+
+
+def s3gen_mel(wav24):  # (n,) torch.float32 -> (frames, 80)
+    """S3Gen's prompt features: log-mel of ``wav24`` ((n,) float32 tensor @ 24 kHz) -> (n // 480, 80) float32.
+
+    Reflect-pad 720 samples each side, 1920-point STFT every 480 samples (50 frames/s, ``center=False``),
+    magnitude ``sqrt(re^2 + im^2 + 1e-9)``, Slaney mel basis (80 bins, 0-8 kHz), ``log(max(x, 1e-5))``.
+    """
+    import torch
+
+    basis, window = _s3gen_mel_tables(str(wav24.device))
+    pad = (S3GEN_N_FFT - S3GEN_HOP) // 2
+    y = torch.nn.functional.pad(wav24.reshape(1, 1, -1), (pad, pad), mode="reflect").reshape(1, -1)
+    spec = torch.view_as_real(torch.stft(y, S3GEN_N_FFT, hop_length=S3GEN_HOP, win_length=S3GEN_N_FFT,
+                                         window=window, center=False, return_complex=True))
+    mag = torch.sqrt(spec.pow(2).sum(-1) + 1e-9)
+    mel = torch.matmul(basis, mag)
+    return torch.log(torch.clamp(mel, min=1e-5))[0].T.contiguous()

@@ -1,0 +1,39 @@
+"""voicebank: extract, store, compare and serve Chatterbox voice conditionals without the TTS model.
+
+Importing the package is cheap: the heavy parts (torch, the models) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .audio import Waveform, load_audio
+    from .conditionals import GenConditioning, T3Conditioning, Voice, VoiceMetadata
+    from .errors import VoicebankError
+
+_LAZY = {
+    "Waveform": "audio",
+    "load_audio": "audio",
+    "Voice": "conditionals",
+    "VoiceMetadata": "conditionals",
+    "T3Conditioning": "conditionals",
+    "GenConditioning": "conditionals",
+    "VoicebankError": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'voicebank' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["__version__", *_LAZY]

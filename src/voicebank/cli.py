@@ -1,0 +1,196 @@
+"""The ``voicebank`` command line.  Library errors become exit code 1 and one line on stderr."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="voicebank",
+    help="Extract, store, compare and serve Chatterbox voice conditionals without loading the TTS model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+PROGRESS_MIN_ITEMS = 5
+
+WeightsOpt = Annotated[Optional[Path], typer.Option(
+    "--weights", "-w", help="Directory with the Chatterbox checkpoints (default: $VOICEBANK_WEIGHTS, "
+    "then the Hugging Face cache).", show_default=False)]
+DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
+VariantOpt = Annotated[str, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, vc.")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading weights from the Hugging Face hub "
+                                           "(needs voicebank[hub]).")]
+
+
+def _err(message: str) -> None:
+    typer.echo(f"voicebank: error: {message}", err=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"voicebank {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """voicebank: Chatterbox voices without the TTS model."""
+
+
+@contextmanager
+def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr when there are more than a handful of items; silent otherwise."""
+    if total <= PROGRESS_MIN_ITEMS or os.environ.get("VOICEBANK_NO_PROGRESS"):
+        yield lambda n: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=False) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
+
+
+def _device(device: str) -> str:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise typer.BadParameter(f"unknown device {device!r}: {e}") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise typer.BadParameter(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise typer.BadParameter(f"--device {device}: MPS is not available on this machine; use --device cpu")
+    return device
+
+
+@app.command()
+def embed(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, MP3, OGG).", show_default=False)],
+    weights: WeightsOpt = None,
+    ve_weights: Annotated[Optional[Path], typer.Option(
+        "--ve-weights", help="A single voice-encoder file: ve.safetensors, ve.pt or Resemblyzer's pretrained.pt.",
+        show_default=False)] = None,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line: {path, embedding}.")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write an (N, 256) float32 .npy file.",
+                                                   show_default=False)] = None,
+    device: DeviceOpt = "cpu",
+    download: DownloadOpt = False,
+) -> None:
+    """Speaker embeddings (256-d, L2-normalised; Chatterbox's t3.speaker_emb), one row per input in order."""
+    from .extractor import Extractor
+
+    if weights is not None and ve_weights is not None:
+        raise typer.BadParameter("give --weights or --ve-weights, not both")
+    if output is not None and output.suffix.lower() != ".npy":
+        raise typer.BadParameter(f"--output {output}: the output must end in .npy")
+    if output is not None and jsonl:
+        raise typer.BadParameter("give --jsonl or --output, not both")
+    extractor = Extractor(ve_weights or weights, device=_device(device), allow_download=download)
+    with _progress(len(audio), "embedding") as advance:
+        embeddings = extractor.embed([str(p) for p in audio], progress=advance)
+    if output is not None:
+        import numpy as np
+
+        from .conditionals import _atomic_write
+
+        _atomic_write(output, lambda f: np.save(f, embeddings))
+        typer.echo(f"wrote {embeddings.shape[0]} embeddings to {output}", err=True)
+        return
+    for path, row in zip(audio, embeddings, strict=True):
+        typer.echo(json.dumps({"path": str(path), "embedding": [round(float(x), 8) for x in row]}))
+
+
+@app.command()
+def extract(
+    audio: Annotated[Path, typer.Argument(help="Reference clip (WAV, FLAC, MP3, OGG).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="OUT.safetensors (voicebank) or OUT.pt (upstream "
+                                         "Conditionals.save format).", show_default=False)],
+    variant: VariantOpt = "english",
+    exaggeration: Annotated[float, typer.Option("--exaggeration", help="Emotion exaggeration (T3 emotion_adv).")] = 0.5,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+    download: DownloadOpt = False,
+) -> None:
+    """Extract the full Chatterbox conditionals of a reference clip into a voice file."""
+    from .extractor import Extractor
+    from .weights import check_variant
+
+    if output.suffix.lower() not in (".safetensors", ".pt"):
+        raise typer.BadParameter(f"--output {output}: use a .safetensors or .pt file name")
+    try:
+        v = check_variant(variant)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    voice = Extractor(weights, variant=v, device=_device(device), allow_download=download).extract(
+        str(audio), exaggeration=exaggeration)
+    voice.save(output)
+    typer.echo(f"wrote {v} voice of {audio} to {output}", err=True)
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A voice file: voicebank .safetensors or upstream .pt.",
+                                         show_default=False)],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show what a voice file holds: metadata, tensor shapes and dtypes."""
+    from .conditionals import Voice
+
+    voice = Voice.load(file)
+    info: dict[str, Any] = voice.describe()
+    info["file"] = str(file)
+    info["format"] = "voicebank safetensors" if file.suffix.lower() == ".safetensors" else "upstream .pt"
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    typer.echo(f"{file}  ({info['format']})")
+    for k, val in info["metadata"].items():
+        if val:
+            typer.echo(f"  {k}: {val}")
+    for k, t in info["tensors"].items():
+        typer.echo(f"  {k:32s} {t['dtype']:8s} {tuple(t['shape'])}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``voicebank`` script; returns the exit code."""
+    from .errors import VoicebankError
+
+    try:
+        app(args=argv, standalone_mode=False)
+    except VoicebankError as e:
+        _err(str(e))
+        return 1
+    except typer.Exit as e:
+        return int(e.exit_code or 0)
+    except typer.Abort:
+        _err("aborted")
+        return 1
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            return e.exit_code
+        raise
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
