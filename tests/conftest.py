@@ -40,3 +40,15 @@ def golden_intermediates():
         return cache[case]
 
     return get
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Print the measured figures tests record (e.g. the real-speech EER)."""
+    try:
+        from test_realspeech import METRICS
+    except ImportError:
+        return
+    if METRICS:
+        terminalreporter.section("voicebank measurements")
+        for k, v in METRICS.items():
+            terminalreporter.write_line(f"{k}: {v}")

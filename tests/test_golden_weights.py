@@ -1,6 +1,7 @@
 import hashlib
 
 import numpy as np
+
 from golden_weights import expected_sha256, generate_tensor, keys
 
 

@@ -36,4 +36,13 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = ["__version__", *_LAZY]
+__all__ = [
+    "GenConditioning",
+    "T3Conditioning",
+    "Voice",
+    "VoiceMetadata",
+    "VoicebankError",
+    "Waveform",
+    "__version__",
+    "load_audio",
+]

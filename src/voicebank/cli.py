@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -24,7 +24,7 @@ app = typer.Typer(
 
 PROGRESS_MIN_ITEMS = 5
 
-WeightsOpt = Annotated[Optional[Path], typer.Option(
+WeightsOpt = Annotated[Path | None, typer.Option(
     "--weights", "-w", help="Directory with the Chatterbox checkpoints (default: $VOICEBANK_WEIGHTS, "
     "then the Hugging Face cache).", show_default=False)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
@@ -84,11 +84,11 @@ def _device(device: str) -> str:
 def embed(
     audio: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, MP3, OGG).", show_default=False)],
     weights: WeightsOpt = None,
-    ve_weights: Annotated[Optional[Path], typer.Option(
+    ve_weights: Annotated[Path | None, typer.Option(
         "--ve-weights", help="A single voice-encoder file: ve.safetensors, ve.pt or Resemblyzer's pretrained.pt.",
         show_default=False)] = None,
     jsonl: Annotated[bool, typer.Option("--jsonl", help="Print one JSON object per line: {path, embedding}.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write an (N, 256) float32 .npy file.",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write an (N, 256) float32 .npy file.",
                                                    show_default=False)] = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
@@ -182,12 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         _err("aborted")
         return 1
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code
+    except Exception as e:  # usage errors (click's ClickException, vendored or not, by duck typing)
+        show, exit_code = getattr(e, "show", None), getattr(e, "exit_code", None)
+        if callable(show) and isinstance(exit_code, int):
+            show()
+            return exit_code
         raise
     return 0
 

@@ -60,7 +60,11 @@ class T3Conditioning:
         return {k: getattr(self, k) for k in T3_FIELDS}
 
     def to(self, device: torch.device | str) -> T3Conditioning:
-        return T3Conditioning(**{k: (v.to(device) if v is not None else None) for k, v in self.as_dict().items()})
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return t.to(device) if t is not None else None
+
+        return T3Conditioning(self.speaker_emb.to(device), move(self.cond_prompt_speech_tokens), move(self.emotion_adv),
+                              move(self.clap_emb), move(self.cond_prompt_speech_emb))
 
 
 @dataclass
@@ -78,7 +82,9 @@ class GenConditioning:
         return {k: getattr(self, k) for k in GEN_FIELDS}
 
     def to(self, device: torch.device | str) -> GenConditioning:
-        return GenConditioning(**{k: (v.to(device) if v is not None else None) for k, v in self.as_dict().items()})
+        return GenConditioning(self.prompt_token.to(device), self.prompt_token_len.to(device),
+                               self.prompt_feat.to(device), self.embedding.to(device),
+                               self.prompt_feat_len.to(device) if self.prompt_feat_len is not None else None)
 
 
 @dataclass(frozen=True)
@@ -313,7 +319,8 @@ def validate(tensors: Mapping[str, Any], where: str) -> tuple[T3Conditioning | N
     for k in ("gen.prompt_token", "t3.cond_prompt_speech_tokens"):
         if k in checked and checked[k].numel() and (checked[k].min() < 0 or checked[k].max() >= SPEECH_VOCAB_SIZE):
             raise VoiceFileError(f"{where}: {k} holds values outside [0, {SPEECH_VOCAB_SIZE})")
-    if "t3.cond_prompt_speech_tokens" in checked and checked["t3.cond_prompt_speech_tokens"].shape[1] > MAX_T3_PROMPT_TOKENS:
+    prompt = checked.get("t3.cond_prompt_speech_tokens")
+    if prompt is not None and prompt.shape[1] > MAX_T3_PROMPT_TOKENS:
         raise VoiceFileError(f"{where}: more than {MAX_T3_PROMPT_TOKENS} T3 prompt tokens")
     gen = GenConditioning(prompt_token=tokens, prompt_token_len=checked["gen.prompt_token_len"],
                           prompt_feat=checked["gen.prompt_feat"], embedding=checked["gen.embedding"])
@@ -331,9 +338,10 @@ def _load_safetensors(path: Path) -> Voice:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
-        raise VoiceFileError(f"{path}: not a readable safetensors file ({e}); it may be truncated: export it again") from e
+        raise VoiceFileError(
+            f"{path}: not a readable safetensors file ({e}); it may be truncated: export it again") from e
     fmt = meta.get("format", FORMAT_NAME)
     if fmt != FORMAT_NAME:
         raise VoiceFileError(f"{path}: format {fmt!r} is not a voicebank voice")

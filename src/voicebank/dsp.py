@@ -103,8 +103,7 @@ def stft_power(wav: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     float64 and is stored as complex64, as librosa does.
     """
     pad = n_fft // 2
-    mode = "reflect" if wav.shape[0] > pad else "constant"
-    padded = np.pad(wav, pad, mode=mode)
+    padded = np.pad(wav, pad, mode="reflect") if wav.shape[0] > pad else np.pad(wav, pad)
     n_frames = 1 + (padded.shape[0] - n_fft) // hop_length
     frames = np.lib.stride_tricks.as_strided(
         padded, shape=(n_frames, n_fft), strides=(padded.strides[0] * hop_length, padded.strides[0]),

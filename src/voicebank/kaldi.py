@@ -52,7 +52,7 @@ def _mel_scalar(freq: float) -> float:
 
 @lru_cache(maxsize=8)
 def _mel_banks(num_bins: int, cfg: FbankConfig) -> torch.Tensor:
-    """Triangular mel filters as float32 ``(n_fft // 2 + 1, num_bins)`` (transposed for ``spec @ banks``).
+    """Triangular mel filters as float32 ``(num_bins, n_fft // 2 + 1)``.
 
     The arithmetic mirrors torchaudio's ``get_mel_banks`` step for step in float32 (the band edges are
     Python floats combined with float32 tensors), so the filters are bit-identical.  The Nyquist bin gets
@@ -75,9 +75,8 @@ def _mel_banks(num_bins: int, cfg: FbankConfig) -> torch.Tensor:
     falling = (right - mel) / (right - center)
     banks = torch.clamp(torch.minimum(rising, falling), min=0.0)  # (num_bins, n_fft // 2)
     banks = torch.nn.functional.pad(banks, (0, 1))  # Nyquist bin: weight 0
-    out = banks.T.contiguous()
-    out.requires_grad_(False)
-    return out
+    banks.requires_grad_(False)
+    return banks
 
 
 @lru_cache(maxsize=4)
@@ -87,7 +86,7 @@ def _povey_window(cfg: FbankConfig) -> torch.Tensor:
 
 
 def num_frames(n: int, cfg: FbankConfig = DEFAULT_CONFIG) -> int:
-    """Number of fbank frames for ``n`` samples (``snip_edges=True``); 0 when ``n`` is shorter than a frame."""
+    """Number of fbank frames for ``n`` samples (``snip_edges=True``); 0 below one frame."""
     return 0 if n < cfg.frame_length else 1 + (n - cfg.frame_length) // cfg.frame_shift
 
 
@@ -120,5 +119,6 @@ def fbank(wav16: torch.Tensor, num_mel_bins: int = 80, cfg: FbankConfig = DEFAUL
     frames = torch.nn.functional.pad(frames, (0, cfg.n_fft - cfg.frame_length))
 
     power = torch.fft.rfft(frames).abs().pow(2.0)  # (m, 257)
-    energies = torch.mm(power, _mel_banks(num_mel_bins, cfg).to(power.device))
+    # multiply by the transposed view, as torchaudio does (same BLAS layout, same rounding)
+    energies = torch.mm(power, _mel_banks(num_mel_bins, cfg).to(power.device).T)
     return torch.clamp(energies, min=FLOAT32_EPS).log()

@@ -66,7 +66,7 @@ def resampled_length(n: int, orig_sr: int, new_sr: int) -> int:
 
 
 def sinc_resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    """Resample ``wav`` from ``orig_sr`` to ``new_sr`` Hz like ``torchaudio.transforms.Resample(orig_sr, new_sr)``.
+    """Resample ``wav`` from ``orig_sr`` to ``new_sr`` Hz as ``torchaudio.transforms.Resample`` does.
 
     ``wav`` is a floating-point tensor of shape ``(..., n)`` (float32 for parity with upstream); the result
     has shape ``(..., ceil(n * new_sr / orig_sr))`` and the dtype of the kernel's promotion with ``wav``.

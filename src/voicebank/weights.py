@@ -60,7 +60,7 @@ def check_variant(variant: str) -> Variant:
     """Return ``variant`` if it is one of :data:`VARIANTS`, else raise ``ValueError`` naming the valid ones."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    return variant  # type: ignore[return-value]
+    return variant
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ def read_tensors(path: Path, prefixes: tuple[str, ...] | None = None) -> dict[st
 
         try:
             with safe_open(str(path), framework="pt", device="cpu") as f:
-                return {k: f.get_tensor(k) for k in f.keys() if wanted(k)}  # noqa: SIM118
+                return {k: f.get_tensor(k) for k in f.keys() if wanted(k)}
         except (SafetensorError, OSError, ValueError) as e:
             raise WeightsError(f"cannot read checkpoint {path}: {e}; re-download or replace the file") from e
     try:
