@@ -96,3 +96,55 @@ def test_entry_point_script_runs(tmp_path):
 
     res = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
     assert res.returncode == 0 and __version__ in res.stdout
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_extract_and_inspect(capsys, tmp_path, golden_weights_dir, suffix):
+    out_path = tmp_path / f"voice{suffix}"
+    code, _, err = run(capsys, "extract", GOLDEN_INPUTS / "short_3s_22k.wav", "-o", out_path, "--weights",
+                       golden_weights_dir, "--exaggeration", "0.7")
+    assert code == 0, err
+    expected = load_file(str(EXPECTED / "short_3s_22k.tts.safetensors"))
+    from voicebank.conditionals import Voice
+
+    got = Voice.load(out_path).tensors()
+    assert sorted(got) == sorted(expected)
+    assert float(got["t3.emotion_adv"]) == pytest.approx(0.7)
+    code, out, _ = run(capsys, "inspect", out_path)
+    assert code == 0 and "gen.prompt_feat" in out and "(1, 150, 80)" in out
+    code, out, _ = run(capsys, "inspect", out_path, "--json")
+    info = json.loads(out)
+    assert info["tensors"]["t3.speaker_emb"]["shape"] == [1, 256]
+
+
+def test_extract_vc_variant(capsys, tmp_path, golden_weights_dir):
+    out_path = tmp_path / "vc.safetensors"
+    code, _, err = run(capsys, "extract", GOLDEN_INPUTS / "short_3s_22k.wav", "-o", out_path, "--weights",
+                       golden_weights_dir, "--variant", "vc")
+    assert code == 0, err
+    code, out, _ = run(capsys, "inspect", out_path)
+    assert "t3." not in out and "variant: vc" in out
+
+
+def test_extract_refusals_leave_no_file(capsys, tmp_path, golden_weights_dir):
+    out_path = tmp_path / "voice.safetensors"
+    # Turbo needs more than 5 s
+    code, _, err = run(capsys, "extract", GOLDEN_INPUTS / "p240_24k.mp3", "-o", out_path, "--weights",
+                       golden_weights_dir, "--variant", "turbo")
+    assert code == 1 and "Turbo" in err and err.count("\n") == 1
+    # unknown variant, bad suffix, bad device, missing file
+    assert run(capsys, "extract", GOLDEN_INPUTS / "p240_24k.mp3", "-o", out_path, "--variant", "klingon")[0] == 2
+    assert run(capsys, "extract", GOLDEN_INPUTS / "p240_24k.mp3", "-o", tmp_path / "v.npy")[0] == 2
+    assert run(capsys, "extract", GOLDEN_INPUTS / "p240_24k.mp3", "-o", out_path, "--device", "cuda:0",
+               "--weights", golden_weights_dir)[0] in (0, 2)
+    out_path.unlink(missing_ok=True)
+    code, _, err = run(capsys, "extract", tmp_path / "none.wav", "-o", out_path, "--weights", golden_weights_dir)
+    assert code == 1 and "no such file" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_inspect_refuses_bad_files(capsys, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"garbage")
+    code, _, err = run(capsys, "inspect", bad)
+    assert code == 1 and "bad.pt" in err

@@ -101,3 +101,39 @@ class VoiceNotFoundError(LibraryError, KeyError):
 
 class VoiceExistsError(LibraryError):
     """A voice of that name (or the same audio) is already in the library."""
+
+
+class DuplicateAudioError(VoiceExistsError):
+    """The same audio (by the sha256 of its bytes) is already in the library under another name."""
+
+    def __init__(self, message: str, *, existing: str = "") -> None:
+        super().__init__(message)
+        self.existing = existing
+
+
+class InvalidVoiceNameError(LibraryError, ValueError):
+    """A voice name that cannot be used (empty, too long, control characters, a path separator)."""
+
+
+class ReferenceRejectedError(LibraryError, ValueError):
+    """Reference audio refused by the inspection before adding; ``findings`` lists why.
+
+    Unusable references are always refused; poor ones only without ``force`` (``--force``).
+    """
+
+    def __init__(self, message: str, *, source: str = "<audio>", findings: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.source = source
+        self.findings = findings
+
+
+class BaseVoiceError(LibraryError):
+    """An embedding-only voice has no usable base voice to borrow its S3Gen reference from."""
+
+
+class NoAudioKeptError(LibraryError):
+    """The operation needs the voice's reference audio, and the library did not keep it."""
+
+
+class CatalogueError(LibraryError):
+    """The library's catalogue cannot be opened or used (damaged, locked, or from a newer voicebank)."""

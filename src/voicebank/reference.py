@@ -107,9 +107,13 @@ def prepare_reference(source: AudioSource, variant: Variant = "english", *, comp
     """
     variant = check_variant(variant)
     name = describe(source)
-    digest = source_sha256(source) if compute_sha256 else ""
-    native, native_sr, channels = read_audio(source)
+    is_file_object = hasattr(source, "read") and hasattr(source, "seek")
+    start = source.tell() if is_file_object else 0  # type: ignore[union-attr]
+    native, native_sr, channels = read_audio(source)  # decode first: unusable input fails with a typed error
     check_samples(native, native_sr, name)
+    if is_file_object:
+        source.seek(start)  # type: ignore[union-attr]
+    digest = source_sha256(source) if compute_sha256 else ""
     wav24 = resample(native, native_sr, S3GEN_SR)
     gain_db = None
     if variant == "turbo":

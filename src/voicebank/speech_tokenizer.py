@@ -1,0 +1,541 @@
+"""The S3 speech tokenizer (S3TokenizerV2, ``speech_tokenizer_v2_25hz``) that Chatterbox conditions on.
+
+It turns 16 kHz speech into discrete speech tokens at 25 tokens/s (one token per 40 ms, i.e. per four
+10 ms mel frames), with a codebook of ``3**8 = 6561`` entries:
+
+1. :func:`log_mel_spectrogram`: 128-bin Whisper-style log-mel, one frame per 160 samples (10 ms);
+2. :class:`SpeechTokenizer`: two stride-2 convolutions, six transformer blocks whose attention has rotary
+   position embeddings and an FSMN memory (a depthwise convolution over the values), then a finite
+   scalar quantiser (FSQ): eight projections, each rounded to one of three levels.
+
+The arithmetic follows upstream (``s3tokenizer`` 0.3.0 as wrapped by ``chatterbox-tts`` 0.1.7) closely
+enough that the tokens agree with upstream's on the golden cases; the state-dict names are upstream's with
+the ``tokenizer.`` prefix removed, so a Chatterbox ``s3gen`` checkpoint loads strictly.
+
+Clips longer than 30 s (3000 mel frames), which upstream splits into overlapping windows, are refused:
+voicebank never feeds the tokenizer more than 10 s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import overload
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .dsp import mel_filters
+from .weights import load_into
+
+__all__ = [
+    "MAX_MEL_FRAMES",
+    "MEL_FRAMES_PER_TOKEN",
+    "MEL_HOP_SAMPLES",
+    "MEL_WINDOW_SAMPLES",
+    "SAMPLE_RATE_HZ",
+    "TOKENS_PER_SECOND",
+    "TOKEN_HOP_SAMPLES",
+    "SpeechTokenizer",
+    "SpeechTokenizerConfig",
+    "log_mel_batch",
+    "log_mel_spectrogram",
+    "mel_frame_count",
+    "rotary_tables",
+    "token_count",
+]
+
+# --- constants ---------------------------------------------------------------------------------------
+
+SAMPLE_RATE_HZ = 16_000
+"""Sample rate of the tokenizer's input audio."""
+MEL_WINDOW_SAMPLES = 400
+"""STFT size and Hann window length (25 ms at 16 kHz)."""
+MEL_HOP_SAMPLES = 160
+"""STFT hop (10 ms at 16 kHz): 100 mel frames per second."""
+MEL_FRAMES_PER_TOKEN = 4
+"""Mel frames per speech token (the encoder downsamples time by 4)."""
+TOKEN_HOP_SAMPLES = MEL_HOP_SAMPLES * MEL_FRAMES_PER_TOKEN
+"""Samples per speech token at 16 kHz (640 samples = 40 ms)."""
+TOKENS_PER_SECOND = SAMPLE_RATE_HZ // TOKEN_HOP_SAMPLES
+"""Speech-token rate (25 tokens per second)."""
+MAX_MEL_FRAMES = 3000
+"""Longest input handled in one window (3000 mel frames = 30 s); upstream splits longer clips."""
+LOG_MEL_FLOOR_CLAMP = 1e-10
+"""Smallest mel power before ``log10`` (power units, i.e. -100 dB)."""
+LOG_MEL_DYNAMIC_RANGE_LOG10 = 8.0
+"""Log-mel values are floored at ``max - 8`` (80 dB below the clip's loudest bin)."""
+ATTENTION_PAD_BIAS = -1.0e10
+"""Additive attention bias on padded keys (upstream's ``mask_to_bias``)."""
+FSQ_SCALE = 0.9990000128746033
+"""Factor applied after ``tanh`` before rounding (float32 of 0.999, as upstream)."""
+
+
+@dataclass(frozen=True)
+class SpeechTokenizerConfig:
+    """Hyper-parameters of S3TokenizerV2 (``speech_tokenizer_v2_25hz``); the defaults are upstream's."""
+
+    n_mels: int = 128
+    """Mel bins of the input."""
+    n_state: int = 1280
+    """Model width."""
+    n_head: int = 20
+    """Attention heads (head dimension ``n_state // n_head = 64``)."""
+    n_layer: int = 6
+    """Transformer blocks."""
+    mlp_ratio: int = 4
+    """Hidden width of each block's MLP, in multiples of ``n_state``."""
+    conv_kernel_size: int = 3
+    """Kernel of the two input convolutions (padding 1)."""
+    conv_stride: int = 2
+    """Stride of each input convolution (two of them: 4 mel frames per token)."""
+    fsmn_kernel_size: int = 31
+    """Taps of the FSMN memory (a depthwise convolution over the values, centred)."""
+    layer_norm_eps: float = 1e-5
+    """Epsilon of every LayerNorm."""
+    rope_head_dim: int = 64
+    """Dimension the rotary table is computed for (the head dimension)."""
+    rope_max_positions: int = 2048
+    """Positions in the rotary table (2048 tokens = 81.92 s)."""
+    rope_theta: float = 10000.0
+    """Rotary base."""
+    fsq_levels: int = 3
+    """Levels of each FSQ digit (-1, 0, +1)."""
+    fsq_dim: int = 8
+    """FSQ digits per token; the codebook has ``fsq_levels ** fsq_dim`` entries."""
+
+    @property
+    def head_dim(self) -> int:
+        """Dimension of one attention head."""
+        return self.n_state // self.n_head
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of distinct tokens (6561)."""
+        return int(self.fsq_levels**self.fsq_dim)
+
+
+DEFAULT_CONFIG = SpeechTokenizerConfig()
+
+
+# --- log-mel -----------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _hann_window(device: torch.device) -> torch.Tensor:
+    """Periodic Hann window of :data:`MEL_WINDOW_SAMPLES` samples (float32, read only by convention)."""
+    return torch.hann_window(MEL_WINDOW_SAMPLES, device=device)
+
+
+@lru_cache(maxsize=4)
+def _mel_basis(device: torch.device, n_mels: int) -> torch.Tensor:
+    """Slaney mel basis ``(n_mels, 201)`` float32, bit-identical to ``librosa.filters.mel``."""
+    return torch.tensor(mel_filters(SAMPLE_RATE_HZ, MEL_WINDOW_SAMPLES, n_mels), device=device)
+
+
+def mel_frame_count(n_samples: int) -> int:
+    """Number of log-mel frames :func:`log_mel_spectrogram` makes from ``n_samples`` samples at 16 kHz."""
+    return n_samples // MEL_HOP_SAMPLES
+
+
+@overload
+def _conv_out_len(n: int, kernel_size: int = ..., stride: int = ...) -> int: ...
+@overload
+def _conv_out_len(n: torch.Tensor, kernel_size: int = ..., stride: int = ...) -> torch.Tensor: ...
+def _conv_out_len(n: int | torch.Tensor, kernel_size: int = 3, stride: int = 2) -> int | torch.Tensor:
+    """Output length of one input convolution ("same" padding, dilation 1) for ``n`` input frames."""
+    padding = (kernel_size - 1) // 2
+    return (n + 2 * padding - (kernel_size - 1) - 1) // stride + 1
+
+
+def token_count(n_mel_frames: int, config: SpeechTokenizerConfig = DEFAULT_CONFIG) -> int:
+    """Number of speech tokens for ``n_mel_frames`` log-mel frames (upstream's conv-length formula)."""
+    k, s = config.conv_kernel_size, config.conv_stride
+    return _conv_out_len(_conv_out_len(n_mel_frames, k, s), k, s)
+
+
+def log_mel_spectrogram(wav16: torch.Tensor, n_mels: int = DEFAULT_CONFIG.n_mels) -> torch.Tensor:
+    """Log-mel spectrogram of one clip, exactly as upstream's ``S3Tokenizer.log_mel_spectrogram``.
+
+    ``wav16`` is a 1-D float32 tensor of ``n`` samples at 16 kHz (``n > 200``).  Returns a float32 tensor
+    of shape ``(n_mels, n // 160)`` on the same device: centred STFT (400-sample periodic Hann window,
+    hop 160, reflect padding) without its last frame, power ``|X|**2``, Slaney mel (fmax 8 kHz),
+    ``log10`` of the power clamped at 1e-10, floored at the clip's maximum minus 8, then ``(x + 4) / 4``.
+    """
+    if wav16.dim() != 1:
+        raise ValueError(f"log_mel_spectrogram expects a 1-D waveform, got shape {tuple(wav16.shape)}")
+    if wav16.numel() <= MEL_WINDOW_SAMPLES // 2:
+        raise ValueError(
+            f"waveform too short for the speech tokenizer: {wav16.numel()} samples at 16 kHz, "
+            f"need more than {MEL_WINDOW_SAMPLES // 2}"
+        )
+    if not wav16.is_floating_point():
+        raise ValueError(f"log_mel_spectrogram expects float samples in [-1, 1], got dtype {wav16.dtype}")
+    wav16 = wav16.to(torch.float32)
+    spec = torch.stft(
+        wav16,
+        MEL_WINDOW_SAMPLES,
+        MEL_HOP_SAMPLES,
+        window=_hann_window(wav16.device),
+        center=True,
+        pad_mode="reflect",
+        return_complex=True,
+    )
+    # upstream squares the magnitude (sqrt then square), which rounds differently from re**2 + im**2
+    power = spec[:, :-1].abs() ** 2
+    mel = _mel_basis(wav16.device, n_mels) @ power
+    log_spec = torch.clamp(mel, min=LOG_MEL_FLOOR_CLAMP).log10()
+    log_spec = torch.maximum(log_spec, log_spec.max() - LOG_MEL_DYNAMIC_RANGE_LOG10)
+    return (log_spec + 4.0) / 4.0
+
+
+def log_mel_batch(
+    wavs: Sequence[torch.Tensor], max_frames: int | None = None, n_mels: int = DEFAULT_CONFIG.n_mels
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-mels of several 16 kHz clips, zero-padded into one batch.
+
+    Each clip's log-mel is computed on its own (the ``max - 8`` floor is per clip) and then cut to
+    ``max_frames`` frames when given.  Returns ``(mels, lengths)``: mels ``(B, n_mels, T_max)`` float32,
+    lengths ``(B,)`` int64 (frames of each clip).
+    """
+    mels = [log_mel_spectrogram(w, n_mels) for w in wavs]
+    if max_frames is not None:
+        mels = [m[:, :max_frames] for m in mels]
+    lengths = torch.tensor([m.shape[1] for m in mels], dtype=torch.int64)
+    t_max = int(lengths.max())
+    device = mels[0].device
+    batch = torch.zeros(len(mels), n_mels, t_max, dtype=torch.float32, device=device)
+    for i, m in enumerate(mels):
+        batch[i, :, : m.shape[1]] = m
+    return batch, lengths
+
+
+# --- rotary embedding --------------------------------------------------------------------------------
+
+
+def rotary_tables(
+    head_dim: int, n_positions: int, theta: float = 10000.0, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cosine and sine tables ``(n_positions, head_dim)`` float32 of upstream's rotary embedding.
+
+    Frequency ``i`` (of ``head_dim // 2``) is used for dimensions ``i`` and ``i + head_dim // 2``
+    (the "rotate half" layout).  Computed like upstream (``torch.polar`` of float32 angles).
+    """
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2)[: head_dim // 2].float() / head_dim))
+    positions = torch.arange(n_positions, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)
+    unit = torch.view_as_real(torch.polar(torch.ones_like(angles), angles))
+    cos = torch.cat((unit[..., 0], unit[..., 0]), dim=-1).contiguous()
+    sin = torch.cat((unit[..., 1], unit[..., 1]), dim=-1).contiguous()
+    if device is not None:
+        cos, sin = cos.to(device), sin.to(device)
+    return cos, sin
+
+
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Apply the rotary embedding to ``x`` ``(B, T, H, D)`` with tables ``(T, 1, D)``."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+# --- the network -------------------------------------------------------------------------------------
+
+
+class _Layout:
+    """Where the valid frames of a padded batch are.
+
+    The position-wise layers (LayerNorm, projections, MLP) run on the valid rows only, packed into an
+    ``(N, C)`` matrix; attention and the FSMN memory need the padded ``(B, T, C)`` form.  ``index`` holds
+    the flat ``b * T + t`` indices of the valid rows, or ``None`` when no row is padding.
+    """
+
+    def __init__(self, lengths: torch.Tensor, n_frames: int) -> None:
+        self.batch = int(lengths.shape[0])
+        self.frames = n_frames
+        valid = torch.arange(n_frames, device=lengths.device)[None, :] < lengths[:, None]  # (B, T)
+        if bool(valid.all()):
+            self.index: torch.Tensor | None = None
+            self.key_bias: torch.Tensor | None = None
+        else:
+            self.index = valid.reshape(-1).nonzero().squeeze(1)
+            # (B, 1, 1, T): broadcast over heads and queries
+            self.key_bias = ((~valid).to(torch.float32) * ATTENTION_PAD_BIAS)[:, None, None, :]
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, T, C)`` -> ``(N, C)``: the valid rows, batch-major."""
+        flat = x.reshape(self.batch * self.frames, x.shape[-1])
+        return flat if self.index is None else flat.index_select(0, self.index)
+
+    def unpack(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N, C)`` -> ``(B, T, C)`` with zeros in the padded rows."""
+        if self.index is None:
+            return x.view(self.batch, self.frames, x.shape[-1])
+        out = x.new_zeros(self.batch * self.frames, x.shape[-1])
+        out.index_copy_(0, self.index, x)
+        return out.view(self.batch, self.frames, x.shape[-1])
+
+
+def _version(t: torch.Tensor) -> int:
+    """In-place modification counter of ``t`` (-1 for inference tensors, which have none)."""
+    try:
+        return int(t._version)
+    except RuntimeError:
+        return -1
+
+
+class FSMNAttention(nn.Module):
+    """Multi-head self-attention with rotary embeddings plus an FSMN memory over the values.
+
+    Parameters: ``query`` (with bias), ``key`` (no bias), ``value`` and ``out`` (with bias), all
+    ``n_state x n_state``; ``fsmn_block``: depthwise ``Conv1d`` weight ``(n_state, 1, kernel)``, no bias.
+    """
+
+    def __init__(self, config: SpeechTokenizerConfig) -> None:
+        super().__init__()
+        c = config.n_state
+        self.n_head = config.n_head
+        self.query = nn.Linear(c, c)
+        self.key = nn.Linear(c, c, bias=False)
+        self.value = nn.Linear(c, c)
+        self.out = nn.Linear(c, c)
+        self.fsmn_block = nn.Conv1d(c, c, config.fsmn_kernel_size, groups=c, bias=False)
+        self.fsmn_left = (config.fsmn_kernel_size - 1) // 2
+        self.fsmn_right = config.fsmn_kernel_size - 1 - self.fsmn_left
+        # fused q/k/v projection (one GEMM instead of three: faster on CPU, bit-identical), a copy built
+        # from the three Linear layers at first use and rebuilt when they are replaced or modified in place;
+        # it is a plain attribute, so it is not in the state dict
+        self._qkv: tuple[torch.Tensor, torch.Tensor, tuple[int, ...]] | None = None
+
+    def _fused_qkv(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(3C, C)`` weight and ``(3C,)`` bias of the three projections, rebuilt if they changed."""
+        sources = (self.query.weight, self.key.weight, self.value.weight, self.query.bias, self.value.bias)
+        stamp = tuple(t.data_ptr() for t in sources) + tuple(_version(t) for t in sources)
+        if self._qkv is None or self._qkv[2] != stamp or self._qkv[0].device != self.query.weight.device:
+            with torch.inference_mode(False), torch.no_grad():
+                weight = torch.cat((self.query.weight, self.key.weight, self.value.weight), dim=0)
+                bias = torch.cat((self.query.bias, torch.zeros_like(self.query.bias), self.value.bias))
+            self._qkv = (weight, bias, stamp)
+        return self._qkv[0], self._qkv[1]
+
+    def forward(
+        self, x: torch.Tensor, layout: _Layout, cos: torch.Tensor, sin: torch.Tensor
+    ) -> torch.Tensor:
+        """``x`` ``(N, C)`` packed, normalised input -> ``(N, C)`` attention output plus FSMN memory.
+
+        ``cos``/``sin`` are the rotary tables for the first ``T`` positions, shaped ``(T, 1, head_dim)``.
+        """
+        c = x.shape[-1]
+        weight, bias = self._fused_qkv()
+        qkv = layout.unpack(F.linear(x, weight, bias))  # (B, T, 3C); padded rows are zero
+        b, t, _ = qkv.shape
+        h = self.n_head
+        d = c // h
+        q = qkv[..., :c].view(b, t, h, d)
+        k = qkv[..., c : 2 * c].view(b, t, h, d)
+        v = qkv[..., 2 * c :]
+
+        # FSMN memory: depthwise convolution over time of the values (zero in padded rows, as upstream's
+        # masking makes them), plus the values.  It runs as a 2-D convolution on a channels-last view of
+        # the (B, T, C) values, which oneDNN does several times faster than on (B, C, T), with the same
+        # result.  Zero padding of the sequence ends, as upstream's ConstantPad1d.
+        v_cl = v.contiguous().transpose(1, 2).unsqueeze(2)  # (B, C, 1, T), memory (B, T, C)
+        if self.fsmn_left != self.fsmn_right:
+            v_cl = F.pad(v_cl, (self.fsmn_left, self.fsmn_right))
+            pad = 0
+        else:
+            pad = self.fsmn_left
+        memory = F.conv2d(v_cl, self.fsmn_block.weight.unsqueeze(2), padding=(0, pad), groups=c)
+        memory = memory.squeeze(2).transpose(1, 2) + v  # (B, T, C)
+
+        # upstream scales q and k each by head_dim ** -0.25 before the product
+        scale = d**-0.25
+        q = (_rotate(q, cos, sin) * scale).transpose(1, 2)  # (B, H, T, D)
+        k = (_rotate(k, cos, sin) * scale).permute(0, 2, 3, 1)  # (B, H, D, T)
+        scores = torch.matmul(q, k)  # (B, H, T, T)
+        if layout.key_bias is not None:
+            scores += layout.key_bias
+        weights = torch.softmax(scores, dim=-1)
+        attended = torch.matmul(weights, v.view(b, t, h, d).transpose(1, 2))  # (B, H, T, D)
+        attended = attended.transpose(1, 2).reshape(b, t, c)
+        return self.out(layout.pack(attended)) + layout.pack(memory)
+
+
+class ResidualAttentionBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(attn_ln(x))``, then ``x + mlp(mlp_ln(x))``."""
+
+    def __init__(self, config: SpeechTokenizerConfig) -> None:
+        super().__init__()
+        c = config.n_state
+        self.attn = FSMNAttention(config)
+        self.attn_ln = nn.LayerNorm(c, eps=config.layer_norm_eps)
+        hidden = c * config.mlp_ratio
+        self.mlp = nn.Sequential(nn.Linear(c, hidden), nn.GELU(), nn.Linear(hidden, c))
+        self.mlp_ln = nn.LayerNorm(c, eps=config.layer_norm_eps)
+
+    def forward(self, x: torch.Tensor, layout: _Layout, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(N, C)`` packed rows -> ``(N, C)``."""
+        x = x + self.attn(self.attn_ln(x), layout, cos, sin)
+        return x + self.mlp(self.mlp_ln(x))
+
+
+class AudioEncoder(nn.Module):
+    """S3TokenizerV2's encoder: two stride-2 GELU convolutions and ``n_layer`` attention blocks."""
+
+    def __init__(self, config: SpeechTokenizerConfig) -> None:
+        super().__init__()
+        self.config = config
+        k, s, c = config.conv_kernel_size, config.conv_stride, config.n_state
+        self.conv1 = nn.Conv1d(config.n_mels, c, k, s, (k - 1) // 2)
+        self.conv2 = nn.Conv1d(c, c, k, s, (k - 1) // 2)
+        self.blocks = nn.ModuleList([ResidualAttentionBlock(config) for _ in range(config.n_layer)])
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def rope(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary tables ``(rope_max_positions, head_dim)`` on ``device`` (built once, not persistent)."""
+        if self._rope is None or self._rope[0].device != device:
+            cfg = self.config
+            with torch.inference_mode(False):
+                self._rope = rotary_tables(cfg.rope_head_dim, cfg.rope_max_positions, cfg.rope_theta, device)
+        return self._rope
+
+    def forward(self, mel: torch.Tensor, mel_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, _Layout]:
+        """Encode a padded batch of log-mels.
+
+        ``mel`` ``(B, n_mels, T)`` float32 (100 frames/s), ``mel_len`` ``(B,)`` int64.  Returns the hidden
+        states of the valid frames packed as ``(N, n_state)`` (batch-major), the token lengths ``(B,)``
+        int64 (25 tokens/s) and the layout that unpacks them to ``(B, T_tokens, n_state)``.
+        """
+        k, s = self.config.conv_kernel_size, self.config.conv_stride
+        t0 = mel.shape[-1]
+        mask0 = torch.arange(t0, device=mel.device)[None, :] < mel_len[:, None]
+        x = F.gelu(self.conv1(mel * mask0[:, None, :]))
+        len1, t1 = _conv_out_len(mel_len, k, s), _conv_out_len(t0, k, s)
+        mask1 = torch.arange(t1, device=mel.device)[None, :] < len1[:, None]
+        x = F.gelu(self.conv2(x * mask1[:, None, :]))
+        len2, t2 = _conv_out_len(len1, k, s), _conv_out_len(t1, k, s)
+        if t2 > self.config.rope_max_positions:
+            raise ValueError(
+                f"{t2} tokens exceed the rotary table ({self.config.rope_max_positions} positions)"
+            )
+
+        layout = _Layout(len2, t2)
+        x = layout.pack(x.transpose(1, 2))  # (N, C)
+        cos, sin = self.rope(x.device)
+        cos_t = cos[:t2, None, :]
+        sin_t = sin[:t2, None, :]
+        for block in self.blocks:
+            x = block(x, layout, cos_t, sin_t)
+        return x, len2, layout
+
+
+class FSQCodebook(nn.Module):
+    """Finite scalar quantiser: ``project_down`` to 8 values, each mapped to a digit in {0, 1, 2}."""
+
+    def __init__(self, config: SpeechTokenizerConfig) -> None:
+        super().__init__()
+        self.levels = config.fsq_levels
+        self.project_down = nn.Linear(config.n_state, config.fsq_dim)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden`` ``(..., n_state)`` -> token indices ``(...)`` int64 in ``[0, levels ** fsq_dim)``."""
+        h = torch.tanh(self.project_down(hidden)) * FSQ_SCALE
+        digits = h.round().to(torch.int64) + 1  # (..., 8) in {0, 1, 2}
+        powers = self.levels ** torch.arange(digits.shape[-1], device=digits.device, dtype=torch.int64)
+        return (digits * powers).sum(dim=-1)
+
+
+class FSQVectorQuantization(nn.Module):
+    """Holder of the :class:`FSQCodebook` (keeps upstream's ``quantizer._codebook`` key names)."""
+
+    def __init__(self, config: SpeechTokenizerConfig) -> None:
+        super().__init__()
+        self._codebook = FSQCodebook(config)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """``hidden`` ``(..., n_state)`` -> token indices ``(...)`` int64."""
+        return self._codebook(hidden)
+
+
+class SpeechTokenizer(nn.Module):
+    """S3TokenizerV2: 16 kHz speech -> speech tokens at 25 tokens/s (codebook 6561).
+
+    State-dict keys are upstream's without the ``tokenizer.`` prefix (``encoder.conv1.weight``,
+    ``encoder.blocks.0.attn.query.weight``, ..., ``quantizer._codebook.project_down.bias``); there are no
+    buffers (the STFT window, mel basis and rotary tables are computed, not stored).  Build one from a
+    checkpoint with :meth:`from_state`; use :meth:`tokenize` on waveforms.
+    """
+
+    def __init__(self, config: SpeechTokenizerConfig = DEFAULT_CONFIG) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = AudioEncoder(config)
+        self.quantizer = FSQVectorQuantization(config)
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, torch.Tensor], config: SpeechTokenizerConfig = DEFAULT_CONFIG
+    ) -> SpeechTokenizer:
+        """Build the tokenizer from a state dict (keys without the ``tokenizer.`` prefix), in eval mode.
+
+        Nothing is randomly initialised: the module is created on the ``meta`` device and the tensors of
+        ``state`` are assigned in place.  Raises :class:`~voicebank.errors.WeightsMismatchError` when a key
+        is missing, unexpected or of the wrong shape.
+        """
+        with torch.device("meta"):
+            module = cls(config)
+        load_into(module, state, what="S3 speech tokenizer")
+        # the derived tables are built now, on the weights' device, rather than on the meta device
+        module.encoder.rope(module.encoder.conv1.weight.device)
+        for sub in module.modules():
+            if isinstance(sub, FSMNAttention):
+                sub._fused_qkv()
+        return module
+
+    def forward(self, mel: torch.Tensor, mel_len: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens of a padded batch of log-mels.
+
+        ``mel`` ``(B, n_mels, T)`` float32 log-mels (100 frames/s; values past each clip's end are masked
+        out), ``mel_len`` ``(B,)`` int64 frames per clip.  Returns ``(tokens, lengths)``: tokens
+        ``(B, T_tokens)`` int64 (25 tokens/s, 0 past each clip's end), lengths ``(B,)`` int64.
+        """
+        if mel.dim() != 3 or mel.shape[1] != self.config.n_mels:
+            raise ValueError(
+                f"expected log-mels of shape (B, {self.config.n_mels}, T), got {tuple(mel.shape)}"
+            )
+        mel_len = mel_len.to(device=mel.device, dtype=torch.int64)
+        hidden, lengths, layout = self.encoder(mel, mel_len)
+        codes = self.quantizer(hidden)  # (N,)
+        tokens = layout.unpack(codes[:, None]).squeeze(-1)
+        return tokens, lengths
+
+    def tokenize(
+        self, wavs: Sequence[torch.Tensor], max_tokens: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Speech tokens of one or more 16 kHz clips, in one batched forward.
+
+        ``wavs``: 1-D float32 tensors at 16 kHz (lengths may differ; each more than 200 samples and at
+        most 30 s).  Each clip's log-mel is computed separately and cut to ``4 * max_tokens`` frames when
+        ``max_tokens`` is given (as upstream's ``max_len``).  Returns ``(tokens, lengths)``: tokens
+        ``(B, N_max)`` int64 (25 tokens/s, zero past each clip's length), lengths ``(B,)`` int64.
+        Each clip's tokens equal those of tokenizing it alone.
+        """
+        if len(wavs) == 0:
+            raise ValueError("tokenize needs at least one waveform")
+        if max_tokens is not None and max_tokens < 1:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        with torch.inference_mode():
+            device = self.encoder.conv1.weight.device
+            max_frames = None if max_tokens is None else MEL_FRAMES_PER_TOKEN * max_tokens
+            mels, lengths = log_mel_batch([w.to(device) for w in wavs], max_frames, self.config.n_mels)
+            longest = int(lengths.max())
+            if longest > MAX_MEL_FRAMES:
+                seconds = longest * MEL_HOP_SAMPLES / SAMPLE_RATE_HZ
+                raise ValueError(
+                    f"audio too long for the speech tokenizer: {seconds:.2f} s ({longest} mel frames); "
+                    f"at most {MAX_MEL_FRAMES * MEL_HOP_SAMPLES // SAMPLE_RATE_HZ} s is handled in one "
+                    "window, cut the clip (or pass max_tokens)"
+                )
+            return self(mels, lengths)
