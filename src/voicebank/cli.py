@@ -30,7 +30,7 @@ WeightsOpt = Annotated[Path | None, typer.Option(
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
 VariantOpt = Annotated[str, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, vc.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading weights from the Hugging Face hub "
-                                           "(needs voicebank[hub]).")]
+                                           "(needs the optional huggingface_hub package).")]
 
 
 def _err(message: str) -> None:
