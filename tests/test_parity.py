@@ -13,7 +13,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import DATA, EXPECTED, INPUTS, case_name
 from voicebank.audio import load_audio, resample
 from voicebank.dsp import s3gen_mel, trim_silence, voice_encoder_mel
 from voicebank.errors import AudioTooShortError
@@ -21,6 +20,8 @@ from voicebank.extractor import Extractor
 from voicebank.kaldi import fbank
 from voicebank.resample import sinc_resample
 from voicebank.speech_tokenizer import log_mel_spectrogram
+
+from conftest import DATA, EXPECTED, INPUTS, case_name
 
 VARIANTS = {"tts": ("english", 0.5), "tts@0.7": ("english", 0.7), "turbo": ("turbo", 0.5), "vc": ("vc", 0.5),
             "mtl": ("multilingual", 0.5)}

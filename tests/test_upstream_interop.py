@@ -8,9 +8,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import EXPECTED, INPUTS
 from voicebank.conditionals import Voice
 from voicebank.extractor import Extractor
+
+from conftest import EXPECTED, INPUTS
 
 chatterbox_tts = pytest.importorskip("chatterbox.tts", reason="upstream chatterbox-tts is not installed")
 pytestmark = pytest.mark.upstream

@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from conftest import EXPECTED, INPUTS
 from voicebank.conditionals import FORMAT_VERSION, Voice
 from voicebank.errors import UnsafeVoiceFileError, VoiceFileError
 from voicebank.extractor import Extractor
+
+from conftest import EXPECTED, INPUTS
 
 GOLDEN_PT = sorted(EXPECTED.glob("*.pt"))
 

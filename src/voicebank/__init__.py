@@ -13,6 +13,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .audio import Waveform, load_audio
     from .conditionals import GenConditioning, T3Conditioning, Voice, VoiceMetadata
     from .errors import VoicebankError
+    from .extractor import Extractor, extract_speaker_embedding, speaker_embedding
 
 _LAZY = {
     "Waveform": "audio",
@@ -22,6 +23,9 @@ _LAZY = {
     "T3Conditioning": "conditionals",
     "GenConditioning": "conditionals",
     "VoicebankError": "errors",
+    "Extractor": "extractor",
+    "extract_speaker_embedding": "extractor",
+    "speaker_embedding": "extractor",
 }
 
 
@@ -37,6 +41,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Extractor",
     "GenConditioning",
     "T3Conditioning",
     "Voice",
@@ -44,5 +49,7 @@ __all__ = [
     "VoicebankError",
     "Waveform",
     "__version__",
+    "extract_speaker_embedding",
     "load_audio",
+    "speaker_embedding",
 ]
