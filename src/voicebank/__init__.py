@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .conditionals import GenConditioning, T3Conditioning, Voice, VoiceMetadata
     from .errors import VoicebankError
     from .extractor import Extractor, extract_speaker_embedding, speaker_embedding
+    from .library import Library, get
 
 _LAZY = {
     "Waveform": "audio",
@@ -26,6 +27,8 @@ _LAZY = {
     "Extractor": "extractor",
     "extract_speaker_embedding": "extractor",
     "speaker_embedding": "extractor",
+    "Library": "library",
+    "get": "library",
 }
 
 
@@ -43,6 +46,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Extractor",
     "GenConditioning",
+    "Library",
     "T3Conditioning",
     "Voice",
     "VoiceMetadata",
@@ -50,6 +54,7 @@ __all__ = [
     "Waveform",
     "__version__",
     "extract_speaker_embedding",
+    "get",
     "load_audio",
     "speaker_embedding",
 ]

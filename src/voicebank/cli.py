@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import VoicebankError
 
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
     except VoicebankError as e:
         _err(str(e))
         return 1
@@ -188,8 +188,12 @@ def main(argv: list[str] | None = None) -> int:
             show()
             return exit_code
         raise
-    return 0
+    return rc if isinstance(rc, int) else 0
 
+
+from .cli_library import register  # noqa: E402  (the library commands live in their own module)
+
+register(app)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,155 @@
+"""Content-addressed files of the voice library: ``blobs/<ab>/<sha256><suffix>``.
+
+A file's name is the sha256 of its bytes, so the same content is stored once and a damaged file is
+recognisable.  Files appear atomically: the bytes go to a temp file under ``tmp/`` (same file system),
+are flushed and fsynced, and the temp file is renamed into place; the directory is fsynced too.  A crash
+leaves either the whole file or nothing but a temp file, which :meth:`BlobStore.stale_temp_files` finds.
+
+Temp files are named ``<pid>.<random>.tmp`` so a sweeper can tell a live writer's file from an orphan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+TEMP_SUFFIX = ".tmp"
+TEMP_GRACE_SECONDS = 24 * 3600.0
+"""A temp file older than this is an orphan even if its writer's pid is in use (pid reuse)."""
+_HASH_CHUNK = 1 << 20
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(_HASH_CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":  # os.kill(pid, 0) would send CTRL_C_EVENT on Windows: rely on age alone
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BlobStore:
+    """The ``blobs/`` and ``tmp/`` directories under a library root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blob_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+
+    def ensure_dirs(self) -> None:
+        self.blob_dir.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str, suffix: str) -> Path:
+        """Where the blob ``sha256`` with ``suffix`` (``.wav``, ``.safetensors``) lives."""
+        return self.blob_dir / sha256[:2] / f"{sha256}{suffix}"
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    def write(self, data: bytes, suffix: str) -> tuple[str, Path]:
+        """Store ``data`` atomically; returns ``(sha256, path)``.  Rewrites a file already there (same bytes)."""
+        digest = sha256_bytes(data)
+        target = self.path(digest, suffix)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=TEMP_SUFFIX, dir=self.tmp_dir)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        _fsync_dir(target.parent)
+        return digest, target
+
+    def verify(self, sha256: str, suffix: str, size: int | None = None) -> str | None:
+        """``None`` when the blob is present and intact, else what is wrong with it."""
+        path = self.path(sha256, suffix)
+        if not path.is_file():
+            return f"{self.relative(path)} is missing"
+        if size is not None and path.stat().st_size != size:
+            return f"{self.relative(path)} has {path.stat().st_size} bytes, expected {size}"
+        actual = sha256_file(path)
+        if actual != sha256:
+            return f"{self.relative(path)} is damaged (its sha256 is {actual[:16]}...)"
+        return None
+
+    def unlink(self, sha256: str, suffix: str) -> bool:
+        """Delete a blob; ``True`` when there was one."""
+        path = self.path(sha256, suffix)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        try:
+            path.parent.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+        return True
+
+    def files(self) -> Iterator[tuple[str, str, Path]]:
+        """Every file under ``blobs/`` as ``(sha256, suffix, path)``; names that are not blobs get sha256 ``""``."""
+        if not self.blob_dir.is_dir():
+            return
+        for sub in sorted(self.blob_dir.iterdir()):
+            if not sub.is_dir():
+                yield "", "", sub
+                continue
+            for path in sorted(sub.iterdir()):
+                stem, dot, ext = path.name.partition(".")
+                if len(stem) == 64 and stem.startswith(sub.name) and all(c in "0123456789abcdef" for c in stem):
+                    yield stem, f"{dot}{ext}", path
+                else:
+                    yield "", "", path
+
+    def stale_temp_files(self, *, grace_seconds: float = TEMP_GRACE_SECONDS) -> list[Path]:
+        """Temp files whose writer is gone (its pid is not running) or that are older than ``grace_seconds``."""
+        if not self.tmp_dir.is_dir():
+            return []
+        now = time.time()
+        out = []
+        for path in sorted(self.tmp_dir.iterdir()):
+            pid_text = path.name.split(".", 1)[0]
+            try:
+                age = now - path.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if not pid_text.isdigit() or age > grace_seconds or not _pid_alive(int(pid_text)):
+                out.append(path)
+        return out

@@ -1,0 +1,220 @@
+"""The library's SQLite catalogue: schema, migrations, connections and transactions.
+
+One file, ``catalogue.sqlite3``, in WAL mode so readers never block the writer, with a busy timeout so
+several processes can add voices at once (writers queue for SQLite's write lock).  Every change is one
+``BEGIN IMMEDIATE`` transaction: it takes the write lock up front, so a transaction never fails half-way
+for a lock it could not upgrade.  ``synchronous=FULL`` makes a committed transaction survive a power cut.
+
+The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` holds one list of statements per
+version, applied in order inside a single transaction.  A catalogue from a newer voicebank is refused.
+
+Tables (version 1):
+
+* ``voices``: one row per named voice: mode, primary variant, default exaggeration, the source audio's
+  sha256 (unique: the same audio is stored once), duration, sample rate, channels, loudness, the speaker
+  embedding (256 float32) and x-vector (192 float32) with the fingerprint of the weights they came from,
+  the base voice of an embedding-only voice, origin (``audio``, ``import``, ``blend``), an experimental
+  flag, provenance (who added it, when, a consent note, JSON details) and the inspection report (JSON).
+* ``tags``: free-form tags of a voice.
+* ``blobs``: the content-addressed files (sha256, kind, suffix, size).
+* ``voice_files``: which files a voice uses, by role: ``audio`` (the decoded reference), ``conditionals``
+  (a stored voice file per variant) or ``cache`` (conditionals extracted on demand from the audio).  A
+  blob is deleted only when no row here references it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..errors import CatalogueError
+
+CATALOGUE_NAME = "catalogue.sqlite3"
+BUSY_TIMEOUT_SECONDS = 60.0
+"""How long a writer waits for another process's transaction before giving up."""
+
+_V1: tuple[str, ...] = (
+    """CREATE TABLE voices (
+        id                  INTEGER PRIMARY KEY,
+        name                TEXT NOT NULL UNIQUE,
+        mode                TEXT NOT NULL CHECK (mode IN ('audio', 'conditionals', 'embedding')),
+        variant             TEXT NOT NULL,
+        exaggeration        REAL,
+        source_sha256       TEXT UNIQUE,
+        source_name         TEXT NOT NULL DEFAULT '',
+        duration            REAL,
+        sample_rate         INTEGER,
+        channels            INTEGER,
+        loudness_lufs       REAL,
+        speaker_emb         BLOB,
+        xvector             BLOB,
+        weights_fingerprint TEXT NOT NULL DEFAULT '',
+        base_id             INTEGER REFERENCES voices(id) ON DELETE SET NULL,
+        origin              TEXT NOT NULL DEFAULT 'audio',
+        experimental        INTEGER NOT NULL DEFAULT 0,
+        provenance          TEXT NOT NULL DEFAULT '{}',
+        added_by            TEXT NOT NULL DEFAULT '',
+        added_at            TEXT NOT NULL,
+        consent             TEXT NOT NULL DEFAULT '',
+        inspection          TEXT NOT NULL DEFAULT '{}'
+    )""",
+    """CREATE TABLE tags (
+        voice_id INTEGER NOT NULL REFERENCES voices(id) ON DELETE CASCADE,
+        tag      TEXT NOT NULL,
+        PRIMARY KEY (voice_id, tag)
+    )""",
+    """CREATE TABLE blobs (
+        sha256     TEXT PRIMARY KEY,
+        kind       TEXT NOT NULL,
+        suffix     TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    )""",
+    """CREATE TABLE voice_files (
+        voice_id            INTEGER NOT NULL REFERENCES voices(id) ON DELETE CASCADE,
+        role                TEXT NOT NULL CHECK (role IN ('audio', 'conditionals', 'cache')),
+        variant             TEXT NOT NULL DEFAULT '',
+        blob                TEXT NOT NULL REFERENCES blobs(sha256),
+        weights_fingerprint TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (voice_id, role, variant)
+    )""",
+    "CREATE INDEX voice_files_blob ON voice_files(blob)",
+    "CREATE INDEX tags_tag ON tags(tag)",
+)
+
+MIGRATIONS: list[Sequence[str]] = [_V1]
+"""``MIGRATIONS[i]`` takes the catalogue from ``user_version`` i to i + 1."""
+
+
+def schema_version() -> int:
+    """The version this voicebank writes (the number of migrations)."""
+    return len(MIGRATIONS)
+
+
+class Catalogue:
+    """Connections to one catalogue file: one per thread (and per process after a fork)."""
+
+    def __init__(self, path: Path, *, timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._migrated = False
+
+    # --- connections ------------------------------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            # each connection stays with the thread that opened it; check_same_thread=False only lets close()
+            # release connections of threads that are gone
+            conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA synchronous = FULL")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.DatabaseError as e:
+            raise CatalogueError(f"{self.path}: cannot open the voice library catalogue ({e}); if the file is "
+                                 "damaged, move it away and re-add the voices") from e
+        if str(mode).lower() != "wal":
+            conn.close()
+            raise CatalogueError(f"{self.path}: the catalogue cannot use WAL mode (got {mode}); put the library on "
+                                 "a local file system")
+        return conn
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection, opened (and the schema migrated) on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = self._open()
+            self._local.conn, self._local.pid = conn, os.getpid()
+            with self._lock:
+                self._all.append(conn)
+        if not self._migrated:
+            self.migrate(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every connection this object opened (in this process)."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    # --- transactions -----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE``); committed on success, rolled back on any exception."""
+        conn = self.connection()
+        self._begin(conn, "BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise CatalogueError(f"{self.path}: could not commit ({e}); nothing was changed") from e
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """A consistent read snapshot (a deferred transaction)."""
+        conn = self.connection()
+        self._begin(conn, "BEGIN")
+        try:
+            yield conn
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("COMMIT")
+
+    def _begin(self, conn: sqlite3.Connection, statement: str) -> None:
+        try:
+            conn.execute(statement)
+        except sqlite3.OperationalError as e:
+            raise CatalogueError(f"{self.path}: the catalogue stayed locked for {self.timeout:.0f} s ({e}); another "
+                                 "process holds it: try again when it is done") from e
+
+    # --- schema -----------------------------------------------------------------------------------------
+
+    def user_version(self, conn: sqlite3.Connection | None = None) -> int:
+        conn = conn or self.connection()
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring the schema to :func:`schema_version`, in one transaction (safe when processes race)."""
+        target = schema_version()
+        version = self.user_version(conn)
+        if version == target:
+            self._migrated = True
+            return
+        if version > target:
+            raise CatalogueError(f"{self.path}: the catalogue has schema version {version}, newer than this voicebank "
+                                 f"reads ({target}); upgrade voicebank")
+        self._begin(conn, "BEGIN IMMEDIATE")
+        try:
+            version = self.user_version(conn)  # another process may have migrated meanwhile
+            if version > target:
+                raise CatalogueError(f"{self.path}: the catalogue has schema version {version}, newer than this "
+                                     f"voicebank reads ({target}); upgrade voicebank")
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {int(target)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._migrated = True

@@ -1,0 +1,176 @@
+"""What the library's verbs return: plain frozen dataclasses, JSON-ready through ``to_dict()``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+Mode = Literal["audio", "conditionals", "embedding"]
+MODES: tuple[Mode, ...] = ("audio", "conditionals", "embedding")
+Status = Literal["added", "skipped", "failed"]
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file a voice uses: ``role`` is ``audio``, ``conditionals`` or ``cache`` (conditionals extracted on
+    demand); ``variant`` is ``""`` for audio."""
+
+    role: str
+    variant: str
+    sha256: str
+    size: int
+    path: Path
+    weights_fingerprint: str
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["path"] = str(self.path)
+        return out
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    """What the library knows about one voice (no tensors: see :meth:`Library.get`)."""
+
+    name: str
+    mode: Mode
+    variant: str
+    """The variant its speaker embedding (and first conditionals) came from."""
+    variants: tuple[str, ...]
+    """Variants it has conditionals for (stored or cached), with ``variant`` first."""
+    exaggeration: float | None
+    source_sha256: str | None
+    source_name: str
+    duration: float | None
+    sample_rate: int | None
+    channels: int | None
+    loudness_lufs: float | None
+    weights_fingerprint: str
+    base: str | None
+    origin: str
+    experimental: bool
+    tags: tuple[str, ...]
+    added_by: str
+    added_at: str
+    consent: str
+    provenance: dict[str, Any]
+    inspection: dict[str, Any]
+    files: tuple[StoredFile, ...]
+
+    @property
+    def has_audio(self) -> bool:
+        return any(f.role == "audio" for f in self.files)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the files it uses (shared files counted in full)."""
+        return sum(f.size for f in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["variants"], out["tags"] = list(self.variants), list(self.tags)
+        out["files"] = [f.to_dict() for f in self.files]
+        out["has_audio"] = self.has_audio
+        return out
+
+
+@dataclass(frozen=True)
+class AddResult:
+    """What happened to one clip: ``added``, ``skipped`` (its audio is already stored) or ``failed``.
+
+    ``warnings``: inspection warnings that ``force`` overrode, and possible duplicates (``similar``: names of
+    stored voices whose speaker embedding is close, with the cosine).
+    """
+
+    source: str
+    name: str
+    status: Status
+    reason: str = ""
+    warnings: tuple[str, ...] = ()
+    similar: tuple[tuple[str, float], ...] = ()
+    voice: VoiceInfo | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "name": self.name, "status": self.status, "reason": self.reason,
+                "warnings": list(self.warnings), "similar": [[n, round(c, 6)] for n, c in self.similar]}
+
+
+@dataclass(frozen=True)
+class Match:
+    """A voice found by :meth:`Library.search`: cosine of speaker embeddings and of x-vectors."""
+
+    name: str
+    score: float
+    xvector_score: float | None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Cosine similarity of two voices or clips (speaker embeddings; x-vectors when both have one)."""
+
+    a: str
+    b: str
+    speaker_cosine: float
+    xvector_cosine: float | None
+    threshold: float
+
+    @property
+    def same_speaker(self) -> bool:
+        """Whether the speaker cosine reaches the library's duplicate threshold."""
+        return self.speaker_cosine >= self.threshold
+
+
+@dataclass(frozen=True)
+class CheckProblem:
+    """One inconsistency :meth:`Library.check` found: the voice (``""`` for the library), what, and the fix."""
+
+    voice: str
+    problem: str
+    fix: str
+    repaired: bool = False
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    """The outcome of :meth:`Library.check`; ``ok`` when nothing unrepaired remains."""
+
+    voices: int
+    files_checked: int
+    problems: tuple[CheckProblem, ...]
+    removed_temp_files: tuple[str, ...]
+    removed_orphans: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.repaired for p in self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "voices": self.voices, "files_checked": self.files_checked,
+                "problems": [asdict(p) for p in self.problems], "removed_temp_files": list(self.removed_temp_files),
+                "removed_orphans": list(self.removed_orphans)}
+
+
+@dataclass(frozen=True)
+class StaleVoice:
+    """A voice part extracted with other weights than the ones loaded now (``what``: embedding, conditionals or
+    cache)."""
+
+    name: str
+    variant: str
+    what: str
+    stored: str
+    current: str
+
+
+@dataclass(frozen=True)
+class ReextractResult:
+    """Outcome of re-extracting one voice: ``updated``, ``current`` (nothing to do) or ``failed``."""
+
+    name: str
+    status: Literal["updated", "current", "failed"]
+    reason: str = ""

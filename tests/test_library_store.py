@@ -1,0 +1,221 @@
+"""The library's storage layer without models: SQLite schema and migrations, blobs, names, paths, inspection."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from voicebank import errors
+from voicebank.library import Library, catalogue, check_name, default_library_path, inspect_reference, inspect_samples
+from voicebank.library.blobs import BlobStore, sha256_bytes
+from voicebank.library.library import collect_audio
+
+from audio_fixtures import GOLDEN_INPUTS, REALSPEECH, speechlike
+
+SR = 16_000
+
+
+# --- catalogue ---------------------------------------------------------------------------------------
+
+
+def test_new_library_has_schema_wal_and_directories(tmp_path):
+    lib = Library(tmp_path / "lib")
+    conn = lib.catalogue.connection()
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == catalogue.schema_version() == 1
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"voices", "tags", "blobs", "voice_files"} <= tables
+    assert (lib.path / "blobs").is_dir() and (lib.path / "tmp").is_dir()
+    assert len(lib) == 0 and lib.list() == [] and lib.names() == []
+    lib.close()
+    # opening again is a no-op for the schema
+    assert Library(tmp_path / "lib").catalogue.user_version() == 1
+
+
+def test_migration_runs_once_and_keeps_data(tmp_path, monkeypatch):
+    lib = Library(tmp_path)
+    with lib.catalogue.write() as conn:
+        conn.execute("INSERT INTO voices (name, mode, variant, added_at) VALUES ('kept', 'embedding', 'english', 'x')")
+    lib.close()
+    v2 = ("ALTER TABLE voices ADD COLUMN rating INTEGER NOT NULL DEFAULT 3",)
+    monkeypatch.setattr(catalogue, "MIGRATIONS", [*catalogue.MIGRATIONS, v2])
+    lib2 = Library(tmp_path)
+    conn = lib2.catalogue.connection()
+    assert lib2.catalogue.user_version() == 2
+    assert [tuple(r) for r in conn.execute("SELECT name, rating FROM voices")] == [("kept", 3)]
+    lib2.close()
+    assert Library(tmp_path).catalogue.user_version() == 2  # not applied twice (ALTER would fail)
+
+
+def test_catalogue_from_a_newer_voicebank_is_refused(tmp_path):
+    Library(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / catalogue.CATALOGUE_NAME)
+    conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(errors.CatalogueError, match=r"schema version 99.*upgrade voicebank"):
+        Library(tmp_path)
+
+
+def test_damaged_catalogue_is_a_clear_error(tmp_path):
+    (tmp_path / catalogue.CATALOGUE_NAME).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(errors.CatalogueError, match=r"catalogue\.sqlite3.*move it away"):
+        Library(tmp_path)
+
+
+def test_library_path_that_is_a_file(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(errors.LibraryError, match="not a directory"):
+        Library(f)
+
+
+def test_default_path_env_and_platformdirs(tmp_path, monkeypatch):
+    monkeypatch.setenv("VOICEBANK_LIBRARY", str(tmp_path / "env-lib"))
+    assert default_library_path() == tmp_path / "env-lib"
+    assert Library().path == tmp_path / "env-lib"
+    monkeypatch.delenv("VOICEBANK_LIBRARY")
+    from platformdirs import user_data_dir
+
+    assert default_library_path() == type(default_library_path())(user_data_dir("voicebank"))
+
+
+# --- blobs -------------------------------------------------------------------------------------------
+
+
+def test_blobs_are_content_addressed_and_verified(tmp_path):
+    store = BlobStore(tmp_path)
+    store.ensure_dirs()
+    digest, path = store.write(b"hello voice", ".wav")
+    assert digest == sha256_bytes(b"hello voice")
+    assert path == tmp_path / "blobs" / digest[:2] / f"{digest}.wav" and path.read_bytes() == b"hello voice"
+    assert store.verify(digest, ".wav", 11) is None
+    assert list(store.files()) == [(digest, ".wav", path)]
+    assert list((tmp_path / "tmp").iterdir()) == []  # the temp file was renamed, not copied
+    path.write_bytes(b"hello vOice")
+    assert "damaged" in (store.verify(digest, ".wav", 11) or "")
+    path.write_bytes(b"short")
+    assert "bytes, expected 11" in (store.verify(digest, ".wav", 11) or "")
+    assert store.unlink(digest, ".wav") and not path.exists() and not path.parent.exists()
+    assert "missing" in (store.verify(digest, ".wav") or "")
+
+
+def test_stale_temp_files_are_those_of_dead_writers(tmp_path):
+    store = BlobStore(tmp_path)
+    store.ensure_dirs()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    orphan = tmp_path / "tmp" / f"{dead.stdout.strip()}.abc.tmp"
+    orphan.write_bytes(b"half")
+    live = tmp_path / "tmp" / f"{os.getpid()}.def.tmp"
+    live.write_bytes(b"being written")
+    junk = tmp_path / "tmp" / "nopid.tmp"
+    junk.write_bytes(b"?")
+    assert store.stale_temp_files() == sorted([orphan, junk])
+    old = os.path.getmtime(live) - 2 * 86400
+    os.utime(live, (old, old))
+    assert live in store.stale_temp_files()
+
+
+# --- names -------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["", "  ", " alice", "al/ice", "a\\b", "tab\there", "-rf", "x" * 129, "nul\x00"])
+def test_bad_names_are_refused(bad):
+    with pytest.raises(errors.InvalidVoiceNameError):
+        check_name(bad)
+
+
+@pytest.mark.parametrize("good", ["alice", "Alice Smith", "narrator-2", "voix_française", "p240.v2", "语音"])
+def test_good_names(good):
+    assert check_name(good) == good
+
+
+def test_collect_audio_expands_directories(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for rel in ("d/a.wav", "d/sub/b.flac", "d/notes.txt", "d/.hidden.wav"):
+        (tmp_path / rel).write_bytes(b"x")
+    explicit = tmp_path / "whatever.bin"
+    got = collect_audio([tmp_path / "d", explicit])
+    assert got == [tmp_path / "d" / "a.wav", tmp_path / "d" / "sub" / "b.flac", explicit]
+
+
+# --- inspection --------------------------------------------------------------------------------------
+
+
+def codes(report, level=None):
+    return {f.code for f in report.findings if level is None or f.level == level}
+
+
+def test_real_references_are_good():
+    for path in [*sorted(GOLDEN_INPUTS.iterdir()), *sorted((REALSPEECH / "vctk_librispeech_mp3").glob("*.mp3"))]:
+        report = inspect_reference(path)
+        assert report.usable and not report.warnings, (path.name, report.findings)
+        assert report.loudness_lufs is not None and -50 < report.loudness_lufs < -10
+        assert report.snr_db is not None and report.snr_db > 15
+        assert 0 < report.peak <= 1 and report.clipped_fraction == 0
+    long = inspect_reference(GOLDEN_INPUTS / "long_22s.flac")
+    assert codes(long, "info") == {"beyond_gen_window"} and long.duration == pytest.approx(22.75)
+    stereo = inspect_reference(GOLDEN_INPUTS / "stereo_44k1.wav")
+    assert stereo.channels == 2 and stereo.sample_rate == 44_100 and "mixed_to_mono" in codes(stereo, "info")
+    short = inspect_reference(GOLDEN_INPUTS / "p240_24k.mp3")
+    assert "turbo_too_short" in codes(short, "info")
+    assert "too_short_for_turbo" in codes(inspect_reference(GOLDEN_INPUTS / "p240_24k.mp3", variants=["turbo"]),
+                                          "error")
+
+
+def test_poor_references_warn():
+    clean = speechlike(4.0, SR, seed=1)
+    assert not inspect_samples(clean, SR).warnings
+    rng = np.random.default_rng(0)
+    cases = {
+        "clipped": np.clip(clean * 8, -1, 1),
+        "over_full_scale": clean * 3,
+        "quiet": clean * 10 ** (-30 / 20),
+        "noisy": clean + 0.1 * rng.standard_normal(clean.shape[0]).astype(np.float32),
+        "leading_silence": np.concatenate([np.zeros(3 * SR, np.float32), clean]),
+        "trailing_silence": np.concatenate([clean, np.zeros(3 * SR, np.float32)]),
+        "short": clean[: int(1.2 * SR)],
+        "little_speech": np.concatenate([np.zeros(SR, np.float32), clean[: SR // 2], np.zeros(SR, np.float32)]),
+    }
+    for code, wav in cases.items():
+        report = inspect_samples(wav.astype(np.float32), SR)
+        assert report.usable, (code, report.findings)
+        assert code in codes(report, "warning"), (code, report.findings)
+    narrow = inspect_samples(speechlike(4.0, 8000, seed=2), 8000)
+    assert "low_sample_rate" in codes(narrow, "warning")
+
+
+def test_unusable_references_are_errors():
+    assert "silent" in codes(inspect_samples(np.zeros(3 * SR, np.float32), SR), "error")
+    assert "silent" in codes(inspect_samples(np.full(3 * SR, 1e-6, np.float32), SR), "error")
+    assert "too_short" in codes(inspect_samples(speechlike(0.3, SR), SR), "error")
+    nan = speechlike(2.0, SR)
+    nan[100] = np.nan
+    assert codes(inspect_samples(nan, SR), "error") == {"non_finite"}
+    assert codes(inspect_samples(np.zeros(0, np.float32), SR), "error") == {"empty"}
+    report = inspect_samples(speechlike(4.0, SR), SR, variants=("english", "turbo"))
+    assert "too_short_for_turbo" in codes(report, "error") and not report.usable
+    d = report.to_dict()
+    assert d["findings"][0]["level"] == "error" and d["duration"] == 4.0 and "peak_dbfs" in d
+
+
+def test_inspect_reference_raises_only_for_undecodable_files(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF not really")
+    with pytest.raises(errors.AudioDecodeError):
+        inspect_reference(bad)
+    with pytest.raises(errors.AudioNotFoundError):
+        inspect_reference(tmp_path / "missing.wav")
+
+
+def test_gen_reference_seconds_matches_the_extractor():
+    from voicebank.extractor import GEN_REFERENCE_SECONDS
+    from voicebank.library.inspection import GEN_REFERENCE_SECONDS as INSPECTION_GEN
+
+    assert INSPECTION_GEN == GEN_REFERENCE_SECONDS
