@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .kaldi import fbank
-from .weights import load_into
+from .weights import build_empty, load_into
 
 EMBEDDING_DIM = 192
 FEAT_DIM = 80
@@ -256,8 +256,7 @@ class CAMPPlus(nn.Module):
         ``state`` are assigned in place.  Raises :class:`~voicebank.errors.WeightsMismatchError` if a key is
         missing, unexpected or wrongly shaped.  The result is in eval mode without gradients.
         """
-        with torch.device("meta"):
-            module = cls()
+        module = build_empty(cls)
         load_into(module, state, what="CAM++ speaker encoder")
         return module
 

@@ -29,7 +29,7 @@ WeightsOpt = Annotated[Path | None, typer.Option(
     "then the Hugging Face cache).", show_default=False)]
 DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading weights from the Hugging Face hub "
-                                           "(needs voicebank[hub]).")]
+                                           "(needs the optional huggingface_hub package).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 VariantOpt = Annotated[str | None, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, "
                                                 "vc (default: the voice's own).", show_default=False)]

@@ -7,7 +7,11 @@ float32 precision: where the order of float operations matters, the comments say
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -113,13 +117,59 @@ def stft_power(wav: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
     return np.ascontiguousarray((mag**2).T)
 
 
+@lru_cache(maxsize=1)
+def _openblas_pools() -> Any:
+    """threadpoolctl's handle on the OpenBLAS libraries numpy (and scipy) loaded, or ``None``."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - a core dependency
+        return None
+    pools = ThreadpoolController().select(internal_api="openblas")
+    return pools if pools.lib_controllers else None
+
+
+_blas_lock = threading.Lock()
+_blas_depth = 0
+_blas_limiter: Any = None
+
+
+@contextmanager
+def _blas_single_threaded() -> Iterator[None]:
+    """Run numpy's BLAS on the calling thread only, then restore its thread count.
+
+    After a multi-threaded call, OpenBLAS's worker threads spin for a while (~0.1 s) waiting for more work,
+    taking a core from torch: the voice encoder's LSTM that follows ran at half speed.  OpenBLAS splits a
+    product between threads without changing any element's arithmetic, so the result is the same bits.
+    Without a recognisable OpenBLAS this does nothing.
+    """
+    pools = _openblas_pools()
+    if pools is None:
+        yield
+        return
+    global _blas_depth, _blas_limiter
+    with _blas_lock:  # the thread count is process-wide: the first caller in limits it, the last one out restores it
+        if _blas_depth == 0:
+            _blas_limiter = pools.limit(limits=1)
+        _blas_depth += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_depth -= 1
+            if _blas_depth == 0 and _blas_limiter is not None:
+                _blas_limiter.restore_original_limits()
+                _blas_limiter = None
+
+
 def voice_encoder_mel(wav16: np.ndarray, n_mels: int = 40) -> np.ndarray:
     """Power mel spectrogram of the voice encoder: (n,) float32 @ 16 kHz -> (frames, n_mels) float32.
 
     400-point STFT every 160 samples (10 ms), Slaney mel basis up to 8 kHz, no log.
     """
     power = stft_power(wav16, n_fft=400, hop_length=160)
-    return np.ascontiguousarray(np.dot(mel_filters(16000, 400, n_mels, 0.0, 8000.0), power).T)
+    with _blas_single_threaded():
+        mel = np.dot(mel_filters(16000, 400, n_mels, 0.0, 8000.0), power)
+    return np.ascontiguousarray(mel.T)
 
 
 # --- S3Gen prompt features (Matcha-TTS mel, torch arithmetic) ---------------------------------------
