@@ -232,6 +232,19 @@ class Extractor:
 
     # --- conditionals -------------------------------------------------------------------------------
 
+    @torch.inference_mode()
+    def embeddings_of(self, ref: Reference) -> tuple[np.ndarray, np.ndarray]:
+        """``(speaker_emb (256,), xvector (192,))`` float32 of a prepared reference, bit-identical to what
+        :meth:`extract` puts in ``t3.speaker_emb`` and ``gen.embedding``, without running the speech tokenizer
+        (the costly part).  Not for VC, which has no voice encoder."""
+        from .resample import sinc_resample
+
+        ve = self.voice_encoder
+        speaker = ve.embed_partials([ve.prepare(ref.wav16)])[0]
+        ref24 = torch.from_numpy(ref.wav24[: GEN_REFERENCE_SECONDS * S3GEN_SR]).to(self.device)
+        xvector = self.speaker_encoder.xvector(sinc_resample(ref24, S3GEN_SR, S3_SR)).reshape(-1)
+        return speaker.float().cpu().numpy(), xvector.float().cpu().numpy()
+
     def extract(self, source: AudioSource, *, exaggeration: float = DEFAULT_EXAGGERATION) -> Voice:
         """Chatterbox conditionals of one reference clip, as upstream ``prepare_conditionals`` computes them.
 

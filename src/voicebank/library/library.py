@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from ..audio import S3_SR, S3GEN_SR, AudioSource, _known_extensions, check_samples, describe, probe, read_audio
+from ..audio import AudioSource, _known_extensions, check_samples, describe, probe, read_audio
 from ..errors import (
     BaseVoiceError,
     CatalogueError,
@@ -63,7 +63,7 @@ from ..errors import (
 from ..weights import VARIANTS, check_variant
 from .blobs import BlobStore
 from .catalogue import CATALOGUE_NAME, Catalogue
-from .inspection import GEN_REFERENCE_SECONDS, Inspection, inspect_samples
+from .inspection import Inspection, inspect_samples
 from .results import (
     MODES,
     AddResult,
@@ -371,21 +371,13 @@ class Library:
     def _embeddings(self, native: np.ndarray, sample_rate: int, variant: str) -> tuple[np.ndarray, np.ndarray]:
         """``(speaker_emb (256,), xvector (192,))`` float32 of decoded audio, as :meth:`Extractor.extract` computes
         them for ``variant``, without running the speech tokenizer (the costly part)."""
-        import torch
-
         from ..reference import prepare_reference
-        from ..resample import sinc_resample
 
         v = check_variant(_embedding_variant(variant))
         ex = self.extractor(v)
-        ref = prepare_reference((native, sample_rate), v, compute_sha256=False)
-        with torch.inference_mode():
-            ve = ex.voice_encoder
-            speaker = ve.embed_partials([ve.prepare(ref.wav16)])[0].float().cpu().numpy()
-            ref24 = torch.from_numpy(ref.wav24[: int(GEN_REFERENCE_SECONDS) * S3GEN_SR]).to(ex.device)
-            xvector = ex.speaker_encoder.xvector(sinc_resample(ref24, S3GEN_SR, S3_SR)).reshape(-1).float().cpu()
+        speaker, xvector = ex.embeddings_of(prepare_reference((native, sample_rate), v, compute_sha256=False))
         self.weights_fingerprint(v)
-        return speaker.astype(np.float32), xvector.numpy().astype(np.float32)
+        return speaker, xvector
 
     def _conditionals(self, native: np.ndarray, sample_rate: int, channels: int, variant: str, *, sha256: str,
                       name: str, exaggeration: float) -> Voice:
