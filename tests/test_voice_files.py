@@ -210,3 +210,10 @@ def test_failed_save_leaves_nothing(voice, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         voice.save(tmp_path / "v.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_safetensors_bytes_are_reproducible(voice, tmp_path):
+    assert len({voice.to_bytes() for _ in range(10)}) == 1
+    a = voice.save(tmp_path / "a.safetensors").read_bytes()
+    b = voice.save(tmp_path / "b.safetensors").read_bytes()
+    assert a == b == voice.to_bytes()

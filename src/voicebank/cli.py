@@ -132,9 +132,9 @@ def embed(
     if output is not None:
         import numpy as np
 
-        from .conditionals import _atomic_write
+        from .fileio import atomic_write
 
-        _atomic_write(output, lambda f: np.save(f, embeddings))
+        atomic_write(output, lambda f: np.save(f, embeddings))
         typer.echo(f"wrote {embeddings.shape[0]} embeddings to {output}", err=True)
         return
     for path, row in zip(audio, embeddings, strict=True):

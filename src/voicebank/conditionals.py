@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 
 from . import __version__
 from .errors import MissingDependencyError, UnsafeVoiceFileError, VoiceFileError
+from .fileio import atomic_write
 
 FORMAT_NAME = "voicebank.voice"
 FORMAT_VERSION = 1
@@ -208,6 +208,23 @@ class Voice:
 
     # --- files --------------------------------------------------------------------------------------
 
+    def to_bytes(self) -> bytes:
+        """The voicebank ``.safetensors`` file of this voice, byte-for-byte reproducible.
+
+        ``safetensors`` lays out the tensors; its JSON header (whose metadata order varies from call to call)
+        is rewritten with sorted keys, so equal voices give equal bytes (and one content address).
+        """
+        import struct
+
+        from safetensors.torch import save as st_save
+
+        raw = st_save({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()},
+                      metadata=self.metadata.to_strings())
+        (n,) = struct.unpack("<Q", raw[:8])
+        head = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+        head += b" " * (-len(head) % 8)
+        return struct.pack("<Q", len(head)) + head + raw[8 + n :]
+
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the voice: ``.safetensors`` (voicebank format) or ``.pt`` (upstream ``Conditionals.save``).
 
@@ -218,11 +235,8 @@ class Voice:
         if suffix not in (".safetensors", ".pt"):
             raise VoiceFileError(f"{path}: unknown voice file type {suffix or '(none)'}; use .safetensors or .pt")
         if suffix == ".safetensors":
-            from safetensors.torch import save as st_save
-
-            payload = st_save({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()},
-                              metadata=self.metadata.to_strings())
-            _atomic_write(path, lambda f: f.write(payload))
+            payload = self.to_bytes()
+            atomic_write(path, lambda f: f.write(payload))
         else:
             cpu = self.to("cpu")
             gen = {k: (v.detach() if v is not None else None) for k, v in cpu.gen.as_dict().items()}
@@ -231,7 +245,7 @@ class Voice:
             else:
                 obj = {"t3": {k: (v.detach() if v is not None else None) for k, v in cpu.t3.as_dict().items()},
                        "gen": gen}
-            _atomic_write(path, lambda f: torch.save(obj, f))
+            atomic_write(path, lambda f: torch.save(obj, f))
         return path
 
     @classmethod
@@ -252,23 +266,6 @@ class Voice:
         return {"metadata": meta,
                 "tensors": {k: {"shape": list(v.shape), "dtype": str(v.dtype).replace("torch.", "")}
                             for k, v in self.tensors().items()}}
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 # --- validation --------------------------------------------------------------------------------------

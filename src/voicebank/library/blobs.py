@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from ..fileio import atomic_write
 
 TEMP_SUFFIX = ".tmp"
 TEMP_GRACE_SECONDS = 24 * 3600.0
@@ -80,21 +81,8 @@ class BlobStore:
         """Store ``data`` atomically; returns ``(sha256, path)``.  Rewrites a file already there (same bytes)."""
         digest = sha256_bytes(data)
         target = self.path(digest, suffix)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=TEMP_SUFFIX, dir=self.tmp_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        atomic_write(target, lambda f: f.write(data), tmp_dir=self.tmp_dir, prefix=f"{os.getpid()}.",
+                     suffix=TEMP_SUFFIX)
         _fsync_dir(target.parent)
         return digest, target
 

@@ -235,29 +235,6 @@ def _wav_bytes(native: np.ndarray, sample_rate: int) -> bytes:
     return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
 
-_ST_DTYPES = {"torch.float32": "F32", "torch.int64": "I64"}
-
-
-def _voice_bytes(voice: Voice) -> bytes:
-    """The voicebank ``.safetensors`` file of ``voice`` (what :meth:`Voice.save` writes), byte-for-byte
-    deterministic: keys sorted, compact JSON header padded to 8 bytes.
-
-    ``safetensors.torch.save`` orders the metadata differently on every call, which would give equal voices
-    different content addresses.
-    """
-    header: dict[str, Any] = {"__metadata__": dict(sorted(voice.metadata.to_strings().items()))}
-    payload = bytearray()
-    for name, tensor in sorted(voice.tensors().items()):
-        t = tensor.detach().cpu().contiguous()
-        raw = t.numpy().astype(t.numpy().dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _ST_DTYPES[str(t.dtype)], "shape": list(t.shape),
-                        "data_offsets": [len(payload), len(payload) + len(raw)]}
-        payload += raw
-    head = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
-    head += b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(head)) + head + bytes(payload)
-
-
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     from ..similarity import cosine
 
@@ -684,7 +661,7 @@ class Library:
         similar = self._similar(p.speaker_emb, known)
         warnings = builtins.list(p.warnings) + self._similar_warnings(similar)
         audio_bytes = _wav_bytes(p.native, p.sample_rate) if p.keep_audio else None
-        voice_bytes = {v: _voice_bytes(voice) for v, voice in p.voices.items()}
+        voice_bytes = {v: voice.to_bytes() for v, voice in p.voices.items()}
         with self.catalogue.write() as conn:
             self._refuse_taken(conn, p.name, p.sha256, p.source)
             base_id = self._base_id(conn, opts.base) if opts.base else None
@@ -730,7 +707,7 @@ class Library:
         voice = Voice.load(path)
         meta = voice.metadata
         digest = meta.source_sha256 or None
-        data = _voice_bytes(voice)
+        data = voice.to_bytes()
         from .blobs import sha256_bytes
 
         file_sha = sha256_bytes(data)
@@ -839,7 +816,7 @@ class Library:
 
     def _store_cache(self, voice_id: int, name: str, variant: str, voice: Voice) -> None:
         """Cache extracted conditionals of an ``audio`` voice (replacing an older cache of that variant)."""
-        data = _voice_bytes(voice)
+        data = voice.to_bytes()
         dropped: builtins.list[str] = []
         try:
             with self.catalogue.write() as conn:
@@ -984,7 +961,7 @@ class Library:
         embedding-only voices); ``.pt``: upstream ``Conditionals.save`` format; ``.wav``: the stored reference
         audio (float32 mono at its own rate); ``.npy``: the (256,) float32 speaker embedding.
         """
-        from ..conditionals import _atomic_write
+        from ..fileio import atomic_write
 
         path = Path(path)
         suffix = path.suffix.lower()
@@ -996,14 +973,14 @@ class Library:
                 raise NoAudioKeptError(f"voice {name!r} keeps no audio ({info.mode} mode); export .safetensors or .pt")
             src = next(f for f in info.files if f.role == "audio").path
             data = src.read_bytes()
-            _atomic_write(path, lambda f: f.write(data))
+            atomic_write(path, lambda f: f.write(data))
             return path
         if suffix == ".npy":
             with self.catalogue.read() as conn:
                 emb = _vec(self._row(conn, name)["speaker_emb"], SPEAKER_EMB_DIM)
             if emb is None:
                 raise LibraryError(f"voice {name!r} has no speaker embedding (a VC voice); export .safetensors instead")
-            _atomic_write(path, lambda f: np.save(f, emb))
+            atomic_write(path, lambda f: np.save(f, emb))
             return path
         raise LibraryError(f"{path}: cannot export to {suffix or '(no suffix)'}; use .safetensors, .pt, .wav or .npy")
 
@@ -1328,7 +1305,7 @@ class Library:
         else:
             speaker, xvector = self._embeddings(native, sample_rate, info.variant)
         fp = self.weights_fingerprint(_embedding_variant(info.variant))
-        payload = {v: _voice_bytes(voice) for v, voice in voices.items()}
+        payload = {v: voice.to_bytes() for v, voice in voices.items()}
         with self.catalogue.write() as conn:
             row2 = self._row(conn, name)
             if row2["id"] != row["id"]:
