@@ -6,7 +6,7 @@ import gc
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from . import __version__
+from .cli_common import DeviceOpt, DownloadOpt, WeightsOpt, check_device, progress
 
 app = typer.Typer(
     name="voicebank",
@@ -23,15 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-PROGRESS_MIN_ITEMS = 5
-
-WeightsOpt = Annotated[Path | None, typer.Option(
-    "--weights", "-w", help="Directory with the Chatterbox checkpoints (default: $VOICEBANK_WEIGHTS, "
-    "then the Hugging Face cache).", show_default=False)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
 VariantOpt = Annotated[str, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, vc.")]
-DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading weights from the Hugging Face hub "
-                                           "(needs the optional huggingface_hub package).")]
 
 
 def _err(message: str) -> None:
@@ -73,35 +66,6 @@ def _main(
     """voicebank: Chatterbox voices without the TTS model."""
 
 
-@contextmanager
-def _progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr when there are more than a handful of items; silent otherwise."""
-    if total <= PROGRESS_MIN_ITEMS or os.environ.get("VOICEBANK_NO_PROGRESS"):
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
-
-
-def _device(device: str) -> str:
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise typer.BadParameter(f"unknown device {device!r}: {e}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise typer.BadParameter(f"--device {device}: MPS is not available on this machine; use --device cpu")
-    return device
-
-
 @app.command()
 def embed(
     audio: Annotated[list[Path], typer.Argument(help="Audio files (WAV, FLAC, MP3, OGG).", show_default=False)],
@@ -126,8 +90,8 @@ def embed(
         raise typer.BadParameter(f"--output {output}: the output must end in .npy")
     if output is not None and jsonl:
         raise typer.BadParameter("give --jsonl or --output, not both")
-    extractor = Extractor(ve_weights or weights, device=_device(device), allow_download=download)
-    with _progress(len(audio), "embedding") as advance:
+    extractor = Extractor(ve_weights or weights, device=check_device(device), allow_download=download)
+    with progress(len(audio), "embedding") as advance:
         embeddings = extractor.embed([str(p) for p in audio], progress=advance)
     if output is not None:
         import numpy as np
@@ -164,7 +128,7 @@ def extract(
         v = check_variant(variant)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
-    voice = Extractor(weights, variant=v, device=_device(device), allow_download=download).extract(
+    voice = Extractor(weights, variant=v, device=check_device(device), allow_download=download).extract(
         str(audio), exaggeration=exaggeration)
     voice.save(output)
     typer.echo(f"wrote {v} voice of {audio} to {output}", err=True)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .cli_common import DeviceOpt, DownloadOpt, JsonOpt, WeightsOpt, check_device, progress
 from .errors import LibraryError, ReferenceRejectedError
 
 if TYPE_CHECKING:
@@ -24,13 +25,6 @@ if TYPE_CHECKING:
 LibraryOpt = Annotated[Path | None, typer.Option(
     "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
     show_default=False)]
-WeightsOpt = Annotated[Path | None, typer.Option(
-    "--weights", "-w", help="Directory with the Chatterbox checkpoints (default: $VOICEBANK_WEIGHTS, "
-    "then the Hugging Face cache).", show_default=False)]
-DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cuda, cuda:1, mps.")]
-DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading weights from the Hugging Face hub "
-                                           "(needs the optional huggingface_hub package).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 VariantOpt = Annotated[str | None, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, "
                                                 "vc (default: the voice's own).", show_default=False)]
 
@@ -62,9 +56,7 @@ def _open(library: Path | None, weights: Path | None = None, device: str = "cpu"
     from .library import Library
 
     if device != "cpu":
-        from .cli import _device
-
-        device = _device(device)
+        device = check_device(device)
     return Library(library, weights=weights, device=device, allow_download=download)
 
 
@@ -137,7 +129,6 @@ def add(
     download: DownloadOpt = False,
 ) -> None:
     """Add reference clips as named voices; a summary table at the end, exit 1 if any clip failed."""
-    from .cli import _progress
     from .library import MODES, collect_audio
 
     if mode not in MODES:
@@ -160,7 +151,7 @@ def add(
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, threads // min(workers, len(files))))
     try:
-        with _progress(len(files), "adding") as advance:
+        with progress(len(files), "adding") as advance:
             results = lib.add_many([str(f) for f in files], names=[name] if name is not None else None, mode=mode,
                                    variant=variants, exaggeration=exaggeration, tags=tag or (), consent=consent,
                                    added_by=added_by, keep_audio=not no_audio, base=base, force=force,
@@ -463,11 +454,10 @@ def reextract(
     download: DownloadOpt = False,
 ) -> None:
     """Re-extract voices in place from their kept audio with the weights found now."""
-    from .cli import _progress
 
     lib = _open(library, weights, device, download)
     targets = names or sorted({s.name for s in lib.stale()})
-    with _progress(len(targets), "re-extracting") as advance:
+    with progress(len(targets), "re-extracting") as advance:
         results = lib.reextract(targets, progress=advance)
     failed = 0
     for r in results:
