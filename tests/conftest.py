@@ -27,6 +27,18 @@ def golden_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_golden_weights(tmp_path_factory.mktemp("golden-weights"))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op torch thread for a module (use with ``pytest.mark.usefixtures``): on a loaded 2-core
+    machine, spinning OpenMP threads make the library's threaded extraction 10-30x slower."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def golden_intermediates():
     """``case -> {name: tensor}`` of upstream's intermediates (loaded lazily, cached)."""

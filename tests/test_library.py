@@ -25,13 +25,7 @@ C = REALSPEECH / "librispeech" / "367" / "367-130732-0000.flac"  # 2.4 s FLAC, 1
 MP3S = sorted((REALSPEECH / "vctk_librispeech_mp3").glob("*.mp3"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a shared 2-core machine, spinning OpenMP threads make extraction 10-30x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,14 +18,14 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from voicebank.extractor import Extractor
 from voicebank.library import Library
 
 from audio_fixtures import REALSPEECH
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and pid checks are POSIX")
+pytestmark = [pytest.mark.skipif(os.name != "posix", reason="SIGKILL and pid checks are POSIX"),
+              pytest.mark.usefixtures("one_torch_thread")]
 
 LIBRI = REALSPEECH / "librispeech"
 CLIPS = [LIBRI / "367" / f"367-130732-000{i}.flac" for i in (0, 1, 4, 6, 8, 9)] + [
@@ -92,12 +92,6 @@ CHILD = textwrap.dedent('''
 ''')
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
