@@ -269,8 +269,8 @@ class Extractor:
     def conditionals_of(self, refs: Sequence[Reference], *, exaggeration: float = DEFAULT_EXAGGERATION) -> list[Voice]:
         """Conditionals of prepared references (see :meth:`reference`), batched.
 
-        Each clip's conditionals are bit-for-bit those of extracting it alone: the speech tokenizer batches
-        only clips of the same padded length, and the voice encoder runs per clip.
+        Each clip's conditionals are bit-for-bit those of extracting it alone: the speech tokenizer computes
+        each window's attention on its own, and the voice encoder runs per clip.
         """
         from .dsp import s3gen_mel
         from .resample import sinc_resample
@@ -296,7 +296,7 @@ class Extractor:
         if spec.t3_prompt_seconds is not None:
             t3_windows = [torch.from_numpy(ref.wav16[: spec.t3_prompt_seconds * S3_SR]).to(self.device)
                           for ref in refs]
-        gen_tok, t3_tok = self._tokenize_grouped(gen_windows, t3_windows)
+        gen_tok, t3_tok = self._tokenize(gen_windows, t3_windows)
 
         speaker = None
         if spec.t3_prompt_seconds is not None:
@@ -340,36 +340,17 @@ class Extractor:
             voices.append(Voice(t3, gen, meta))
         return voices
 
-    def _tokenize_grouped(self, gen_windows: Sequence[torch.Tensor], t3_windows: Sequence[torch.Tensor]
+    def _tokenize(self, gen_windows: Sequence[torch.Tensor], t3_windows: Sequence[torch.Tensor]
                           ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Speech tokens ``(n_i,)`` of each clip's S3Gen window and T3 window (if any), batched.
+        """Speech tokens ``(n_i,)`` of each clip's S3Gen window and T3 window (if any), in one batched call.
 
-        A clip's two windows are tokenized in one batch, the shorter zero-padded to the longer; padding
-        changes the last bits of a padded window's hidden states.  So clips are batched together only when
-        their own padded length is the same: each clip's tokens are then exactly those of extracting it
-        alone, whichever clips share the call.
+        The tokenizer runs its convolutions and attention per window, so each clip's tokens are exactly
+        those of extracting it alone, whichever clips share the call.
         """
-        from .speech_tokenizer import mel_frame_count
-
-        tokenizer = self.speech_tokenizer
+        tokens, lengths = self.speech_tokenizer.tokenize([*gen_windows, *t3_windows])
+        rows = [tokens[i, : int(lengths[i])] for i in range(len(lengths))]
         n = len(gen_windows)
-        groups: dict[int, list[int]] = {}
-        for i in range(n):
-            frames = mel_frame_count(gen_windows[i].shape[-1])
-            if t3_windows:
-                frames = max(frames, mel_frame_count(t3_windows[i].shape[-1]))
-            groups.setdefault(frames, []).append(i)
-        gen_tok: list[torch.Tensor] = [torch.empty(0)] * n
-        t3_tok: list[torch.Tensor] = [torch.empty(0)] * n
-        for idx in groups.values():
-            windows = [gen_windows[i] for i in idx] + ([t3_windows[i] for i in idx] if t3_windows else [])
-            tokens, lengths = tokenizer.tokenize(windows)
-            for k, i in enumerate(idx):
-                gen_tok[i] = tokens[k, : int(lengths[k])]
-                if t3_windows:
-                    j = len(idx) + k
-                    t3_tok[i] = tokens[j, : int(lengths[j])]
-        return gen_tok, t3_tok
+        return rows[:n], rows[n:]
 
 
 def speaker_embedding(source: AudioSource, *, weights: str | os.PathLike[str] | None = None,
