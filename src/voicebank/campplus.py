@@ -14,7 +14,12 @@ Architecture (input: Kaldi fbank, 80 bins, minus its mean over time):
 * ``out_nonlinear`` (BN, ReLU), statistics pooling (mean and unbiased std over time -> 1024),
   ``dense`` (1x1 conv -> 192, BatchNorm without affine parameters).
 
-BatchNorm always uses its running statistics: the module is for evaluation only.
+BatchNorm always uses its running statistics: the module is for evaluation only.  For speed the forward
+pass folds each BatchNorm that follows a convolution into that convolution's weights and bias, computes
+the other BatchNorm + ReLU pairs as one multiply-add, runs the 2-D head channels-last, and evaluates the
+CAM gate once per 100-frame segment (it is constant within a segment).  The folding is recomputed on every
+call, so nothing goes stale when the parameters change; the result equals the unfolded network to
+float32 rounding (about 1e-6 relative), not bit for bit.
 """
 
 from __future__ import annotations
@@ -35,6 +40,30 @@ FEAT_DIM = 80
 MIN_SAMPLES = 720
 
 
+def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(scale, shift)`` ``(C,)`` with ``bn(x) == x * scale + shift`` per channel (eval mode)."""
+    scale = torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
+    shift = -bn.running_mean * scale  # type: ignore[operator]
+    if bn.weight is not None:
+        scale = scale * bn.weight
+        shift = shift * bn.weight + bn.bias
+    return scale, shift
+
+
+def _folded(conv: nn.Conv1d | nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(conv(x))`` as a single convolution."""
+    scale, shift = _bn_affine(bn)
+    weight = conv.weight * scale.reshape(-1, *([1] * (conv.weight.dim() - 1)))
+    bias = shift if conv.bias is None else conv.bias * scale + shift
+    return weight, bias
+
+
+def _conv_bn(x: torch.Tensor, conv: nn.Conv1d | nn.Conv2d, bn: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:
+    """``bn(conv(x))`` in one convolution."""
+    weight, bias = _folded(conv, bn)
+    return conv._conv_forward(x, weight, bias)
+
+
 class _BNReLU(nn.Module):
     """``batchnorm`` then ReLU; the child is named as in upstream's ``get_nonlinear("batchnorm-relu")``."""
 
@@ -43,7 +72,9 @@ class _BNReLU(nn.Module):
         self.batchnorm = nn.BatchNorm1d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(self.batchnorm(x))
+        """``(B, C, T)`` -> ``(B, C, T)``, as one multiply-add and an in-place ReLU."""
+        scale, shift = _bn_affine(self.batchnorm)
+        return torch.relu_(torch.addcmul(shift[:, None], x, scale[:, None]))
 
 
 class _BN(nn.Module):
@@ -74,9 +105,10 @@ class BasicResBlock(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        out = torch.relu_(_conv_bn(x, self.conv1, self.bn1))
+        out = _conv_bn(out, self.conv2, self.bn2)
+        shortcut = x if len(self.shortcut) == 0 else _conv_bn(x, self.shortcut[0], self.shortcut[1])
+        return torch.relu_(out + shortcut)
 
 
 class FCM(nn.Module):
@@ -98,11 +130,13 @@ class FCM(nn.Module):
         return nn.Sequential(BasicResBlock(channels, channels, 2), BasicResBlock(channels, channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x.unsqueeze(1))))  # (B, C, F, T)
+        # channels-last: oneDNN then convolves without reordering each activation to and from its layout
+        x = x.unsqueeze(1).contiguous(memory_format=torch.channels_last)
+        out = torch.relu_(_conv_bn(x, self.conv1, self.bn1))  # (B, C, F, T)
         out = self.layer2(self.layer1(out))
-        out = F.relu(self.bn2(self.conv2(out)))
+        out = torch.relu_(_conv_bn(out, self.conv2, self.bn2))
         b, c, f, t = out.shape
-        return out.reshape(b, c * f, t)
+        return out.contiguous().reshape(b, c * f, t)
 
 
 class TDNNLayer(nn.Module):
@@ -115,7 +149,7 @@ class TDNNLayer(nn.Module):
         self.nonlinear = _BNReLU(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nonlinear(self.linear(x))
+        return torch.relu_(_conv_bn(x, self.linear, self.nonlinear.batchnorm))
 
 
 class CAMLayer(nn.Module):
@@ -132,16 +166,15 @@ class CAMLayer(nn.Module):
         self.linear1 = nn.Conv1d(bn_channels, bn_channels // reduction, 1)
         self.linear2 = nn.Conv1d(bn_channels // reduction, out_channels, 1)
 
-    def _segment_mean(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of each 100-frame segment (the last may be shorter), repeated over its frames: (B, C, T)."""
-        seg = F.avg_pool1d(x, kernel_size=self.SEG_LEN, stride=self.SEG_LEN, ceil_mode=True)
-        return seg.repeat_interleave(self.SEG_LEN, dim=-1)[..., : x.shape[-1]]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.linear_local(x)
-        context = x.mean(-1, keepdim=True) + self._segment_mean(x)
-        mask = torch.sigmoid(self.linear2(F.relu(self.linear1(context))))
-        return y * mask
+        # The context (mean over the clip plus mean over the frame's 100-frame segment, the last segment
+        # possibly shorter) is the same for every frame of a segment, and so is the gate computed from it
+        # by 1x1 convolutions: compute it once per segment, then repeat it over the segment's frames.
+        segments = F.avg_pool1d(x, kernel_size=self.SEG_LEN, stride=self.SEG_LEN, ceil_mode=True)
+        context = x.mean(-1, keepdim=True) + segments  # (B, C, n_segments)
+        gate = torch.sigmoid(self.linear2(torch.relu_(self.linear1(context))))
+        return y * gate.repeat_interleave(self.SEG_LEN, dim=-1)[..., : y.shape[-1]]
 
 
 class CAMDenseTDNNLayer(nn.Module):
@@ -156,7 +189,8 @@ class CAMDenseTDNNLayer(nn.Module):
         self.cam_layer = CAMLayer(bn_channels, out_channels, kernel_size, dilation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))))
+        bottleneck = torch.relu_(_conv_bn(self.nonlinear1(x), self.linear1, self.nonlinear2.batchnorm))
+        return self.cam_layer(bottleneck)
 
 
 class CAMDenseTDNNBlock(nn.ModuleList):
@@ -204,7 +238,7 @@ class DenseLayer(nn.Module):
         self.nonlinear = _BN(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.nonlinear(self.linear(x.unsqueeze(-1)).squeeze(-1))
+        return _conv_bn(x.unsqueeze(-1), self.linear, self.nonlinear.batchnorm).squeeze(-1)
 
 
 class StatsPool(nn.Module):

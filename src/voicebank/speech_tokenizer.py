@@ -69,8 +69,6 @@ LOG_MEL_FLOOR_CLAMP = 1e-10
 """Smallest mel power before ``log10`` (power units, i.e. -100 dB)."""
 LOG_MEL_DYNAMIC_RANGE_LOG10 = 8.0
 """Log-mel values are floored at ``max - 8`` (80 dB below the clip's loudest bin)."""
-ATTENTION_PAD_BIAS = -1.0e10
-"""Additive attention bias on padded keys (upstream's ``mask_to_bias``)."""
 FSQ_SCALE = 0.9990000128746033
 """Factor applied after ``tanh`` before rounding (float32 of 0.999, as upstream)."""
 
