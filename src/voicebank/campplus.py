@@ -42,8 +42,10 @@ MIN_SAMPLES = 720
 
 def _bn_affine(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, shift)`` ``(C,)`` with ``bn(x) == x * scale + shift`` per channel (eval mode)."""
-    scale = torch.rsqrt(bn.running_var + bn.eps)  # type: ignore[operator]
-    shift = -bn.running_mean * scale  # type: ignore[operator]
+    mean, var = bn.running_mean, bn.running_var
+    assert mean is not None and var is not None  # eval-mode BatchNorm with running statistics
+    scale = torch.rsqrt(var + bn.eps)
+    shift = -mean * scale
     if bn.weight is not None:
         scale = scale * bn.weight
         shift = shift * bn.weight + bn.bias
@@ -107,7 +109,12 @@ class BasicResBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu_(_conv_bn(x, self.conv1, self.bn1))
         out = _conv_bn(out, self.conv2, self.bn2)
-        shortcut = x if len(self.shortcut) == 0 else _conv_bn(x, self.shortcut[0], self.shortcut[1])
+        if len(self.shortcut) == 0:
+            shortcut = x
+        else:
+            conv, bn = self.shortcut
+            assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+            shortcut = _conv_bn(x, conv, bn)
         return torch.relu_(out + shortcut)
 
 
