@@ -43,6 +43,10 @@ def summarise(results: dict[str, dict]) -> list[list[str]]:
     for key in ("english/10s", "english/3s", "english/22s"):
         s = _get(warm, "speedup_median", key)
         add(f"warm extraction {key} vs upstream", ">= 1.5x", s, "{:.2f}x", None if s is None else s >= 1.5)
+        t, floor = _get(warm, "voicebank", "single", key, "median_s"), _get(warm, "gemm_floor", key, "mkl_s")
+        f = None if t is None or floor is None else t / floor
+        add(f"warm extraction {key} vs the tokenizer's float32 GEMM floor (MKL)", "<= 1.25x", f, "{:.2f}x",
+            None if f is None else f <= 1.25)
     ms = _get(load, "voicebank", "load_safetensors", "median_s")
     add("stored voice -> conditionals, median", "<= 2 ms", None if ms is None else 1000 * ms, "{:.2f} ms",
         None if ms is None else ms <= 0.002)

@@ -42,6 +42,27 @@ def _difference(a, b) -> str:  # two lists of Voice
     return "identical" if not where else f"max |diff| {worst:.2g} ({where})"
 
 
+def gemm_floor(ex, voice, repeat: int) -> dict[str, float]:
+    """Seconds the speech tokenizer's matrix products alone take for ``voice``'s windows: the projections
+    and MLPs of every block (~99 % of the tokenizer's arithmetic) on random rows, once with the kernel
+    voicebank uses (oneDNN) and once with ``F.linear`` (MKL, what upstream's ``nn.Linear`` runs)."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = voice.gen.prompt_token.shape[1] + (voice.t3.cond_prompt_speech_tokens.shape[1] if voice.t3 else 0)
+    layers = [m for m in ex.speech_tokenizer.modules() if isinstance(m, torch.nn.Linear) and m.in_features >= 1280]
+    x = {n: torch.randn(rows, n) for n in {m.in_features for m in layers}}
+    flops = sum(2 * rows * m.in_features * m.out_features for m in layers)
+
+    def run(fn) -> float:
+        with torch.inference_mode():
+            return min(C.time_calls(lambda: [fn(m, x[m.in_features]) for m in layers], repeat=repeat))
+
+    best = run(lambda m, v: m(v))
+    mkl = run(lambda m, v: F.linear(v, m.weight, m.bias))
+    return {"rows": rows, "gflop": flops / 1e9, "onednn_s": best, "mkl_s": mkl}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = C.parser(__doc__.splitlines()[0])
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variants (default: all four)")
@@ -64,6 +85,7 @@ def main(argv: list[str] | None = None) -> None:
     vb_single: dict[str, list[float]] = {}
     up_single: dict[str, list[float]] = {}
     vb_batch: dict[str, dict] = {}
+    floors: dict[str, dict[str, float]] = {}
     up_loop: dict[str, dict] = {}
     with contextlib.ExitStack() as stack:
         up = stack.enter_context(C.UpstreamServer(ctx)) if ctx.has_upstream else None
@@ -77,7 +99,8 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 key = f"{variant}/{label}"
                 vb_single[key], up_single[key] = [], []
-                ex.extract(path)  # warm-up
+                voice = ex.extract(path)  # warm-up
+                floors[key] = gemm_floor(ex, voice, repeat)
                 if up is not None:
                     up.call("prepare", variant=variant, clip=str(path))
                 for _ in range(repeat):  # alternate the two sides
@@ -116,7 +139,9 @@ def main(argv: list[str] | None = None) -> None:
         u = up_stats.get(key)
         rows.append([variant, label, C.fmt(1000 * s["median_s"], 0), C.fmt(1000 * s["min_s"], 0),
                      C.fmt(1000 * u["median_s"], 0) if u else "n/a", C.fmt(1000 * u["min_s"], 0) if u else "n/a",
-                     C.fmt(C.speedup(u["median_s"], s["median_s"]) if u else None, 2, "x")])
+                     C.fmt(C.speedup(u["median_s"], s["median_s"]) if u else None, 2, "x"),
+                     C.fmt(1000 * floors[key]["onednn_s"], 0), C.fmt(s["median_s"] / floors[key]["onednn_s"], 2, "x"),
+                     C.fmt(1000 * floors[key]["mkl_s"], 0), C.fmt(s["median_s"] / floors[key]["mkl_s"], 2, "x")])
     brows = []
     for variant, b in vb_batch.items():
         u = up_loop.get(variant)
@@ -127,13 +152,16 @@ def main(argv: list[str] | None = None) -> None:
                       b["batch_vs_loop"]])
     print(C.describe_environment(env))
     C.print_table(f"Warm extraction of one clip (median and min of {repeat}, alternating with upstream)",
-                  ["variant", "clip", "voicebank ms", "(min)", "upstream ms", "(min)", "speedup"], rows)
+                  ["variant", "clip", "voicebank ms", "(min)", "upstream ms", "(min)", "speedup",
+                   "GEMM floor ms", "vs floor", "MKL floor ms", "vs MKL floor"], rows)
+    print("GEMM floor: the speech tokenizer's projections and MLPs alone (the issue's 'floor'), on random rows "
+          "of the clip's token count, with voicebank's kernel (oneDNN) and with upstream's (F.linear, MKL).")
     C.print_table(f"Batch of {n_batch} clips of {C.BATCH_CLIP_SECONDS} s",
                   ["variant", "clips", "extract_many ms/clip", "loop ms/clip", "batch vs loop",
                    "upstream loop ms/clip", "speedup vs upstream", "batch vs loop results"], brows)
     result = {"environment": env, "clips": {k: str(v) for k, v in clips.items()}, "durations_s": durations,
               "repeat": repeat,
-              "voicebank": {"single": vb_stats, "batch": vb_batch},
+              "voicebank": {"single": vb_stats, "batch": vb_batch}, "gemm_floor": floors,
               "upstream": {"single": up_stats, "loop": up_loop} if ctx.has_upstream else None,
               "speedup_median": {k: C.speedup(up_stats[k]["median_s"], v["median_s"])
                                  for k, v in vb_stats.items() if k in up_stats}}

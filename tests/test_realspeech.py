@@ -12,8 +12,7 @@ from voicebank.extractor import Extractor
 from voicebank.similarity import cosine_matrix, equal_error_rate
 
 from audio_fixtures import REALSPEECH, resemblyzer_weights
-
-METRICS: dict[str, str] = {}
+from conftest import METRICS
 
 
 def manifest() -> list[tuple[str, str]]:
