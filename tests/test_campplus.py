@@ -155,6 +155,18 @@ def test_xvectors_one_by_one(campplus, golden_intermediates):
         assert torch.equal(emb, campplus.xvector(wav))
 
 
+def test_xvectors_batches_equal_lengths(campplus, golden_intermediates):
+    a = golden_intermediates("short_3s_22k")["ref16"]
+    b = golden_intermediates("aishell_4s")["ref16"][: a.shape[0]]  # same length: one batch
+    c = golden_intermediates("aishell_4s")["ref16"]  # another length: alone
+    embs = campplus.xvectors([a, c, b])
+    assert [e.shape for e in embs] == [(1, 192)] * 3
+    assert torch.equal(embs[1], campplus.xvector(c))
+    for wav, emb in ((a, embs[0]), (b, embs[2])):
+        torch.testing.assert_close(emb, campplus.xvector(wav), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(embs[0], embs[2])
+
+
 def test_xvector_too_short(campplus):
     noise = 0.1 * torch.randn(MIN_SAMPLES, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(campplus.xvector(noise)).all()

@@ -7,14 +7,16 @@ CAM++ speaker encoder), each on first use, straight from the checkpoint into pla
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 import numpy as np
 import torch
@@ -76,6 +78,37 @@ def _check_exaggeration(value: float) -> float:
     return value
 
 
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def _decoded(fn: Callable[[T], R], items: Sequence[T], lookahead: int) -> Iterator[R]:
+    """``fn(item)`` for each item, in input order, computed on worker threads up to ``lookahead`` items ahead.
+
+    For the audio front end (decoding, resampling, mels), which runs in numpy, soundfile and soxr with the
+    GIL released: on as many threads as torch uses, it takes half the time on two cores.  An exception
+    is raised when its item's turn comes, so the first unusable input in order is the one reported.
+    """
+    workers = min(len(items), max(1, torch.get_num_threads()))
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future[R]] = deque()
+        upcoming = iter(items)
+        try:
+            for item in itertools.islice(upcoming, max(1, lookahead)):
+                pending.append(pool.submit(fn, item))
+            while pending:
+                done = pending.popleft()
+                for item in itertools.islice(upcoming, 1):
+                    pending.append(pool.submit(fn, item))
+                yield done.result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 class Extractor:
     """Computes Chatterbox voice conditionals for one variant.
 
@@ -83,7 +116,9 @@ class Extractor:
     embeddings only) or :meth:`from_pretrained` (the Hugging Face cache, downloading only if allowed).
     Models load lazily: :meth:`embed` loads just the 5.7 MB voice encoder.
 
-    ``precision="exact"`` (the default) reproduces upstream.  ``precision="bf16"`` is an opt-in that runs
+    ``precision="exact"`` (the default) reproduces upstream in float32, within upstream's own run-to-run
+    variation (identical speech tokens on the golden cases, floats within ~1e-6).  ``precision="bf16"`` is
+    an opt-in that runs
     the speech tokenizer's matrix products in bfloat16: ~1.5x faster extraction on CPUs with AVX512-BF16 or
     AMX, but some speech tokens differ from exact mode (``benchmarks/fast_mode.py`` measures how many); its
     voices carry a different ``weights_fingerprint``.
@@ -214,18 +249,10 @@ class Extractor:
             return ve.prepare(prepare_reference(src, variant, compute_sha256=False).wav16)
 
         partials = []
-        # Decoding, resampling and the mel run in numpy, soundfile and soxr, which release the GIL: spread
-        # over torch's thread count, they take half the time on two cores (a fifth of the whole run).
-        workers = min(len(sources), max(1, torch.get_num_threads()))
-        pool = ThreadPoolExecutor(workers) if workers > 1 else None
-        try:
-            for p in pool.map(front_end, sources) if pool is not None else map(front_end, sources):
-                partials.append(p)  # in input order: the first unusable clip raises here
-                if progress:
-                    progress(1)
-        finally:
-            if pool is not None:
-                pool.shutdown(wait=True, cancel_futures=True)
+        for p in _decoded(front_end, sources, lookahead=len(sources)):  # a fifth of the run, halved
+            partials.append(p)
+            if progress:
+                progress(1)
         if not partials:
             return np.zeros((0, 256), dtype=np.float32)
         return ve.embed_partials(partials).numpy()
@@ -257,20 +284,27 @@ class Extractor:
                      progress: Progress | None = None, batch_size: int = 8) -> list[Voice]:
         """Conditionals of several clips; the tokenizer and voice encoder run batched over ``batch_size`` clips."""
         exaggeration = _check_exaggeration(exaggeration)
+        batch_size = max(1, batch_size)
         voices: list[Voice] = []
-        for start in range(0, len(sources), max(1, batch_size)):
-            refs = [self.reference(s) for s in sources[start:start + batch_size]]
-            voices.extend(self.conditionals_of(refs, exaggeration=exaggeration))
-            if progress:
-                progress(len(refs))
+        refs: list[Reference] = []
+        # the next batch decodes on worker threads while this one runs through the models
+        for ref in _decoded(self.reference, sources, lookahead=2 * batch_size):
+            refs.append(ref)
+            if len(refs) == batch_size or len(voices) + len(refs) == len(sources):
+                voices.extend(self.conditionals_of(refs, exaggeration=exaggeration))
+                if progress:
+                    progress(len(refs))
+                refs = []
         return voices
 
     @torch.inference_mode()
     def conditionals_of(self, refs: Sequence[Reference], *, exaggeration: float = DEFAULT_EXAGGERATION) -> list[Voice]:
         """Conditionals of prepared references (see :meth:`reference`), batched.
 
-        Each clip's conditionals are bit-for-bit those of extracting it alone: the speech tokenizer computes
-        each window's attention on its own, and the voice encoder runs per clip.
+        Batching is faster than one clip at a time (the voice encoder's LSTM runs the partials of all clips
+        together, CAM++ batches windows of equal length) and equal to it to float32 rounding: speech tokens
+        and mels are identical, the embeddings may differ in the last bit or so (~1e-7), as batched products
+        round differently.  The same batch always gives the same bits.
         """
         from .dsp import s3gen_mel
         from .resample import sinc_resample
@@ -282,7 +316,6 @@ class Extractor:
 
         gen_windows: list[torch.Tensor] = []
         feats: list[torch.Tensor] = []
-        xvectors: list[torch.Tensor] = []
         for ref in refs:
             ref24 = torch.from_numpy(ref.wav24[: GEN_REFERENCE_SECONDS * S3GEN_SR]).to(self.device)
             if float(ref24.abs().max()) > 1.0:
@@ -291,7 +324,7 @@ class Extractor:
             feats.append(s3gen_mel(ref24))
             ref16 = sinc_resample(ref24, S3GEN_SR, S3_SR)
             gen_windows.append(ref16)
-            xvectors.append(campplus.xvector(ref16).reshape(1, -1).float())
+        xvectors = [x.float() for x in campplus.xvectors(gen_windows)]
         t3_windows: list[torch.Tensor] = []
         if spec.t3_prompt_seconds is not None:
             t3_windows = [torch.from_numpy(ref.wav16[: spec.t3_prompt_seconds * S3_SR]).to(self.device)
@@ -300,10 +333,8 @@ class Extractor:
 
         speaker = None
         if spec.t3_prompt_seconds is not None:
-            # One LSTM pass per clip: the LSTM's last bits depend on the batch size, so batching the partials
-            # of several clips would make a clip's embedding depend on which clips share its batch.
             ve = self.voice_encoder
-            speaker = torch.cat([ve.embed_partials([ve.prepare(r.wav16)]) for r in refs])
+            speaker = ve.embed_partials([ve.prepare(r.wav16) for r in refs])  # one LSTM pass for all clips
 
         voices = []
         for i, ref in enumerate(refs):
