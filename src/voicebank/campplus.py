@@ -326,10 +326,7 @@ class CAMPPlus(nn.Module):
         ``wav16``: float32 ``(n,)`` (or ``(1, n)``) at 16 kHz in [-1, 1], at least :data:`MIN_SAMPLES`.
         Returns float32 ``(1, 192)`` (not L2-normalised), computed under ``torch.inference_mode()``.
         """
-        param = next(self.parameters())
-        with torch.inference_mode():
-            feats = self.xvector_features(wav16.to(device=param.device, dtype=torch.float32))
-            return self.forward(feats)
+        return self.xvectors([wav16])[0]
 
     def xvectors(self, wavs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """:meth:`xvector` of several clips, in input order; each entry is float32 ``(1, 192)``.

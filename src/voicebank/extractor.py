@@ -118,10 +118,9 @@ class Extractor:
 
     ``precision="exact"`` (the default) reproduces upstream in float32, within upstream's own run-to-run
     variation (identical speech tokens on the golden cases, floats within ~1e-6).  ``precision="bf16"`` is
-    an opt-in that runs
-    the speech tokenizer's matrix products in bfloat16: ~1.4x faster extraction on CPUs with AVX512-BF16 or
-    AMX, but some speech tokens differ from exact mode (``benchmarks/fast_mode.py`` measures how many); its
-    voices carry a different ``weights_fingerprint``.
+    an opt-in that runs the speech tokenizer's matrix products in bfloat16: ~1.4x faster extraction on CPUs
+    with AVX512-BF16 or AMX, but some speech tokens differ from exact mode (``benchmarks/fast_mode.py``
+    measures how many); its voices carry a different ``weights_fingerprint``.
     """
 
     def __init__(self, weights: str | os.PathLike[str] | None = None, *, variant: Variant = "english",
