@@ -50,7 +50,7 @@ def gemm_floor(ex, voice, repeat: int) -> dict[str, float]:
     import torch.nn.functional as F
 
     rows = voice.gen.prompt_token.shape[1] + (voice.t3.cond_prompt_speech_tokens.shape[1] if voice.t3 else 0)
-    layers = [m for m in ex.speech_tokenizer.modules() if isinstance(m, torch.nn.Linear) and m.in_features >= 1280]
+    layers = [m for m in ex.speech_tokenizer.encoder.blocks.modules() if isinstance(m, torch.nn.Linear)]
     x = {n: torch.randn(rows, n) for n in {m.in_features for m in layers}}
     flops = sum(2 * rows * m.in_features * m.out_features for m in layers)
 
