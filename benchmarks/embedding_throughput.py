@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = C.setup("embedding_throughput", args)
     C.no_upstream_note(ctx)
 
-    from voicebank.extractor import Extractor
+    from voicebank.engine import Extractor
 
     repeat = args.repeat or (1 if ctx.quick else 3)
     weights, weights_desc = C.weights(ctx)

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = C.setup("fast_mode", args)
     C.no_upstream_note(ctx)
 
-    from voicebank.extractor import Extractor
+    from voicebank.engine import Extractor
 
     repeat = args.repeat or (2 if ctx.quick else 5)
     weights, weights_desc = C.weights(ctx)

@@ -33,7 +33,7 @@ def memory_child(path: str, n: int, device: str) -> None:
     """(In a fresh process) RSS growth for ``n`` loaded copies of a voice; prints JSON."""
     import torch
 
-    from voicebank.conditionals import Voice
+    from voicebank.voice.voice import Voice
 
     torch.set_num_threads(1)
     voice = Voice.load(path, device=device)
@@ -54,7 +54,7 @@ def _library_rows(ctx: C.Context, voice_path: Path, n_voices: int, repeat: int, 
         from voicebank.library import Library
     except ImportError as e:
         return {"error": f"library not available ({e})"}
-    from voicebank.conditionals import Voice
+    from voicebank.voice.voice import Voice
 
     root = ctx.cache / "library-bench"
     shutil.rmtree(root, ignore_errors=True)
@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     ctx = C.setup("voice_loading", args)
     C.no_upstream_note(ctx)
 
-    from voicebank.conditionals import Voice
-    from voicebank.extractor import Extractor
+    from voicebank.voice.voice import Voice
+    from voicebank.engine import Extractor
 
     repeat = args.repeat or (60 if ctx.quick else 300)
     device = args.device

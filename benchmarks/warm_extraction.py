@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     ctx = C.setup("warm_extraction", args)
     C.no_upstream_note(ctx)
 
-    from voicebank.extractor import Extractor
+    from voicebank.engine import Extractor
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     repeat = args.repeat or (2 if ctx.quick else 5)

@@ -105,7 +105,7 @@ def test_extract_and_inspect(capsys, tmp_path, golden_weights_dir, suffix):
                        golden_weights_dir, "--exaggeration", "0.7")
     assert code == 0, err
     expected = load_file(str(EXPECTED / "short_3s_22k.tts.safetensors"))
-    from voicebank.conditionals import Voice
+    from voicebank.voice.voice import Voice
 
     got = Voice.load(out_path).tensors()
     assert sorted(got) == sorted(expected)

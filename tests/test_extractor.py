@@ -7,9 +7,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicebank import dsp
+from voicebank.audio import dsp
+from voicebank.engine import Extractor
 from voicebank.errors import SilentAudioError
-from voicebank.extractor import Extractor
 
 from conftest import INPUTS
 

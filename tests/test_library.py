@@ -12,10 +12,10 @@ import torch
 
 from voicebank import errors
 from voicebank.audio import read_audio
-from voicebank.conditionals import Voice
-from voicebank.extractor import Extractor
+from voicebank.engine import Extractor
 from voicebank.library import Library
 from voicebank.library import library as library_module
+from voicebank.voice.voice import Voice
 
 from audio_fixtures import GOLDEN_INPUTS, REALSPEECH, speechlike
 

@@ -11,10 +11,10 @@ import soundfile as sf
 import torch
 
 from voicebank.cli import app, main
-from voicebank.cli_library import register
-from voicebank.conditionals import Voice
-from voicebank.extractor import Extractor
+from voicebank.cli.library import register
+from voicebank.engine import Extractor
 from voicebank.library import Library
+from voicebank.voice.voice import Voice
 
 from audio_fixtures import GOLDEN_INPUTS, REALSPEECH, speechlike
 

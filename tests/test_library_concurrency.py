@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from voicebank.extractor import Extractor
+from voicebank.engine import Extractor
 from voicebank.library import Library
 
 from audio_fixtures import REALSPEECH
@@ -39,7 +39,7 @@ CHILD = textwrap.dedent('''
 
     torch.set_num_threads(1)
     from voicebank.library import Library
-    from voicebank.library import blobs as blobs_mod
+    from voicebank.store import blobs as blobs_mod
     from voicebank.library import library as library_mod
 
     root, weights, scenario, marker, mode, *items = sys.argv[1:]

@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 
 from voicebank import errors
-from voicebank.library import Library, catalogue, check_name, default_library_path, inspect_reference, inspect_samples
-from voicebank.library.blobs import BlobStore, sha256_bytes
-from voicebank.library.library import collect_audio
+from voicebank.library import (
+    Library,
+    check_name,
+    collect_audio,
+    default_library_path,
+    inspect_reference,
+    inspect_samples,
+)
+from voicebank.store import catalogue
+from voicebank.store.blobs import BlobStore, sha256_bytes
 
 from audio_fixtures import GOLDEN_INPUTS, REALSPEECH, speechlike
 
@@ -215,7 +222,7 @@ def test_inspect_reference_raises_only_for_undecodable_files(tmp_path):
 
 
 def test_gen_reference_seconds_matches_the_extractor():
-    from voicebank.extractor import GEN_REFERENCE_SECONDS
-    from voicebank.library.inspection import GEN_REFERENCE_SECONDS as INSPECTION_GEN
+    from voicebank.audio.inspection import GEN_REFERENCE_SECONDS as INSPECTION_GEN
+    from voicebank.variants import GEN_REFERENCE_SECONDS
 
     assert INSPECTION_GEN == GEN_REFERENCE_SECONDS

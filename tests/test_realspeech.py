@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from voicebank.extractor import Extractor
+from voicebank.engine import Extractor
 from voicebank.similarity import cosine_matrix, equal_error_rate
 
 from audio_fixtures import REALSPEECH, resemblyzer_weights

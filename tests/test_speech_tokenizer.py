@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from voicebank.errors import WeightsMismatchError
-from voicebank.speech_tokenizer import (
+from voicebank.models.speech_tokenizer import (
     FSMNAttention,
     SpeechTokenizer,
     SpeechTokenizerConfig,
@@ -19,7 +19,7 @@ from voicebank.speech_tokenizer import (
     log_mel_spectrogram,
     token_count,
 )
-from voicebank.weights import read_tensors, strip_prefix
+from voicebank.models.weights import read_tensors, strip_prefix
 
 from golden_weights import DATA
 

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from voicebank.conditionals import Voice
-from voicebank.extractor import Extractor
+from voicebank.engine import Extractor
+from voicebank.voice.voice import Voice
 
 from conftest import EXPECTED, INPUTS
 

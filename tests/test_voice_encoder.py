@@ -7,10 +7,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from voicebank.dsp import trim_silence, voice_encoder_mel
+from voicebank.audio.dsp import trim_silence, voice_encoder_mel
 from voicebank.errors import WeightsMismatchError
-from voicebank.voice_encoder import VoiceEncoder, VoiceEncoderConfig, partial_layout
-from voicebank.weights import read_tensors
+from voicebank.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, partial_layout
+from voicebank.models.weights import read_tensors
 
 from audio_fixtures import GOLDEN_INPUTS, resemblyzer_weights
 from conftest import EXPECTED, case_name

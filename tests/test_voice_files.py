@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from voicebank.conditionals import FORMAT_VERSION, Voice
+from voicebank.engine import Extractor
 from voicebank.errors import UnsafeVoiceFileError, VoiceFileError
-from voicebank.extractor import Extractor
+from voicebank.voice.voice import FORMAT_VERSION, Voice
 
 from conftest import EXPECTED, INPUTS
 
@@ -201,7 +201,7 @@ def test_newer_format_version_is_refused(voice, tmp_path):
 
 
 def test_failed_save_leaves_nothing(voice, tmp_path, monkeypatch):
-    import voicebank.conditionals as c
+    import voicebank.voice.voice as c
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from voicebank.errors import WeightsError, WeightsNotFoundError
-from voicebank.weights import ENV_WEIGHTS, find_weights, fingerprint, read_tensors
+from voicebank.models.weights import ENV_WEIGHTS, find_weights, fingerprint, read_tensors
 
 
 @pytest.fixture(autouse=True)

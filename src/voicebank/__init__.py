@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .audio import Waveform, load_audio
-    from .conditionals import GenConditioning, T3Conditioning, Voice, VoiceMetadata
+    from .audio.decode import Waveform, load_audio
+    from .engine.extractor import Extractor, extract_speaker_embedding, speaker_embedding
     from .errors import VoicebankError
-    from .extractor import Extractor, extract_speaker_embedding, speaker_embedding
     from .library import Library, get
+    from .voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
 _LAZY = {
     "Waveform": "audio",

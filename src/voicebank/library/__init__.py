@@ -5,42 +5,40 @@
 >>> lib.add("alice.wav", mode="audio")          # keep the decoded clip; extract on demand
 >>> voice = lib.get("alice")                    # ready conditionals (a voicebank.Voice)
 
-See :mod:`voicebank.library.library` for the modes and the consistency rules, and
-:mod:`voicebank.library.inspection` for what makes a reference poor or unusable.
+See :mod:`voicebank.library.library` for the modes, :mod:`voicebank.store` for the consistency rules, and
+:mod:`voicebank.audio.inspection` for what makes a reference poor or unusable.
 """
 
 from __future__ import annotations
 
-from .inspection import Finding, Inspection, inspect_reference, inspect_samples
+from ..audio.inspection import Finding, Inspection, inspect_clip, inspect_reference, inspect_samples
+from ..settings import ENV_LIBRARY
+from ..store.records import MODES, Mode, StoredFile, VoiceInfo
+from .ingest import AddOptions, Prepared
 from .library import (
     DUPLICATE_THRESHOLD,
-    ENV_LIBRARY,
     Library,
-    check_name,
-    collect_audio,
     default_library_path,
     get,
     open_library,
     resolve_library_path,
 )
+from .names import check_name, collect_audio
 from .results import (
-    MODES,
     AddResult,
     CheckProblem,
     CheckReport,
     Comparison,
     Match,
-    Mode,
     ReextractResult,
     StaleVoice,
-    StoredFile,
-    VoiceInfo,
 )
 
 __all__ = [
     "DUPLICATE_THRESHOLD",
     "ENV_LIBRARY",
     "MODES",
+    "AddOptions",
     "AddResult",
     "CheckProblem",
     "CheckReport",
@@ -50,6 +48,7 @@ __all__ = [
     "Library",
     "Match",
     "Mode",
+    "Prepared",
     "ReextractResult",
     "StaleVoice",
     "StoredFile",
@@ -58,6 +57,7 @@ __all__ = [
     "collect_audio",
     "default_library_path",
     "get",
+    "inspect_clip",
     "inspect_reference",
     "inspect_samples",
     "open_library",

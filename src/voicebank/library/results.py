@@ -3,76 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
-Mode = Literal["audio", "conditionals", "embedding"]
-MODES: tuple[Mode, ...] = ("audio", "conditionals", "embedding")
+from ..store.records import VoiceInfo
+
 Status = Literal["added", "skipped", "failed"]
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """One file a voice uses: ``role`` is ``audio``, ``conditionals`` or ``cache`` (conditionals extracted on
-    demand); ``variant`` is ``""`` for audio."""
-
-    role: str
-    variant: str
-    sha256: str
-    size: int
-    path: Path
-    weights_fingerprint: str
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["path"] = str(self.path)
-        return out
-
-
-@dataclass(frozen=True)
-class VoiceInfo:
-    """What the library knows about one voice (no tensors: see :meth:`Library.get`)."""
-
-    name: str
-    mode: Mode
-    variant: str
-    """The variant its speaker embedding (and first conditionals) came from."""
-    variants: tuple[str, ...]
-    """Variants it has conditionals for (stored or cached), with ``variant`` first."""
-    exaggeration: float | None
-    source_sha256: str | None
-    source_name: str
-    duration: float | None
-    sample_rate: int | None
-    channels: int | None
-    loudness_lufs: float | None
-    weights_fingerprint: str
-    base: str | None
-    origin: str
-    experimental: bool
-    tags: tuple[str, ...]
-    added_by: str
-    added_at: str
-    consent: str
-    provenance: dict[str, Any]
-    inspection: dict[str, Any]
-    files: tuple[StoredFile, ...]
-
-    @property
-    def has_audio(self) -> bool:
-        return any(f.role == "audio" for f in self.files)
-
-    @property
-    def size(self) -> int:
-        """Bytes of the files it uses (shared files counted in full)."""
-        return sum(f.size for f in self.files)
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["variants"], out["tags"] = list(self.variants), list(self.tags)
-        out["files"] = [f.to_dict() for f in self.files]
-        out["has_audio"] = self.has_audio
-        return out
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .kaldi import fbank
+from ..audio.kaldi import fbank
 from .weights import build_empty, load_into
 
 EMBEDDING_DIM = 192

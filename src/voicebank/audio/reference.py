@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .audio import S3_SR, S3GEN_SR, AudioSource, Waveform, check_samples, describe, read_audio, resample
-from .errors import AudioTooShortError, MissingDependencyError
-from .weights import Variant, check_variant
+from ..errors import AudioTooShortError, MissingDependencyError
+from ..variants import TURBO_MIN_SECONDS, Variant, check_variant
+from .clip import Clip, array_sha256
+from .decode import S3_SR, S3GEN_SR, AudioSource, Waveform, resample
 
 log = logging.getLogger(__name__)
 
-TURBO_MIN_SECONDS = 5.0
-"""Chatterbox Turbo refuses references of 5 s or less."""
 TURBO_TARGET_LUFS = -27.0
 """Turbo normalises the reference to this integrated loudness before anything else."""
 
@@ -53,7 +52,13 @@ class Reference:
 
 
 def source_sha256(source: AudioSource) -> str:
-    """sha256 of a file source's bytes, or of the float32 samples and rate of an in-memory one."""
+    """sha256 of a file source's bytes, or of the float32 samples and rate of an in-memory one.
+
+    Prefer :meth:`Clip.read <voicebank.audio.Clip.read>`, which hashes while it decodes (one read).
+    """
+    if isinstance(source, (Waveform, tuple)):
+        samples, sr = (source.samples, source.sample_rate) if isinstance(source, Waveform) else source
+        return array_sha256(samples, int(sr))
     h = hashlib.sha256()
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as f:
@@ -61,12 +66,6 @@ def source_sha256(source: AudioSource) -> str:
                 h.update(block)
     elif isinstance(source, (bytes, bytearray)):
         h.update(source)
-    elif isinstance(source, (Waveform, tuple)):
-        samples, sr = (source.samples, source.sample_rate) if isinstance(source, Waveform) else source
-        if hasattr(samples, "detach"):
-            samples = samples.detach().cpu().numpy()
-        h.update(f"array:{int(sr)}:".encode())
-        h.update(np.ascontiguousarray(np.asarray(samples, dtype=np.float32)).tobytes())
     else:  # a file object: hash what is left from its current position, then rewind
         pos = source.tell() if hasattr(source, "tell") else None
         for block in iter(lambda: source.read(1 << 20), b""):
@@ -99,22 +98,16 @@ def normalise_loudness(wav24: np.ndarray, target_lufs: float = TURBO_TARGET_LUFS
     return (wav24 * np.float32(gain)).astype(np.float32, copy=False), float(gain_db)
 
 
-def prepare_reference(source: AudioSource, variant: Variant = "english", *, compute_sha256: bool = True) -> Reference:
-    """Decode ``source`` and derive the 24 kHz and 16 kHz signals ``variant`` conditions on.
+def prepare_reference(source: AudioSource | Clip, variant: Variant = "english") -> Reference:
+    """The 24 kHz and 16 kHz signals ``variant`` conditions on, from a :class:`Clip` (or any source, read once).
 
     Raises :class:`~voicebank.errors.AudioError` subclasses for unusable audio, and
     :class:`~voicebank.errors.AudioTooShortError` for Turbo references of 5 s or less.
     """
     variant = check_variant(variant)
-    name = describe(source)
-    is_file_object = hasattr(source, "read") and hasattr(source, "seek")
-    start = source.tell() if is_file_object else 0  # type: ignore[union-attr]
-    native, native_sr, channels = read_audio(source)  # decode first: unusable input fails with a typed error
-    check_samples(native, native_sr, name)
-    if is_file_object:
-        source.seek(start)  # type: ignore[union-attr]
-    digest = source_sha256(source) if compute_sha256 else ""
-    wav24 = resample(native, native_sr, S3GEN_SR)
+    clip = Clip.read(source)
+    name = clip.name
+    wav24 = resample(clip.samples, clip.sample_rate, S3GEN_SR)
     gain_db = None
     if variant == "turbo":
         seconds = wav24.shape[0] / S3GEN_SR
@@ -125,6 +118,5 @@ def prepare_reference(source: AudioSource, variant: Variant = "english", *, comp
                 source=name)
         wav24, gain_db = normalise_loudness(wav24)
     wav16 = resample(wav24, S3GEN_SR, S3_SR) if variant != "vc" else np.zeros(0, dtype=np.float32)
-    return Reference(wav24=wav24, wav16=wav16, source_sha256=digest, source_sample_rate=native_sr,
-                     source_channels=channels, name=name, loudness_gain_db=gain_db)
-
+    return Reference(wav24=wav24, wav16=wav16, source_sha256=clip.sha256, source_sample_rate=clip.sample_rate,
+                     source_channels=clip.channels, name=name, loudness_gain_db=gain_db)

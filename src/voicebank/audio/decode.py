@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, Union
 
 import numpy as np
 
-from .errors import (
+from ..errors import (
     AudioDecodeError,
     AudioNotFoundError,
     AudioTooLongError,
@@ -95,37 +95,71 @@ def _known_extensions() -> set[str]:
     return exts
 
 
-def _open(source: object, name: str):  # -> soundfile.SoundFile
+def check_path(path: Path, name: str) -> None:
+    """Refuse a path that is missing, not a file or empty, with the typed error that says so."""
+    if not path.exists():
+        raise AudioNotFoundError(f"{name}: no such file; check the path", source=name)
+    if not path.is_file():
+        raise AudioNotFoundError(f"{name}: not a file; pass an audio file (WAV, FLAC, MP3, OGG)", source=name)
+    if path.stat().st_size == 0:
+        raise EmptyAudioError(f"{name}: the file is empty (0 bytes); record or export the clip again",
+                              source=name)
+
+
+def _sound_file(target: Any, name: str, ext: str, *, from_file: bool):  # -> soundfile.SoundFile
     import soundfile as sf
 
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise AudioNotFoundError(f"{name}: no such file; check the path", source=name)
-        if not path.is_file():
-            raise AudioNotFoundError(f"{name}: not a file; pass an audio file (WAV, FLAC, MP3, OGG)", source=name)
-        if path.stat().st_size == 0:
-            raise EmptyAudioError(f"{name}: the file is empty (0 bytes); record or export the clip again",
-                                  source=name)
-        ext = path.suffix.lower().lstrip(".")
-        try:
-            return sf.SoundFile(str(path))
-        except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-            if ext and ext not in _known_extensions():
-                raise UnsupportedAudioFormatError(
-                    f"{name}: .{ext} files are not supported ({e}); convert to WAV, FLAC, MP3 or OGG/Vorbis",
-                    source=name) from e
+    try:
+        return sf.SoundFile(target)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        if ext and ext not in _known_extensions():
+            raise UnsupportedAudioFormatError(
+                f"{name}: .{ext} files are not supported ({e}); convert to WAV, FLAC, MP3 or OGG/Vorbis",
+                source=name) from e
+        if from_file:
             raise AudioDecodeError(f"{name}: cannot decode audio ({e}); the file may be corrupt or "
                                    "not audio at all: re-export it as WAV or FLAC", source=name) from e
+        raise AudioDecodeError(f"{name}: cannot decode audio ({e}); pass WAV, FLAC, MP3 or OGG/Vorbis data",
+                               source=name) from e
+
+
+def _open(source: object, name: str):  # -> soundfile.SoundFile
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        check_path(path, name)
+        return _sound_file(str(path), name, path.suffix.lower().lstrip("."), from_file=True)
     fileobj: Any = io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source
     if not hasattr(fileobj, "read"):
         raise TypeError(f"cannot read audio from a {type(source).__name__}: pass a path, a binary file "
                         "object, bytes, a Waveform or an (array, sample_rate) pair")
+    return _sound_file(fileobj, name, "", from_file=False)
+
+
+def decode_bytes(data: bytes, name: str, *, ext: str = "", from_file: bool = False,
+                 max_seconds: float = MAX_SECONDS) -> tuple[np.ndarray, int, int]:
+    """Decode the bytes of an audio file to ``((n,) float32 mono, sample_rate, source_channels)``.
+
+    ``ext``: the file's extension, used only to say when a format is not supported.  Channels are averaged
+    as librosa does; the same samples as decoding the file from its path.
+    """
+    with _sound_file(io.BytesIO(data), name, ext, from_file=from_file) as f:
+        return _read_all(f, name, max_seconds)
+
+
+def _read_all(f: Any, name: str, max_seconds: float) -> tuple[np.ndarray, int, int]:
+    import soundfile as sf
+
+    sr, channels = int(f.samplerate), int(f.channels)
+    _check_duration(int(f.frames), sr, name, max_seconds)
     try:
-        return sf.SoundFile(fileobj)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioDecodeError(f"{name}: cannot decode audio ({e}); pass WAV, FLAC, MP3 or OGG/Vorbis data",
-                               source=name) from e
+        data = f.read(dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError) as e:
+        raise AudioDecodeError(f"{name}: decoding failed part-way ({e}); the file may be truncated: "
+                               "re-export it", source=name) from e
+    if data.ndim > 1:
+        # librosa.to_mono: mean over channels of the (channels, n) layout
+        data = np.mean(data.T, axis=0)
+    return np.ascontiguousarray(data, dtype=np.float32), sr, channels
 
 
 def probe(source: AudioSource) -> AudioInfo:
@@ -216,20 +250,8 @@ def read_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS) -> tupl
         wav = _array_to_mono(samples, name)
         _check_duration(wav.shape[0], sr, name, max_seconds)
         return wav, sr, 1 if len(shape) < 2 else int(min(shape))
-    import soundfile as sf
-
     with _open(source, name) as f:
-        sr, channels = int(f.samplerate), int(f.channels)
-        _check_duration(int(f.frames), sr, name, max_seconds)
-        try:
-            data = f.read(dtype="float32", always_2d=False)
-        except (sf.LibsndfileError, RuntimeError) as e:
-            raise AudioDecodeError(f"{name}: decoding failed part-way ({e}); the file may be truncated: "
-                                   "re-export it", source=name) from e
-    if data.ndim > 1:
-        # librosa.to_mono: mean over channels of the (channels, n) layout
-        data = np.mean(data.T, axis=0)
-    return np.ascontiguousarray(data, dtype=np.float32), sr, channels
+        return _read_all(f, name, max_seconds)
 
 
 def resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:

@@ -23,13 +23,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..audio import MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, AudioSource, describe, read_audio
-from ..reference import TURBO_MIN_SECONDS
+from ..variants import GEN_REFERENCE_SECONDS, TURBO_MIN_SECONDS
+from .clip import Clip
+from .decode import MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, AudioSource, describe, read_audio
 
 Level = Literal["info", "warning", "error"]
 
-GEN_REFERENCE_SECONDS = 10.0
-"""S3Gen conditions on the first 10 s of the reference (``voicebank.extractor.GEN_REFERENCE_SECONDS``)."""
 T3_PROMPT_SECONDS = 6.0
 """T3's prompt tokens come from the first 6 s (15 s for Turbo)."""
 SHORT_SECONDS = 2.0
@@ -236,6 +235,12 @@ def inspect_samples(wav: np.ndarray, sample_rate: int, *, channels: int = 1, sou
             f"{GEN_REFERENCE_SECONDS:.0f} s (T3's prompt the first {T3_PROMPT_SECONDS:.0f} s, Turbo's 15 s)")
     return Inspection(source, duration, int(sample_rate), int(channels), peak, clipped, loudness, leading, trailing,
                       snr, tuple(findings))
+
+
+def inspect_clip(clip: Clip, *, variants: Iterable[str] = ("english",)) -> Inspection:
+    """Inspect a decoded :class:`~voicebank.audio.Clip`; see :func:`inspect_samples`."""
+    return inspect_samples(clip.samples, clip.sample_rate, channels=clip.channels, source=clip.name,
+                           variants=variants)
 
 
 def inspect_reference(source: AudioSource, *, variants: Iterable[str] = ("english",)) -> Inspection:

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .dsp import trim_silence, voice_encoder_mel
+from ..audio.dsp import trim_silence, voice_encoder_mel
 from .weights import build_empty, load_into, read_tensors
 
 

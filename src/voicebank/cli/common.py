@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from ..library import Library
 
 PROGRESS_MIN_ITEMS = 5
 """Progress bars appear for more items than this."""
@@ -20,6 +25,12 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cud
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading weights from the Hugging Face hub "
                                            "(needs the optional huggingface_hub package).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+LibraryOpt = Annotated[Path | None, typer.Option(
+    "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
+    show_default=False)]
+VariantOpt = Annotated[str | None, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, "
+                                                "vc (default: the voice's own).", show_default=False)]
+
 
 
 @contextmanager
@@ -50,3 +61,48 @@ def check_device(device: str) -> str:
     if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise typer.BadParameter(f"--device {device}: MPS is not available on this machine; use --device cpu")
     return device
+
+
+def open_library(library: Path | None, weights: Path | None = None, device: str = "cpu",
+                 download: bool = False) -> Library:
+    from ..library import Library
+
+    if device != "cpu":
+        device = check_device(device)
+    return Library(library, weights=weights, device=device, allow_download=download)
+
+
+def variant_option(variant: str | None) -> str | None:
+    from ..variants import check_variant
+
+    if variant is None:
+        return None
+    try:
+        return check_variant(variant)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+
+
+def make_console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False, soft_wrap=False)
+    if not console.is_terminal:  # piped or captured: no terminal width to fit, do not wrap at 80 columns
+        console.width = 200
+    return console
+
+
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:{spec}}{unit}"
+
+
+def report_path(library: Path | None) -> Path:
+    from ..library import resolve_library_path
+
+    return resolve_library_path(library)
+
+
+def echo_json(obj: Any) -> None:
+    typer.echo(json.dumps(obj, indent=2, default=str))

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .dsp import mel_filters
+from ..audio.dsp import mel_filters
 from .weights import build_empty, load_into
 
 __all__ = [

@@ -1,0 +1,46 @@
+"""The audio front end: decoding and hashing a clip once, resampling, and the mel features the models read.
+
+* :mod:`.decode` -- files, bytes and arrays to mono float32 exactly as ``librosa.load`` (soundfile + soxr);
+* :mod:`.clip` -- :class:`Clip`, one read that decodes, hashes and checks a source;
+* :mod:`.reference` -- a clip made ready for one Chatterbox variant (24 kHz and 16 kHz signals);
+* :mod:`.sinc`, :mod:`.dsp`, :mod:`.kaldi` -- the resampler and the mel / fbank features of each model.
+"""
+
+from __future__ import annotations
+
+from .clip import Clip, array_sha256
+from .decode import (
+    MAX_SECONDS,
+    MIN_SECONDS,
+    S3_SR,
+    S3GEN_SR,
+    SILENCE_PEAK,
+    AudioInfo,
+    AudioSource,
+    Waveform,
+    check_samples,
+    describe,
+    load_audio,
+    probe,
+    read_audio,
+    resample,
+)
+
+__all__ = [
+    "MAX_SECONDS",
+    "MIN_SECONDS",
+    "S3GEN_SR",
+    "S3_SR",
+    "SILENCE_PEAK",
+    "AudioInfo",
+    "AudioSource",
+    "Clip",
+    "Waveform",
+    "array_sha256",
+    "check_samples",
+    "describe",
+    "load_audio",
+    "probe",
+    "read_audio",
+    "resample",
+]

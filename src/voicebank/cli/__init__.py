@@ -1,0 +1,23 @@
+"""The ``voicebank`` command line: one module per group of commands.
+
+* :mod:`.app` -- the Typer app, the error boundary and :func:`main`;
+* :mod:`.files` -- ``embed``, ``extract``, ``inspect-voice`` (audio and voice files, no library);
+* :mod:`.voices` -- ``add``, ``list``, ``show``, ``rm``, ``rename``, ``export``, ``import``;
+* :mod:`.similarity` -- ``compare``, ``search``, ``blend``;
+* :mod:`.maintenance` -- ``inspect-audio`` and the ``library`` group (``check``, ``stale``, ``reextract``, ``path``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import files, maintenance, similarity, voices
+from .app import app, main
+from .registry import register
+
+register(app)
+
+__all__ = ["app", "files", "main", "maintenance", "register", "similarity", "voices"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The ``library`` command group (``check``, ``stale``, ``reextract``, ``path``) and ``inspect-audio``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import LibraryError, ReferenceRejectedError
+from .common import (
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+    LibraryOpt,
+    WeightsOpt,
+    echo_json,
+    fmt,
+    open_library,
+    progress,
+    report_path,
+    variant_option,
+)
+
+if TYPE_CHECKING:
+    pass
+
+library_app = typer.Typer(name="library", help="Maintain the voice library: check, stale, reextract, path.",
+                          no_args_is_help=True)
+
+# --- library group -------------------------------------------------------------------------------------
+
+
+@library_app.command("check")
+def check(
+    repair: Annotated[bool, typer.Option("--repair", help="Drop damaged caches, re-extract damaged voice files from "
+                                         "kept audio.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Check that files exist, without hashing them.")] = False,
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Verify every file's hash and the catalogue; clean what a crash left; exit 1 if problems remain."""
+    report = open_library(library, weights).check(repair=repair, verify_hashes=not quick)
+    if as_json:
+        echo_json(report.to_dict())
+    else:
+        typer.echo(f"{report.voices} voice(s), {report.files_checked} file(s) checked")
+        for p in report.removed_temp_files:
+            typer.echo(f"removed temp file {p}")
+        for p in report.removed_orphans:
+            typer.echo(f"removed unreferenced file {p}")
+        for prob in report.problems:
+            state = "repaired" if prob.repaired else "PROBLEM"
+            typer.echo(f"{state}: {prob.voice or '(library)'}: {prob.problem}; {prob.fix}")
+        typer.echo("library is consistent" if report.ok else "library has problems")
+    if not report.ok:
+        n = sum(1 for p in report.problems if not p.repaired)
+        raise LibraryError(f"the library at {report_path(library)} has {n} problem(s) (listed above)")
+
+
+@library_app.command("stale")
+def stale(
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+    download: DownloadOpt = False,
+) -> None:
+    """List voices extracted with other weights than the ones found now."""
+    entries = open_library(library, weights, download=download).stale()
+    if as_json:
+        echo_json([e.__dict__ for e in entries])
+        return
+    if not entries:
+        typer.echo("no stale voices", err=True)
+    for e in entries:
+        typer.echo(f"{e.name}  {e.variant}  {e.what}  {e.stored} -> {e.current}")
+
+
+@library_app.command("reextract")
+def reextract(
+    names: Annotated[list[str] | None, typer.Argument(help="Voice names (default: every stale voice).",
+                                                      show_default=False)] = None,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+    download: DownloadOpt = False,
+) -> None:
+    """Re-extract voices in place from their kept audio with the weights found now."""
+
+    lib = open_library(library, weights, device, download)
+    targets = names or sorted({s.name for s in lib.stale()})
+    with progress(len(targets), "re-extracting") as advance:
+        results = lib.reextract(targets, progress=advance)
+    failed = 0
+    for r in results:
+        if r.status == "failed":
+            failed += 1
+            typer.echo(f"voicebank: error: {r.reason}", err=True)
+        else:
+            typer.echo(f"{r.status}: {r.name}")
+    if not results:
+        typer.echo("nothing to re-extract", err=True)
+    if failed:
+        raise LibraryError(f"{failed} of {len(results)} voice(s) could not be re-extracted (listed above)")
+
+
+def inspect_audio(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files.", show_default=False)],
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant(s) the clip is meant for.",
+                                                      show_default=False)] = None,
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Inspect reference clips as `add` does (duration, level, clipping, loudness, silence, SNR); exit 1 if any is
+    unusable.  Needs neither the library nor weights (the options are accepted for uniformity)."""
+    _inspect_audio(audio, variant, as_json)
+
+
+def inspect_audio_deprecated(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files.", show_default=False)],
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant(s) the clip is meant for.",
+                                                      show_default=False)] = None,
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Deprecated spelling of `voicebank inspect-audio`."""
+    typer.echo("voicebank: warning: `voicebank library inspect` is deprecated; use `voicebank inspect-audio`",
+               err=True)
+    _inspect_audio(audio, variant, as_json)
+
+
+def _inspect_audio(audio: list[Path], variant: list[str] | None, as_json: bool) -> None:
+    from ..library import inspect_reference
+
+    variants = [variant_option(v) or "english" for v in (variant or ["english"])]
+    reports = [inspect_reference(str(a), variants=variants) for a in audio]
+    if as_json:
+        echo_json([r.to_dict() for r in reports])
+    else:
+        for r in reports:
+            typer.echo(f"{r.source}: {r.duration:.2f} s, {r.sample_rate} Hz, {r.channels} ch, peak "
+                       f"{fmt(r.peak_dbfs, '.1f', ' dBFS')}, clipped {r.clipped_fraction:.2%}, loudness "
+                       f"{fmt(r.loudness_lufs, '.1f', ' LUFS')}, silence {r.leading_silence:.2f} s / "
+                       f"{r.trailing_silence:.2f} s, SNR {fmt(r.snr_db, '.1f', ' dB')}")
+            for f in r.findings:
+                typer.echo(f"  {f.level}: {f.message}")
+            if not r.findings:
+                typer.echo("  good reference")
+    bad = [r.source for r in reports if r.errors]
+    if bad:
+        raise ReferenceRejectedError(f"unusable reference(s): {', '.join(bad)}", source=bad[0])
+
+
+@library_app.command("path")
+def path(library: LibraryOpt = None, weights: WeightsOpt = None) -> None:
+    """Print the library directory in use (``--weights`` is accepted for uniformity and not used)."""
+    from ..library import resolve_library_path
+
+    typer.echo(str(resolve_library_path(library)))

@@ -1,0 +1,126 @@
+"""Library commands that compare voices: ``compare``, ``search`` and the experimental ``blend``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from .common import (
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+    LibraryOpt,
+    WeightsOpt,
+    echo_json,
+    fmt,
+    open_library,
+    variant_option,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+def compare(
+    a: Annotated[str, typer.Argument(help="A voice name or an audio file.", show_default=False)],
+    b: Annotated[str, typer.Argument(help="A voice name or an audio file.", show_default=False)],
+    variant: Annotated[str, typer.Option("--variant", help="Variant whose pipeline embeds audio files.")] = "english",
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+    download: DownloadOpt = False,
+) -> None:
+    """Cosine similarity of two voices or clips (speaker embeddings, and CAM++ x-vectors)."""
+    c = open_library(library, weights, device, download).compare(a, b, variant=variant_option(variant) or "english")
+    if as_json:
+        echo_json({"a": c.a, "b": c.b, "speaker_cosine": c.speaker_cosine, "xvector_cosine": c.xvector_cosine,
+                    "threshold": c.threshold, "same_speaker": c.same_speaker})
+        return
+    verdict = "likely the same speaker" if c.same_speaker else "likely different speakers"
+    typer.echo(f"speaker cosine {c.speaker_cosine:.4f}  x-vector cosine {fmt(c.xvector_cosine, '.4f')}  "
+               f"({verdict}; threshold {c.threshold:.2f})")
+
+
+def search(
+    query: Annotated[str, typer.Argument(help="A voice name or an audio file.", show_default=False)],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many voices to list.")] = 5,
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only voices with this tag.",
+                                            show_default=False)] = None,
+    variant: Annotated[str, typer.Option("--variant", help="Variant whose pipeline embeds an audio file.")] = "english",
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+    download: DownloadOpt = False,
+) -> None:
+    """The stored voices nearest to a voice or a clip, by speaker-embedding cosine."""
+    matches = open_library(library, weights, device, download).search(query, k=k, tag=tag,
+                                                               variant=variant_option(variant) or "english")
+    if as_json:
+        echo_json([{"name": m.name, "score": m.score, "xvector_score": m.xvector_score} for m in matches])
+        return
+    if not matches:
+        typer.echo("no voices to compare with", err=True)
+    for m in matches:
+        typer.echo(f"{m.score:.4f}  {m.name}")
+
+
+def _parse_mix(text: str, n: int, option: str = "--mix") -> list[float]:
+    try:
+        values = [float(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError as e:
+        raise typer.BadParameter(f"{option} {text}: expected numbers such as 0.7,0.3") from e
+    if len(values) != n:
+        raise typer.BadParameter(f"{option} {text}: {len(values)} numbers for {n} voices; give one per voice")
+    if any(not math.isfinite(v) or v < 0 for v in values) or sum(values) <= 0:
+        raise typer.BadParameter(f"{option} {text}: weights must be finite, non-negative and not all zero")
+    return values
+
+
+def _looks_like_mix(text: str) -> bool:
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    try:
+        [float(p) for p in parts]
+    except ValueError:
+        return False
+    return len(parts) > 1 and not Path(text).exists()
+
+
+def blend(
+    voices: Annotated[list[str], typer.Argument(help="Two or more voice names.", show_default=False)],
+    name: Annotated[str, typer.Option("--name", "-n", help="Name of the new voice.", show_default=False)],
+    mix: Annotated[str | None, typer.Option("--mix", help="How much of each voice, one number per voice, e.g. "
+                                            "0.7,0.3 (default: equal).", show_default=False)] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Voice lending its S3Gen reference (default: the "
+                                             "heaviest-weighted input).", show_default=False)] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag the voice (repeatable).",
+                                                  show_default=False)] = None,
+    library: LibraryOpt = None,
+    weights: Annotated[str | None, typer.Option(
+        "--weights", "-w", help="Directory with the Chatterbox checkpoints, as in every command (a list of numbers "
+        "here is the deprecated spelling of --mix).", show_default=False)] = None,
+    model_weights: Annotated[Path | None, typer.Option("--model-weights", hidden=True,
+                                                       help="Deprecated: use --weights.")] = None,
+) -> None:
+    """EXPERIMENTAL: a new embedding-only voice, the weighted average of voices' speaker embeddings and x-vectors."""
+    if len(voices) < 2:
+        raise typer.BadParameter("a blend needs at least two voices")
+    checkpoints: Path | None = Path(weights) if weights is not None else None
+    if weights is not None and _looks_like_mix(weights):
+        typer.echo("voicebank: warning: `blend --weights 0.7,0.3` is deprecated; the mix is now --mix (--weights "
+                   "names the checkpoint directory, as in every other command)", err=True)
+        if mix is None:
+            mix, checkpoints = weights, None
+    if model_weights is not None:
+        typer.echo("voicebank: warning: --model-weights is deprecated; use --weights", err=True)
+        checkpoints = checkpoints or model_weights
+    w = _parse_mix(mix, len(voices)) if mix is not None else None
+    info = open_library(library, checkpoints).blend(voices, w, name=name, base=base, tags=tag or ())
+    typer.echo(f"added {info.name}: EXPERIMENTAL embedding-space blend of {', '.join(voices)}"
+               + (f" (S3Gen reference from {info.base})" if info.base else ""), err=True)
+
+

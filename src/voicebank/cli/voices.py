@@ -1,0 +1,252 @@
+"""Library commands for voices: ``add``, ``list``, ``show``, ``rm``, ``rename``, ``export``, ``import``.
+
+Every command takes ``--library DIR`` (default ``$VOICEBANK_LIBRARY``, else the user data directory) and
+``--weights DIR``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from ..errors import LibraryError
+from .common import (
+    DeviceOpt,
+    DownloadOpt,
+    JsonOpt,
+    LibraryOpt,
+    VariantOpt,
+    WeightsOpt,
+    echo_json,
+    fmt,
+    make_console,
+    open_library,
+    progress,
+    variant_option,
+)
+
+if TYPE_CHECKING:
+    from ..library import AddResult
+
+
+# --- commands ------------------------------------------------------------------------------------------
+
+
+def add(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files, or directories (searched recursively).",
+                                                show_default=False)],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Voice name (one clip only; default: the file "
+                                             "stem).", show_default=False)] = None,
+    mode: Annotated[str, typer.Option("--mode", "-m", help="Storage mode: audio (the decoded clip), conditionals "
+                                      "(the voice file, plus the audio), embedding (speaker embedding only)."
+                                      )] = "audio",
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Chatterbox variant(s) to extract for "
+                                                      "(repeatable; default english).", show_default=False)] = None,
+    exaggeration: Annotated[float, typer.Option("--exaggeration", help="Default emotion exaggeration.")] = 0.5,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag the voice (repeatable).",
+                                                  show_default=False)] = None,
+    consent: Annotated[str, typer.Option("--consent", help="Consent note kept with the voice.")] = "",
+    added_by: Annotated[str | None, typer.Option("--by", help="Who adds it (default: the user name).",
+                                                 show_default=False)] = None,
+    no_audio: Annotated[bool, typer.Option("--no-audio", help="Mode conditionals: do not keep the audio (the voice "
+                                           "cannot be re-extracted later).")] = False,
+    base: Annotated[str | None, typer.Option("--base", help="Mode embedding: the voice that lends its S3Gen "
+                                             "reference when conditionals are needed.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Add poor references anyway (overrides warnings, never "
+                                        "errors).")] = False,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Parallel workers.")] = 2,
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+    download: DownloadOpt = False,
+) -> None:
+    """Add reference clips as named voices; a summary table at the end, exit 1 if any clip failed."""
+    from ..library import MODES, collect_audio
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(MODES)}")
+    variants = [variant_option(v) or "english" for v in (variant or ["english"])]
+    if no_audio and mode != "conditionals":
+        raise typer.BadParameter("--no-audio is for --mode conditionals (audio mode keeps the audio by definition; "
+                                 "embedding mode keeps none)")
+    if base is not None and mode != "embedding":
+        raise typer.BadParameter("--base is for --mode embedding")
+    files = collect_audio(audio)
+    if not files:
+        raise typer.BadParameter(f"no audio files in {', '.join(str(a) for a in audio)}")
+    if name is not None and len(files) != 1:
+        raise typer.BadParameter(f"--name names one clip, but {len(files)} were given; drop --name to use file stems")
+    import torch
+
+    lib = open_library(library, weights, device, download)
+    # each worker runs torch ops: share the intra-op threads between them instead of oversubscribing the cores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // min(workers, len(files))))
+    try:
+        with progress(len(files), "adding") as advance:
+            results = lib.add_many([str(f) for f in files], names=[name] if name is not None else None, mode=mode,
+                                   variant=variants, exaggeration=exaggeration, tags=tag or (), consent=consent,
+                                   added_by=added_by, keep_audio=not no_audio, base=base, force=force,
+                                   workers=workers, progress=advance)
+    finally:
+        torch.set_num_threads(threads)
+    if as_json:
+        echo_json([r.to_dict() for r in results])
+    else:
+        _summary(results, mode)
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        typer.echo(f"voicebank: error: {r.reason}", err=True)
+    if failed:
+        raise LibraryError(f"{len(failed)} of {len(results)} clip(s) failed (listed above); the others were stored")
+
+
+def _summary(results: list[AddResult], mode: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"voicebank add ({mode})", title_justify="left")
+    for col in ("status", "name", "duration"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("notes", overflow="fold")
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+        dur = r.voice.duration if r.voice is not None else None
+        notes = r.reason if r.status != "added" else "; ".join(r.warnings)
+        style = {"added": "green", "skipped": "yellow", "failed": "red"}[r.status]
+        table.add_row(f"[{style}]{r.status}[/{style}]", r.name or r.source, fmt(dur, ".2f", " s"), notes)
+    console = make_console()
+    console.print(table)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+def list_voices(
+    tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only voices with this tag.",
+                                            show_default=False)] = None,
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """List the voices in the library (a table, or JSON with --json)."""
+    voices = open_library(library, weights).list(tag=tag)
+    if as_json:
+        echo_json([v.to_dict() for v in voices])
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{len(voices)} voice(s)", title_justify="left")
+    for col in ("name", "mode", "variants", "seconds", "Hz", "LUFS", "added"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("tags", overflow="fold")
+    for v in voices:
+        name = v.name + (" (experimental)" if v.experimental else "")
+        table.add_row(name, v.mode, ",".join(v.variants), fmt(v.duration, ".2f"), fmt(v.sample_rate, "d"),
+                      fmt(v.loudness_lufs, ".1f"), v.added_at[:10], ",".join(v.tags))
+    make_console().print(table)
+
+
+def show(
+    name: Annotated[str, typer.Argument(help="Voice name.", show_default=False)],
+    as_json: JsonOpt = False,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Show everything the library keeps about a voice."""
+    info = open_library(library, weights).show(name)
+    data = info.to_dict()
+    if as_json:
+        echo_json(data)
+        return
+    typer.echo(f"{info.name}  ({info.mode}{', EXPERIMENTAL' if info.experimental else ''})")
+    for key in ("variant", "variants", "exaggeration", "source_name", "source_sha256", "duration", "sample_rate",
+                "channels", "loudness_lufs", "weights_fingerprint", "base", "origin", "tags", "added_by", "added_at",
+                "consent"):
+        value = data[key]
+        if value in (None, "", [], ()):
+            continue
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(str(x) for x in value)
+        typer.echo(f"  {key}: {value}")
+    for k, val in info.provenance.items():
+        typer.echo(f"  {k}: {val}")
+    for f in info.files:
+        label = f.role + (f" ({f.variant})" if f.variant else "")
+        typer.echo(f"  file {label}: {f.path} ({f.size} bytes)")
+    for finding in info.inspection.get("findings", []):
+        typer.echo(f"  {finding['level']}: {finding['message']}")
+
+
+def rm(
+    names: Annotated[list[str], typer.Argument(help="Voice names.", show_default=False)],
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Remove voices; their files go when no other voice uses them."""
+    lib = open_library(library, weights)
+    for n in names:
+        lib.show(n)  # every name must exist before anything is removed
+    for n in names:
+        dependents = lib.remove(n)
+        typer.echo(f"removed {n}", err=True)
+        for d in dependents:
+            typer.echo(f"note: {d!r} used {n!r} as its base voice; pass --base when exporting it", err=True)
+
+
+def rename(
+    old: Annotated[str, typer.Argument(help="Current name.", show_default=False)],
+    new: Annotated[str, typer.Argument(help="New name.", show_default=False)],
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Rename a voice."""
+    open_library(library, weights).rename(old, new)
+    typer.echo(f"renamed {old} to {new}", err=True)
+
+
+def export(
+    name: Annotated[str, typer.Argument(help="Voice name.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="FILE.safetensors (voicebank voice, ready "
+                                         "conditionals), FILE.pt (upstream format), FILE.wav (kept audio) or "
+                                         "FILE.npy (speaker embedding).", show_default=False)],
+    variant: VariantOpt = None,
+    exaggeration: Annotated[float | None, typer.Option("--exaggeration", help="Emotion exaggeration (default: the "
+                                                       "voice's).", show_default=False)] = None,
+    base: Annotated[str | None, typer.Option("--base", help="Embedding-only voices: the voice lending its S3Gen "
+                                             "reference (default: the one set when adding).",
+                                             show_default=False)] = None,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+    download: DownloadOpt = False,
+) -> None:
+    """Write a voice to a file: ready conditionals whatever the storage mode."""
+    if output.suffix.lower() not in (".safetensors", ".pt", ".wav", ".npy"):
+        raise typer.BadParameter(f"--output {output}: use a .safetensors, .pt, .wav or .npy file name")
+    lib = open_library(library, weights, device, download)
+    lib.export(name, output, variant=variant_option(variant), exaggeration=exaggeration, base=base)
+    typer.echo(f"wrote {name} to {output}", err=True)
+
+
+def import_voice(
+    file: Annotated[Path, typer.Argument(help="A voice file: voicebank .safetensors or upstream .pt.",
+                                         show_default=False)],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Voice name (default: the file stem).",
+                                             show_default=False)] = None,
+    tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag the voice (repeatable).",
+                                                  show_default=False)] = None,
+    consent: Annotated[str, typer.Option("--consent", help="Consent note kept with the voice.")] = "",
+    added_by: Annotated[str | None, typer.Option("--by", help="Who adds it (default: the user name).",
+                                                 show_default=False)] = None,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+) -> None:
+    """Add a voice file (conditionals, no audio) to the library."""
+    result = open_library(library, weights).import_file(file, name, tags=tag or (), consent=consent, added_by=added_by)
+    for w in result.warnings:
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"imported {file} as {result.name}", err=True)
+
+

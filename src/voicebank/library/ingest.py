@@ -1,0 +1,260 @@
+"""Adding voices, in two steps: :func:`prepare` computes, :func:`commit` stores.
+
+``prepare(clip, options, engine) -> Prepared`` is a pure function: it reads no catalogue, writes nothing and
+returns plain data (numpy arrays, voice-file bytes), so any executor can run it -- a thread, a process pool,
+a Ray actor.  ``commit(store, prepared)`` runs where the one writer is, in one transaction.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import struct
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, cast
+
+import numpy as np
+
+from ..audio.clip import Clip
+from ..audio.inspection import inspect_clip
+from ..errors import ReferenceRejectedError
+from ..store.records import MODES, Mode, VoiceInfo
+from ..store.store import NewVoice, VoiceStore
+from ..variants import DEFAULT_EXAGGERATION, VARIANTS, check_exaggeration, check_variant, embedding_variant
+from .results import AddResult
+
+if TYPE_CHECKING:
+    from ..audio.reference import Reference
+    from ..voice.voice import Voice
+
+log = logging.getLogger(__name__)
+
+XVECTOR_DIM = 192
+
+
+class Computes(Protocol):
+    """What the library needs from an engine (:class:`~voicebank.engine.Engine` is one; tests use fakes)."""
+
+    def weights_fingerprint(self, variant: str = "english") -> str: ...
+
+    def embeddings(self, source: Clip | Reference, variant: str = "english") -> tuple[np.ndarray, np.ndarray]: ...
+
+    def extract(self, source: Clip, variant: str = "english", *, exaggeration: float = DEFAULT_EXAGGERATION,
+                ) -> Voice: ...
+
+
+@dataclass(frozen=True)
+class AddOptions:
+    """How clips are added (checked once for a whole batch by :func:`add_options`)."""
+
+    mode: Mode = "audio"
+    variants: tuple[str, ...] = ("english",)
+    exaggeration: float = DEFAULT_EXAGGERATION
+    tags: tuple[str, ...] = ()
+    consent: str = ""
+    added_by: str = ""
+    keep_audio: bool = True
+    base: str | None = None
+    force: bool = False
+
+
+@dataclass
+class Prepared:
+    """Everything computed for one clip before the transaction that stores it (picklable: arrays and bytes)."""
+
+    source: str
+    name: str
+    sha256: str
+    options: AddOptions
+    duration: float
+    sample_rate: int
+    channels: int
+    loudness_lufs: float | None
+    inspection: dict[str, object]
+    speaker_emb: np.ndarray | None
+    xvector: np.ndarray
+    fingerprint: str
+    audio: bytes | None = None
+    """The kept reference as a float WAV, when the options keep audio."""
+    voice_files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    """``variant -> (voice file bytes, weights fingerprint)`` in conditionals mode."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def current_user() -> str:
+    """The login name, or ``""`` where there is none (containers)."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return ""
+
+
+def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Tags stripped, de-duplicated and sorted; empty ones dropped."""
+    return tuple(sorted({str(t).strip() for t in tags if str(t).strip()}))
+
+
+def check_variants(variant: str | Sequence[str]) -> tuple[str, ...]:
+    """One variant or several, checked and de-duplicated in order."""
+    items = [variant] if isinstance(variant, str) else list(variant)
+    if not items:
+        raise ValueError(f"give at least one variant: {', '.join(VARIANTS)}")
+    out: list[str] = []
+    for v in items:
+        v = check_variant(v)
+        if v not in out:
+            out.append(v)
+    return tuple(out)
+
+
+def check_mode(mode: str) -> Mode:
+    """``mode`` if it is a storage mode, else ``ValueError`` naming them."""
+    if mode not in MODES:
+        raise ValueError(f"unknown storage mode {mode!r}: choose one of {', '.join(MODES)}")
+    return cast(Mode, mode)
+
+
+def add_options(mode: str = "audio", variant: str | Sequence[str] = "english", *,
+                exaggeration: float = DEFAULT_EXAGGERATION, tags: Iterable[str] = (), consent: str = "",
+                added_by: str | None = None, keep_audio: bool = True, base: str | None = None,
+                force: bool = False) -> AddOptions:
+    """Checked :class:`AddOptions` (``ValueError`` naming the bad option)."""
+    m = check_mode(mode)
+    variants = check_variants(variant)
+    ex = check_exaggeration(exaggeration)
+    if m == "audio" and not keep_audio:
+        raise ValueError("mode 'audio' keeps the audio by definition; keep_audio=False needs mode 'conditionals'")
+    if base is not None and m != "embedding":
+        raise ValueError("base= is for embedding-only voices (mode 'embedding')")
+    # audio mode keeps the audio by definition, embedding mode never; conditionals mode unless told not to
+    keep = m == "audio" or (m == "conditionals" and keep_audio)
+    return AddOptions(m, variants, ex, clean_tags(tags), consent, current_user() if added_by is None else added_by,
+                      keep, base, force)
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float32 samples as a 32-bit IEEE-float WAV: lossless (every float32 comes back bit for bit) and
+    byte-for-byte deterministic, so equal audio is one content-addressed file.
+
+    Written by hand because libsndfile adds a PEAK chunk with a timestamp to float WAVs.
+    """
+    data = np.ascontiguousarray(np.asarray(samples, dtype="<f4").reshape(-1)).tobytes()
+    n_frames = len(data) // 4
+    fmt = struct.pack("<HHIIHH", 3, 1, int(sample_rate), int(sample_rate) * 4, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    chunks += b"fact" + struct.pack("<II", 4, n_frames)
+    chunks += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
+
+
+def prepare(clip: Clip, options: AddOptions, engine: Computes, *, name: str) -> Prepared:
+    """Inspect and extract one clip for :func:`commit` (no catalogue access, no writes).
+
+    Raises :class:`~voicebank.errors.ReferenceRejectedError` for an unusable clip (or a poor one without
+    ``options.force``) and :class:`~voicebank.errors.AudioError` for audio the models refuse.
+    """
+    label = clip.name
+    inspection = inspect_clip(clip, variants=options.variants)
+    if inspection.errors:
+        raise ReferenceRejectedError(f"{label}: refused: {'; '.join(f.message for f in inspection.errors)}",
+                                     source=label, findings=tuple(f.message for f in inspection.errors))
+    warnings = [f.message for f in inspection.warnings]
+    if warnings and not options.force:
+        raise ReferenceRejectedError(f"{label}: poor reference: {'; '.join(warnings)}; pass --force (force=True) "
+                                     "to add it anyway", source=label, findings=tuple(warnings))
+    primary = options.variants[0]
+    speaker: np.ndarray | None
+    files: dict[str, tuple[bytes, str]] = {}
+    if options.mode == "conditionals":
+        voices = {v: engine.extract(clip, v, exaggeration=options.exaggeration) for v in options.variants}
+        first = voices[primary]
+        xvector = first.xvector.float().cpu().numpy()
+        if first.t3 is not None:
+            speaker = first.speaker_embedding.float().cpu().numpy()
+        else:
+            speaker, _ = engine.embeddings(clip, primary)
+        files = {v: (voice.to_bytes(), voice.metadata.weights_fingerprint) for v, voice in voices.items()}
+    else:
+        speaker, xvector = engine.embeddings(clip, primary)
+    return Prepared(
+        source=label, name=name, sha256=clip.sha256, options=options, duration=round(clip.duration, 6),
+        sample_rate=clip.sample_rate, channels=clip.channels, loudness_lufs=inspection.loudness_lufs,
+        inspection=inspection.to_dict(), speaker_emb=speaker, xvector=np.asarray(xvector, dtype=np.float32),
+        fingerprint=engine.weights_fingerprint(embedding_variant(primary)),
+        audio=wav_bytes(clip.samples, clip.sample_rate) if options.keep_audio else None, voice_files=files,
+        warnings=[f"poor reference (forced): {w}" for w in warnings])
+
+
+def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float]] = (),
+           similar_warnings: Sequence[str] = ()) -> AddResult:
+    """Store a prepared clip in one transaction (files written under the write lock).
+
+    ``similar`` / ``similar_warnings``: the stored voices that sound alike (see
+    :func:`~voicebank.library.search.similar_voices`), reported in the result.
+    """
+    opts = p.options
+    source_name = Path(p.source).name if p.source and not p.source.startswith("<") else p.source
+    new = NewVoice(
+        name=p.name, mode=opts.mode, variant=opts.variants[0],
+        exaggeration=None if opts.variants == ("vc",) else opts.exaggeration, speaker_emb=p.speaker_emb,
+        xvector=p.xvector, weights_fingerprint=p.fingerprint, origin="audio", source_sha256=p.sha256,
+        source_name=source_name, duration=p.duration, sample_rate=p.sample_rate, channels=p.channels,
+        loudness_lufs=p.loudness_lufs, base=opts.base, inspection=p.inspection, added_by=opts.added_by,
+        consent=opts.consent, tags=opts.tags, audio=p.audio, voice_files=dict(p.voice_files))
+    info: VoiceInfo = store.insert(new, label=p.source)
+    warnings = [*p.warnings, *similar_warnings]
+    for w in warnings:
+        log.info("%s: %s", p.source, w)
+    return AddResult(p.source, p.name, "added", "", tuple(warnings), tuple(similar), info)
+
+
+def known_embeddings(store: VoiceStore) -> dict[str, np.ndarray]:
+    """``name -> speaker embedding`` of the stored voices, for duplicate warnings over a batch."""
+    return store.speaker_embeddings()
+
+
+def remember(known: Mapping[str, np.ndarray], p: Prepared) -> None:
+    """Add a just-committed voice to ``known`` (so later clips of a batch are compared with it)."""
+    if p.speaker_emb is not None and isinstance(known, dict):
+        known[p.name] = p.speaker_emb
+
+
+def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterable[str] = (), consent: str = "",
+                      added_by: str = "", exaggeration: float | None = None,
+                      known: Mapping[str, np.ndarray] | None = None, threshold: float | None = None) -> AddResult:
+    """Add a voice file (voicebank ``.safetensors`` or upstream ``.pt``) as a ``conditionals`` voice without audio.
+
+    The file is validated (an unsafe ``.pt`` is refused, never run).  Refused when the name is taken, the
+    same voice file was imported before, or its source audio (by sha256) is already stored.
+    """
+    from ..store.blobs import sha256_bytes
+    from ..voice.voice import Voice
+    from .search import DUPLICATE_THRESHOLD, similar_voices, similar_warnings
+
+    voice = Voice.load(path)
+    meta = voice.metadata
+    data = voice.to_bytes()
+    ex = check_exaggeration(exaggeration) if exaggeration is not None else meta.exaggeration
+    speaker = voice.speaker_embedding.float().cpu().numpy() if voice.t3 is not None else None
+    xvector = voice.xvector.float().cpu().numpy()
+    limit = DUPLICATE_THRESHOLD if threshold is None else threshold
+    similar = similar_voices(speaker, known if known is not None else store.speaker_embeddings(), threshold=limit)
+    warnings = similar_warnings(similar, threshold=limit)
+    if meta.hybrid:
+        warnings.append(f"the imported voice is a hybrid ({meta.hybrid})")
+    provenance = {"imported_from": path.name, "format": "voicebank" if path.suffix.lower() == ".safetensors"
+                  else "upstream .pt", "hybrid": meta.hybrid}
+    info = store.insert(NewVoice(
+        name=name, mode="conditionals", variant=meta.variant, exaggeration=ex if voice.t3 is not None else None,
+        speaker_emb=speaker, xvector=xvector, weights_fingerprint=meta.weights_fingerprint, origin="import",
+        source_sha256=meta.source_sha256 or None, source_name=path.name, duration=meta.source_duration,
+        sample_rate=meta.source_sample_rate, provenance=provenance, added_by=added_by, consent=consent,
+        tags=clean_tags(tags), voice_files={meta.variant: (data, meta.weights_fingerprint)}),
+        label=str(path), refuse_voice_file=sha256_bytes(data))
+    return AddResult(str(path), name, "added", "", tuple(warnings), tuple(similar), info)
+
+
+__all__ = ["AddOptions", "Computes", "Prepared", "add_options", "check_mode", "check_variants", "clean_tags",
+           "commit", "current_user", "import_voice_file", "prepare", "wav_bytes"]

@@ -1,0 +1,428 @@
+"""Finding and reading Chatterbox checkpoints.
+
+One place decides where weights come from, in this order:
+
+1. an explicit directory or file (``--weights DIR``, ``weights=``) -- never touches the network;
+2. the ``VOICEBANK_WEIGHTS`` environment variable;
+3. the Hugging Face cache of ``ResembleAI/chatterbox`` (``ResembleAI/chatterbox-turbo`` for Turbo),
+   read offline;
+4. a download with ``huggingface_hub``, only when the caller allows it (``allow_download=True``).
+
+Anything else fails with :class:`~voicebank.errors.WeightsNotFoundError` listing what was tried.
+
+Only the tensors that conditioning needs are read: the whole voice encoder, and from the 1 GB S3Gen
+checkpoint the ``tokenizer.*`` and ``speaker_encoder.*`` entries.  Safetensors files are opened lazily,
+so ``flow.*`` and ``mel2wav.*`` are never touched.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import os
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+from ..errors import WeightsError, WeightsMismatchError, WeightsNotFoundError
+from ..variants import VARIANTS, Variant, check_variant
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..settings import Settings
+
+ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
+
+
+REPO_ID = "ResembleAI/chatterbox"
+TURBO_REPO_ID = "ResembleAI/chatterbox-turbo"
+
+# Files tried for each part, best first.  The tokenizer and speaker-encoder tensors are the same in all
+# three S3Gen checkpoints, so any of them serves when the variant's own file is absent.
+_VE_FILES: dict[Variant, tuple[str, ...]] = {
+    "english": ("ve.safetensors", "ve.pt"),
+    "multilingual": ("ve.pt", "ve.safetensors"),
+    "turbo": ("ve.safetensors", "ve.pt"),
+    "vc": ("ve.safetensors", "ve.pt"),
+}
+_S3GEN_FILES: dict[Variant, tuple[str, ...]] = {
+    "english": ("s3gen.safetensors", "s3gen.pt", "s3gen_meanflow.safetensors"),
+    "multilingual": ("s3gen.pt", "s3gen.safetensors", "s3gen_meanflow.safetensors"),
+    "turbo": ("s3gen_meanflow.safetensors", "s3gen.safetensors", "s3gen.pt"),
+    "vc": ("s3gen.safetensors", "s3gen.pt", "s3gen_meanflow.safetensors"),
+}
+# Resemblyzer's trained encoder has the same architecture as Chatterbox's VoiceEncoder.
+_RESEMBLYZER_FILE = "pretrained.pt"
+
+S3GEN_PREFIXES = ("tokenizer.", "speaker_encoder.")
+
+
+@dataclass(frozen=True)
+class WeightFiles:
+    """Where the checkpoints of one variant were found.
+
+    ``ve`` is the voice-encoder checkpoint; ``s3gen`` the S3Gen checkpoint (``None`` when only the
+    voice encoder was asked for); ``source`` says how they were found (for messages and metadata).
+    """
+
+    ve: Path | None
+    s3gen: Path | None
+    source: str
+
+
+def _cached_file(repo_id: str, filename: str, cache: Path) -> Path | None:
+    """``filename`` of ``repo_id`` in the hub cache ``cache`` (the ``main`` ref first, then any snapshot), or None.
+
+    The lookup is ``huggingface_hub``'s own (offline: it only reads the cache's refs and snapshots).
+    """
+    from huggingface_hub import try_to_load_from_cache
+
+    revisions: list[str | None] = [None]
+    snaps = cache / ("models--" + repo_id.replace("/", "--")) / "snapshots"
+    if snaps.is_dir():
+        revisions += [p.name for p in sorted(snaps.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)]
+    for rev in revisions:
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=str(cache), revision=rev)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def _snapshot_files(repo_id: str, names: Iterable[str], cache: Path) -> Path | None:
+    for name in names:
+        found = _cached_file(repo_id, name, cache)
+        if found is not None:
+            return found
+    return None
+
+
+def _first(directory: Path, names: Iterable[str]) -> Path | None:
+    for name in names:
+        p = directory / name
+        if p.is_file():
+            return p
+    return None
+
+
+def _files_in(directory: Path, variant: Variant, need_s3gen: bool) -> tuple[Path | None, Path | None]:
+    ve = _first(directory, (*_VE_FILES[variant], _RESEMBLYZER_FILE))
+    s3 = _first(directory, _S3GEN_FILES[variant]) if need_s3gen else None
+    return ve, s3
+
+
+def find_weights(
+    weights: str | os.PathLike[str] | None = None,
+    *,
+    variant: Variant = "english",
+    need_ve: bool = True,
+    need_s3gen: bool = True,
+    allow_download: bool = False,
+    settings: Settings | None = None,
+) -> WeightFiles:
+    """Find the checkpoints one variant needs.
+
+    ``weights`` is a directory holding Chatterbox files (``ve.safetensors``, ``s3gen.safetensors``,
+    ...), or a single voice-encoder file (``ve.safetensors``, ``ve.pt`` or Resemblyzer's
+    ``pretrained.pt``) when only the speaker embedding is wanted.  VC needs no voice encoder.
+    ``settings`` (default: :meth:`Settings.from_env`) supplies ``$VOICEBANK_WEIGHTS``, the hub cache and
+    offline mode.
+    """
+    from ..settings import ENV_WEIGHTS, Settings
+
+    variant = check_variant(variant)
+    settings = settings if settings is not None else Settings.from_env()
+    need_ve = need_ve and variant != "vc"
+    tried: list[str] = []
+
+    def complete(ve: Path | None, s3: Path | None) -> bool:
+        return (ve is not None or not need_ve) and (s3 is not None or not need_s3gen)
+
+    def describe_missing(where: object) -> str:
+        wanted = []
+        if need_ve:
+            wanted.append(" or ".join(_VE_FILES[variant]))
+        if need_s3gen:
+            wanted.append(" or ".join(_S3GEN_FILES[variant]))
+        return f"{where} (needs {' and '.join(wanted)})"
+
+    explicit = Path(weights) if weights is not None else settings.weights
+    if explicit is not None:
+        origin = "weights" if weights is not None else ENV_WEIGHTS
+        path = Path(explicit).expanduser()
+        if path.is_file():
+            if need_s3gen:
+                raise WeightsNotFoundError(
+                    f"{path} is a single file, but variant {variant!r} also needs the S3Gen checkpoint: "
+                    "pass the directory that holds ve.safetensors and s3gen.safetensors"
+                )
+            return WeightFiles(ve=path, s3gen=None, source=f"{origin}={path}")
+        if not path.is_dir():
+            raise WeightsNotFoundError(f"weights path {path} ({origin}) does not exist: pass a directory "
+                                       "holding the Chatterbox checkpoint files")
+        ve, s3 = _files_in(path, variant, need_s3gen)
+        if complete(ve, s3):
+            return WeightFiles(ve=ve if need_ve else None, s3gen=s3, source=f"{origin}={path}")
+        raise WeightsNotFoundError(f"incomplete weights in {describe_missing(path)}")
+
+    repo = TURBO_REPO_ID if variant == "turbo" else REPO_ID
+    repos = [repo] + ([REPO_ID] if repo != REPO_ID else [])
+    cache = settings.hf_cache
+    if cache is not None:
+        for repo_id in repos:
+            ve = _snapshot_files(repo_id, (*_VE_FILES[variant], _RESEMBLYZER_FILE), cache) if need_ve else None
+            s3 = _snapshot_files(repo_id, _S3GEN_FILES[variant], cache) if need_s3gen else None
+            if complete(ve, s3):
+                return WeightFiles(ve=ve, s3gen=s3, source=f"hf-cache:{repo_id}")
+            tried.append(describe_missing(f"Hugging Face cache of {repo_id} in {cache}"))
+
+    if allow_download and settings.hf_offline:
+        tried.append("a download (refused: HF_HUB_OFFLINE is set)")
+    elif allow_download:
+        snap = _download(repo, variant, need_ve=need_ve, need_s3gen=need_s3gen, cache=cache)
+        ve, s3 = _files_in(snap, variant, need_s3gen)
+        if complete(ve, s3):
+            return WeightFiles(ve=ve if need_ve else None, s3gen=s3, source=f"download:{repo}")
+        tried.append(f"download of {repo} -> {describe_missing(snap)}")
+
+    hint = (f"pass --weights DIR (or set {ENV_WEIGHTS}) to a directory with the Chatterbox checkpoints"
+            + ("" if allow_download else ", or allow a download (--download / allow_download=True)"))
+    raise WeightsNotFoundError(f"no Chatterbox weights for variant {variant!r}; tried: "
+                               + "; ".join(tried) + f". {hint}")
+
+
+def _download(repo_id: str, variant: Variant, *, need_ve: bool, need_s3gen: bool, cache: Path | None) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    path: Path | None = None
+    wanted = []
+    if need_ve:
+        wanted.append(_VE_FILES[variant][0])
+    if need_s3gen:
+        wanted.append(_S3GEN_FILES[variant][0])
+    for name in wanted:
+        path = Path(hf_hub_download(repo_id=repo_id, filename=name, cache_dir=str(cache) if cache else None))
+    assert path is not None
+    return path.parent
+
+
+# --- reading tensors ---------------------------------------------------------------------------------
+
+
+def read_tensors(path: Path, prefixes: tuple[str, ...] | None = None) -> dict[str, torch.Tensor]:
+    """Read the tensors of ``path`` whose names start with one of ``prefixes`` (all when ``None``).
+
+    ``.safetensors`` files are opened lazily so that only the wanted tensors are read.  Torch pickles
+    (``.pt``/``.pth``/``.bin``) are loaded with ``weights_only=True`` (and memory-mapped), so a checkpoint
+    cannot run code.  Resemblyzer's ``{"model_state": ...}`` wrapper is unwrapped.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"checkpoint {path} does not exist")
+
+    def wanted(name: str) -> bool:
+        return prefixes is None or name.startswith(prefixes)
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as f:
+                return {k: f.get_tensor(k) for k in f.keys() if wanted(k)}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"cannot read checkpoint {path}: {e}; re-download or replace the file") from e
+    try:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # old (non-zip) serialisation cannot be memory-mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise WeightsError(f"cannot read checkpoint {path}: {e}; it must be a torch state dict of tensors") from e
+    if isinstance(state, Mapping) and "model_state" in state and isinstance(state["model_state"], Mapping):
+        state = state["model_state"]
+    if not isinstance(state, Mapping):
+        raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict of tensors")
+    return {k: v for k, v in state.items() if isinstance(k, str) and wanted(k) and torch.is_tensor(v)}
+
+
+def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix``, with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+# torch.nn.init functions that module constructors call from reset_parameters()
+_INITIALISERS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "eye_", "dirac_",
+                 "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
+                 "sparse_")
+_INIT_LOCK = threading.Lock()
+
+
+@contextmanager
+def _initialisers_disabled() -> Iterator[None]:
+    """Make ``torch.nn.init``'s initialisers return their tensor untouched while modules are built.
+
+    On the meta device they would only cost time (``uniform_`` runs a Python decomposition per parameter:
+    ~0.15 s for the S3 tokenizer and CAM++ together).  The functions are swapped module-wide for the
+    duration of the construction, under a lock, as ``transformers``' ``no_init_weights`` does.
+    """
+    import torch.nn.init as init
+
+    def keep(tensor: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        return tensor
+
+    with _INIT_LOCK:
+        saved = {name: getattr(init, name) for name in _INITIALISERS if hasattr(init, name)}
+        try:
+            for name in saved:
+                setattr(init, name, keep)
+            yield
+        finally:
+            for name, fn in saved.items():
+                setattr(init, name, fn)
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: building hundreds of modules allocates enough objects to trigger
+    full collections, each of which walks every object torch created at import (~80 ms)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def build_empty(factory: Callable[[], ModuleT]) -> ModuleT:
+    """``factory()`` built on the ``meta`` device without running any initialiser: a skeleton whose tensors
+    :func:`load_into` then assigns from a checkpoint."""
+    import torch
+
+    with _gc_paused(), _initialisers_disabled(), torch.device("meta"):
+        return factory()
+
+
+def load_into(module: torch.nn.Module, state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Load ``state`` into ``module`` strictly, assigning the tensors in place (no copy, no init).
+
+    ``module`` is expected to be built on the ``meta`` device (see :func:`build_empty`).  Missing,
+    unexpected and wrongly shaped keys raise :class:`WeightsMismatchError` listing them all.  Floating-point
+    tensors of another dtype are converted to float32.  The module is left in eval mode without gradients.
+    """
+    import torch
+
+    expected = module.state_dict(keep_vars=True)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(
+        f"{k}: {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state)
+        if tuple(state[k].shape) != tuple(expected[k].shape)
+    )
+    if missing or unexpected or wrong:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if items:
+                shown = ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise WeightsMismatchError(f"{what} does not fit the expected layout: " + "; ".join(parts))
+
+    # What load_state_dict(strict=True, assign=True) does, without its per-module bookkeeping (the checks
+    # are done above): each parameter becomes a Parameter around the checkpoint's tensor, each buffer the
+    # tensor itself.  setattr keeps module-specific caches (nn.LSTM's flat weights) up to date.
+    owners = dict(module.named_modules())
+    for key, value in state.items():
+        if value.is_floating_point() and value.dtype != torch.float32:
+            value = value.float()
+        owner_name, _, attr = key.rpartition(".")
+        owner = owners[owner_name]
+        if isinstance(expected[key], torch.nn.Parameter):
+            setattr(owner, attr, torch.nn.Parameter(value, requires_grad=False))
+        else:
+            setattr(owner, attr, value)
+    module.eval()
+
+
+def fingerprint(state: Mapping[str, torch.Tensor]) -> str:
+    """A short, stable fingerprint of a set of weights (hex, 16 chars).
+
+    It hashes every tensor's name, dtype and shape, and its first and last 64 KiB of data: enough to tell
+    two checkpoints apart without hashing half a gigabyte on every start.
+    """
+    import torch
+
+    h = hashlib.sha256()
+    window = 1 << 16
+    for name in sorted(state):
+        t = state[name].detach().contiguous().cpu()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        raw = t.reshape(-1).view(dtype=torch.uint8) if t.numel() else None
+        if raw is not None:
+            n = raw.numel()
+            h.update(raw[: min(n, window)].numpy().tobytes())
+            if n > window:
+                h.update(raw[max(window, n - window):].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# safetensors dtype names -> what str(torch.dtype) says, for file_fingerprint
+_ST_DTYPES = {"F64": "torch.float64", "F32": "torch.float32", "F16": "torch.float16", "BF16": "torch.bfloat16",
+              "I64": "torch.int64", "I32": "torch.int32", "I16": "torch.int16", "I8": "torch.int8",
+              "U8": "torch.uint8", "BOOL": "torch.bool"}
+
+
+def file_fingerprint(path: Path, prefixes: tuple[str, ...] | None = None) -> str:
+    """:func:`fingerprint` of the tensors of ``path`` under ``prefixes``, without building a model.
+
+    For ``.safetensors`` only the header and the first and last 64 KiB of each wanted tensor are read, so the
+    fingerprint of a 1 GB S3Gen checkpoint costs a few milliseconds.  Torch pickles are memory-mapped.
+    Equal to ``fingerprint(read_tensors(path, prefixes))``.
+    """
+    import json
+    import struct
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return fingerprint(read_tensors(path, prefixes))
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > 100_000_000:
+                raise ValueError(f"header of {header_len} bytes")
+            header = json.loads(f.read(header_len))
+            data_start = 8 + header_len
+            h = hashlib.sha256()
+            window = 1 << 16
+            names = sorted(k for k in header if k != "__metadata__" and (prefixes is None or k.startswith(prefixes)))
+            for name in names:
+                entry = header[name]
+                dtype = _ST_DTYPES.get(entry["dtype"])
+                if dtype is None:  # an exotic dtype: let torch say what it is
+                    return fingerprint(read_tensors(path, prefixes))
+                begin, end = (int(x) for x in entry["data_offsets"])
+                h.update(f"{name}|{dtype}|{tuple(int(d) for d in entry['shape'])}|".encode())
+                n = end - begin
+                if n <= 0:
+                    continue
+                f.seek(data_start + begin)
+                h.update(f.read(min(n, window)))
+                if n > window:
+                    tail = max(window, n - window)
+                    f.seek(data_start + begin + tail)
+                    h.update(f.read(n - tail))
+    except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
+        raise WeightsError(f"cannot read checkpoint {path}: {e}; re-download or replace the file") from e
+    return h.hexdigest()[:16]
+
+
+from ..settings import ENV_WEIGHTS  # noqa: E402  (re-exported for compatibility)
+
+__all__ = ["ENV_WEIGHTS", "REPO_ID", "S3GEN_PREFIXES", "TURBO_REPO_ID", "VARIANTS", "Variant", "WeightFiles",
+           "build_empty", "check_variant", "file_fingerprint", "find_weights", "fingerprint", "load_into",
+           "read_tensors", "strip_prefix"]

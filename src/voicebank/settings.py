@@ -1,0 +1,100 @@
+"""Settings: every environment variable and default voicebank reads, in one place.
+
+Nothing else in the package reads the environment.  :meth:`Settings.from_env` takes a snapshot when
+called (not at import), so a process that changes its environment gets what it set.
+
+==============================  ================================================================
+variable                        meaning
+==============================  ================================================================
+``VOICEBANK_WEIGHTS``           directory of Chatterbox checkpoints (or a voice-encoder file)
+``VOICEBANK_LIBRARY``           the voice library directory
+``HF_HUB_CACHE``                Hugging Face hub cache (as ``huggingface_hub`` reads it; also the
+                                older ``HUGGINGFACE_HUB_CACHE``, then ``HF_HOME/hub``, then
+                                ``XDG_CACHE_HOME/huggingface/hub``, then ``~/.cache/huggingface/hub``)
+``HF_HUB_OFFLINE``              ``1``: never download, even when downloads are allowed
+``VOICEBANK_NO_PROGRESS``       ``1``: the CLI shows no progress bars
+==============================  ================================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ENV_WEIGHTS = "VOICEBANK_WEIGHTS"
+ENV_LIBRARY = "VOICEBANK_LIBRARY"
+ENV_NO_PROGRESS = "VOICEBANK_NO_PROGRESS"
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _flag(value: str | None) -> bool:
+    return value is not None and value.strip().lower() in _TRUE
+
+
+def _hf_cache(env: Mapping[str, str]) -> Path:
+    """The hub cache directory, resolved in the same order as ``huggingface_hub.constants``."""
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if env.get(key):
+            return Path(env[key]).expanduser()
+    if env.get("HF_HOME"):
+        return Path(env["HF_HOME"]).expanduser() / "hub"
+    xdg = env.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path(env.get("HOME") or Path.home()) / ".cache"
+    return base / "huggingface" / "hub"
+
+
+def _default_library(env: Mapping[str, str]) -> Path:
+    if env.get(ENV_LIBRARY):
+        return Path(env[ENV_LIBRARY]).expanduser()
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("voicebank"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where voicebank finds weights and the library, and how it may reach the Hugging Face hub."""
+
+    weights: Path | None = None
+    """Checkpoint directory (or voice-encoder file); ``None``: look in the Hugging Face cache."""
+    library: Path | None = None
+    """Voice library directory; ``None``: the platform's user data directory."""
+    hf_cache: Path | None = None
+    """The Hugging Face hub cache directory to read checkpoints from."""
+    hf_offline: bool = False
+    """Never download (``HF_HUB_OFFLINE=1``), whatever ``allow_download`` says."""
+    progress: bool = True
+    """Whether the CLI draws progress bars."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """A snapshot of the environment (``os.environ`` unless ``env`` is given)."""
+        env = os.environ if env is None else env
+        return cls(
+            weights=Path(env[ENV_WEIGHTS]).expanduser() if env.get(ENV_WEIGHTS) else None,
+            library=_default_library(env),
+            hf_cache=_hf_cache(env),
+            hf_offline=_flag(env.get("HF_HUB_OFFLINE")),
+            progress=not _flag(env.get(ENV_NO_PROGRESS)),
+        )
+
+    def with_overrides(self, *, weights: str | os.PathLike[str] | None = None,
+                       library: str | os.PathLike[str] | None = None) -> Settings:
+        """These settings with an explicit weights path and/or library directory (``None`` keeps the value)."""
+        out = self
+        if weights is not None:
+            out = replace(out, weights=Path(weights).expanduser())
+        if library is not None:
+            out = replace(out, library=Path(library).expanduser())
+        return out
+
+    @property
+    def library_path(self) -> Path:
+        """The library directory these settings name (the platform default when unset)."""
+        return self.library if self.library is not None else _default_library({})
+
+
+__all__ = ["ENV_LIBRARY", "ENV_NO_PROGRESS", "ENV_WEIGHTS", "Settings"]

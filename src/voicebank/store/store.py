@@ -1,0 +1,517 @@
+""":class:`VoiceStore`: the only code that speaks SQL or touches the library's content files.
+
+A library directory holds ``catalogue.sqlite3`` (:mod:`.catalogue`) and content-addressed files under
+``blobs/`` (:mod:`.blobs`).  The store reads and writes both in bytes and numpy arrays; it never imports torch
+and knows nothing of models.  Consistency rules (so that a crash or ``kill -9`` at any moment leaves a
+consistent library):
+
+1. Files are written temp-then-rename, and only while holding the catalogue's write lock, in the same
+   transaction that inserts the rows referencing them.  A crash before the commit leaves at most an
+   unreferenced file, never a row without its file.
+2. A file is deleted only after the transaction that dropped its last reference has committed, in a
+   second write transaction that checks again that nothing references it.
+3. :meth:`VoiceStore.remove_orphans` deletes unreferenced files and :meth:`VoiceStore.remove_stale_temp`
+   temp files of writers that are gone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import (
+    BaseVoiceError,
+    CatalogueError,
+    DuplicateAudioError,
+    LibraryError,
+    VoiceExistsError,
+    VoiceNotFoundError,
+)
+from .blobs import BlobStore, sha256_bytes
+from .catalogue import CATALOGUE_NAME, Catalogue
+from .records import Mode, StoredFile, VoiceInfo
+
+log = logging.getLogger(__name__)
+
+SPEAKER_EMB_DIM = 256
+XVECTOR_DIM = 192
+AUDIO_SUFFIX = ".wav"
+VOICE_SUFFIX = ".safetensors"
+
+
+def now() -> str:
+    """The current UTC time as the catalogue records it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def vec_bytes(x: np.ndarray | None) -> bytes | None:
+    """A vector as the catalogue stores it: little-endian float32 bytes."""
+    return None if x is None else np.ascontiguousarray(np.asarray(x, dtype="<f4").reshape(-1)).tobytes()
+
+
+def vec(raw: bytes | None, dim: int) -> np.ndarray | None:
+    """A stored vector of ``dim`` float32, or ``None`` when absent or malformed."""
+    if raw is None:
+        return None
+    arr = np.frombuffer(raw, dtype="<f4")
+    if arr.shape != (dim,) or not np.isfinite(arr).all():
+        return None
+    return arr.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class StoredVoice:
+    """A voice's catalogue row: its id, what :class:`VoiceInfo` says, and its two vectors (``None`` if absent)."""
+
+    id: int
+    info: VoiceInfo
+    speaker_emb: np.ndarray | None
+    xvector: np.ndarray | None
+    speaker_emb_malformed: bool = False
+    xvector_malformed: bool = False
+
+
+@dataclass(frozen=True)
+class NewVoice:
+    """Everything one insertion writes: the row, its tags and its files (bytes), committed together."""
+
+    name: str
+    mode: Mode
+    variant: str
+    exaggeration: float | None
+    speaker_emb: np.ndarray | None
+    xvector: np.ndarray | None
+    weights_fingerprint: str
+    origin: str = "audio"
+    source_sha256: str | None = None
+    source_name: str = ""
+    duration: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    loudness_lufs: float | None = None
+    base: str | None = None
+    experimental: bool = False
+    provenance: dict[str, Any] | None = None
+    inspection: dict[str, Any] | None = None
+    added_by: str = ""
+    consent: str = ""
+    tags: tuple[str, ...] = ()
+    audio: bytes | None = None
+    """The kept reference (a float WAV), or ``None``."""
+    voice_files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    """``variant -> (voice file bytes, weights fingerprint)`` stored as role ``conditionals``."""
+
+
+class VoiceStore:
+    """The catalogue and content files of one library directory (created if missing).
+
+    Safe to share between threads; several processes may use the same directory at once (SQLite WAL with one
+    writer at a time).
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not self.path.is_dir():
+            raise LibraryError(f"{self.path}: not a directory; pass a directory for the voice library")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LibraryError(f"{self.path}: cannot create the voice library here ({e}); pass another directory "
+                               "with --library or $VOICEBANK_LIBRARY") from e
+        self.blobs = BlobStore(self.path)
+        self.blobs.ensure_dirs()
+        self.catalogue = Catalogue(self.path / CATALOGUE_NAME)
+        self.catalogue.connection()  # create / migrate now, so errors surface here
+
+    def __repr__(self) -> str:
+        return f"VoiceStore({str(self.path)!r})"
+
+    def close(self) -> None:
+        """Close the catalogue connections (they reopen on demand)."""
+        self.catalogue.close()
+
+    # --- reading ---------------------------------------------------------------------------------------
+
+    def _row(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+        row = conn.execute("SELECT * FROM voices WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            names = [r[0] for r in conn.execute("SELECT name FROM voices")]
+            close = difflib.get_close_matches(name, names, n=3)
+            hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `voicebank list`"
+            raise VoiceNotFoundError(f"no voice named {name!r} in the library at {self.path}{hint}")
+        return row
+
+    def _info(self, conn: sqlite3.Connection, row: sqlite3.Row) -> VoiceInfo:
+        files = []
+        for f in conn.execute("SELECT vf.role, vf.variant, vf.blob, vf.weights_fingerprint, b.size, b.suffix "
+                              "FROM voice_files vf JOIN blobs b ON b.sha256 = vf.blob WHERE vf.voice_id = ? "
+                              "ORDER BY vf.role, vf.variant", (row["id"],)):
+            files.append(StoredFile(f["role"], f["variant"], f["blob"], int(f["size"]),
+                                    self.blobs.path(f["blob"], f["suffix"]), f["weights_fingerprint"]))
+        tags = tuple(r[0] for r in conn.execute("SELECT tag FROM tags WHERE voice_id = ? ORDER BY tag", (row["id"],)))
+        base = None
+        if row["base_id"] is not None:
+            b = conn.execute("SELECT name FROM voices WHERE id = ?", (row["base_id"],)).fetchone()
+            base = b[0] if b else None
+        variants = [row["variant"]]
+        for f in files:
+            if f.role in ("conditionals", "cache") and f.variant not in variants:
+                variants.append(f.variant)
+        return VoiceInfo(
+            name=row["name"], mode=row["mode"], variant=row["variant"], variants=tuple(variants),
+            exaggeration=row["exaggeration"], source_sha256=row["source_sha256"], source_name=row["source_name"],
+            duration=row["duration"], sample_rate=row["sample_rate"], channels=row["channels"],
+            loudness_lufs=row["loudness_lufs"], weights_fingerprint=row["weights_fingerprint"], base=base,
+            origin=row["origin"], experimental=bool(row["experimental"]), tags=tags, added_by=row["added_by"],
+            added_at=row["added_at"], consent=row["consent"], provenance=json.loads(row["provenance"] or "{}"),
+            inspection=json.loads(row["inspection"] or "{}"), files=tuple(files))
+
+    def _stored(self, conn: sqlite3.Connection, row: sqlite3.Row) -> StoredVoice:
+        s, x = vec(row["speaker_emb"], SPEAKER_EMB_DIM), vec(row["xvector"], XVECTOR_DIM)
+        return StoredVoice(int(row["id"]), self._info(conn, row), s, x,
+                           speaker_emb_malformed=row["speaker_emb"] is not None and s is None,
+                           xvector_malformed=row["xvector"] is not None and x is None)
+
+    def contains(self, name: str) -> bool:
+        """Whether a voice is called ``name``."""
+        conn = self.catalogue.connection()
+        return conn.execute("SELECT 1 FROM voices WHERE name = ?", (name,)).fetchone() is not None
+
+    def count(self) -> int:
+        """How many voices there are."""
+        return int(self.catalogue.connection().execute("SELECT COUNT(*) FROM voices").fetchone()[0])
+
+    def names(self) -> list[str]:
+        """Every voice name, sorted."""
+        return [r[0] for r in self.catalogue.connection().execute("SELECT name FROM voices ORDER BY name")]
+
+    def voice(self, name: str) -> StoredVoice:
+        """The voice called ``name``.  Raises :class:`~voicebank.errors.VoiceNotFoundError` (with suggestions)."""
+        with self.catalogue.read() as conn:
+            return self._stored(conn, self._row(conn, name))
+
+    def info(self, name: str) -> VoiceInfo:
+        """What the store holds about ``name``."""
+        with self.catalogue.read() as conn:
+            return self._info(conn, self._row(conn, name))
+
+    def list(self, *, tag: str | None = None, mode: str | None = None) -> list[VoiceInfo]:
+        """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name."""
+        sql, args = "SELECT * FROM voices", []
+        where = []
+        if tag is not None:
+            where.append("id IN (SELECT voice_id FROM tags WHERE tag = ?)")
+            args.append(tag)
+        if mode is not None:
+            where.append("mode = ?")
+            args.append(mode)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self.catalogue.read() as conn:
+            return [self._info(conn, row) for row in conn.execute(sql + " ORDER BY name", args).fetchall()]
+
+    def all_voices(self) -> list[StoredVoice]:
+        """Every voice with its vectors, sorted by name."""
+        with self.catalogue.read() as conn:
+            return [self._stored(conn, r) for r in conn.execute("SELECT * FROM voices ORDER BY name").fetchall()]
+
+    def vectors(self, *, tag: str | None = None) -> list[tuple[str, np.ndarray | None, np.ndarray | None]]:
+        """``(name, speaker_emb (256,) or None, xvector (192,) or None)`` of every voice (optionally tagged)."""
+        sql, args = "SELECT name, speaker_emb, xvector FROM voices", []
+        if tag is not None:
+            sql += " WHERE id IN (SELECT voice_id FROM tags WHERE tag = ?)"
+            args.append(tag)
+        rows = self.catalogue.connection().execute(sql + " ORDER BY name", args).fetchall()
+        return [(n, vec(s, SPEAKER_EMB_DIM), vec(x, XVECTOR_DIM)) for n, s, x in rows]
+
+    def speaker_embeddings(self) -> dict[str, np.ndarray]:
+        """``name -> speaker_emb (256,)`` of every voice that has one."""
+        return {n: s for n, s, _ in self.vectors() if s is not None}
+
+    def read_file(self, f: StoredFile, *, voice: str) -> bytes:
+        """The bytes of one of ``voice``'s files.  A missing or unreadable file is a :class:`LibraryError` that
+        says how to repair the library."""
+        try:
+            return f.path.read_bytes()
+        except OSError as e:
+            raise LibraryError(f"voice {voice!r}: its {f.role} file {self.blobs.relative(f.path)} is missing or "
+                               f"unreadable ({e.strerror or e}); run `voicebank library check --repair`") from e
+
+    # --- checks before writing ---------------------------------------------------------------------------
+
+    def _refuse_taken(self, conn: sqlite3.Connection, name: str, digest: str | None, label: str) -> None:
+        # the audio first: a batch run again reports its stored clips as duplicates (skipped), not name clashes
+        if digest:
+            row = conn.execute("SELECT name FROM voices WHERE source_sha256 = ?", (digest,)).fetchone()
+            if row is not None:
+                raise DuplicateAudioError(f"{label}: the same audio is already in the library as {row[0]!r}",
+                                          existing=row[0])
+        if conn.execute("SELECT 1 FROM voices WHERE name = ?", (name,)).fetchone() is not None:
+            raise VoiceExistsError(f"{label}: a voice named {name!r} is already in the library; choose another name "
+                                   "(--name) or remove the old one first")
+
+    def refuse_taken(self, name: str, digest: str | None, label: str) -> None:
+        """Raise :class:`~voicebank.errors.DuplicateAudioError` when audio ``digest`` is stored, or
+        :class:`~voicebank.errors.VoiceExistsError` when ``name`` is taken (a read; :meth:`insert` checks again)."""
+        self._refuse_taken(self.catalogue.connection(), name, digest, label)
+
+    def _base_id(self, conn: sqlite3.Connection, base: str) -> int:
+        row = self._row(conn, base)
+        if row["mode"] == "embedding":
+            raise BaseVoiceError(f"voice {base!r} keeps only an embedding, so it has no S3Gen reference to lend; "
+                                 "choose an audio or conditionals voice as the base")
+        return int(row["id"])
+
+    def check_base(self, base: str) -> None:
+        """Raise unless ``base`` exists and can lend an S3Gen reference (is not embedding-only)."""
+        with self.catalogue.read() as conn:
+            self._base_id(conn, base)
+
+    # --- writing -----------------------------------------------------------------------------------------
+
+    def _put_blob(self, conn: sqlite3.Connection, data: bytes, suffix: str, kind: str, *,
+                  rewrite: bool = False) -> str:
+        """Store ``data`` (inside the caller's write transaction) and register it; returns its sha256.
+
+        A file already registered is kept unless its size is wrong or ``rewrite`` (repairs) asks otherwise.
+        """
+        digest = sha256_bytes(data)
+        row = conn.execute("SELECT suffix FROM blobs WHERE sha256 = ?", (digest,)).fetchone()
+        path = self.blobs.path(digest, suffix)
+        if row is not None and row[0] == suffix and not rewrite and path.is_file() and path.stat().st_size == len(data):
+            return digest
+        self.blobs.write(data, suffix)
+        conn.execute("INSERT OR REPLACE INTO blobs (sha256, kind, suffix, size, created_at) VALUES (?, ?, ?, ?, ?)",
+                     (digest, kind, suffix, len(data), now()))
+        return digest
+
+    def insert(self, new: NewVoice, *, label: str = "", refuse_voice_file: str | None = None) -> VoiceInfo:
+        """Add a voice, its tags and its files in one transaction (files written under the write lock).
+
+        Refused (nothing written) when the name or the source audio is taken, when ``base`` cannot lend a
+        reference, or when ``refuse_voice_file`` (a voice file sha256) is already stored as conditionals.
+        """
+        with self.catalogue.write() as conn:
+            self._refuse_taken(conn, new.name, new.source_sha256, label or new.name)
+            if refuse_voice_file is not None:
+                row = conn.execute("SELECT v.name FROM voice_files vf JOIN voices v ON v.id = vf.voice_id "
+                                   "WHERE vf.blob = ? AND vf.role = 'conditionals'", (refuse_voice_file,)).fetchone()
+                if row is not None:
+                    raise VoiceExistsError(f"{label}: this voice file is already in the library as {row[0]!r}")
+            base_id = self._base_id(conn, new.base) if new.base else None
+            cur = conn.execute(
+                "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, source_name, duration, "
+                "sample_rate, channels, loudness_lufs, speaker_emb, xvector, weights_fingerprint, base_id, origin, "
+                "experimental, provenance, added_by, added_at, consent, inspection) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (new.name, new.mode, new.variant, new.exaggeration, new.source_sha256, new.source_name, new.duration,
+                 new.sample_rate, new.channels, new.loudness_lufs, vec_bytes(new.speaker_emb),
+                 vec_bytes(new.xvector), new.weights_fingerprint, base_id, new.origin, int(new.experimental),
+                 json.dumps(new.provenance or {}), new.added_by, now(),
+                 new.consent, json.dumps(new.inspection or {})))
+            voice_id = int(cur.lastrowid or 0)
+            if new.audio is not None:
+                digest = self._put_blob(conn, new.audio, AUDIO_SUFFIX, "audio")
+                conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob) VALUES (?, 'audio', '', ?)",
+                             (voice_id, digest))
+            for v, (data, fp) in new.voice_files.items():
+                digest = self._put_blob(conn, data, VOICE_SUFFIX, "voice")
+                conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob, weights_fingerprint) "
+                             "VALUES (?, 'conditionals', ?, ?, ?)", (voice_id, v, digest, fp))
+            conn.executemany("INSERT INTO tags (voice_id, tag) VALUES (?, ?)", [(voice_id, t) for t in new.tags])
+            return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (voice_id,)).fetchone())
+
+    def store_cache(self, voice_id: int, name: str, variant: str, data: bytes, fingerprint: str) -> None:
+        """Cache extracted conditionals of an ``audio`` voice (replacing an older cache of that variant).
+
+        The cache is an optimisation: a failure is logged, never raised.
+        """
+        dropped: list[str] = []
+        try:
+            with self.catalogue.write() as conn:
+                if conn.execute("SELECT 1 FROM voices WHERE id = ? AND name = ?", (voice_id, name)).fetchone() is None:
+                    return  # removed or renamed meanwhile: nothing to cache
+                old = conn.execute("SELECT blob FROM voice_files WHERE voice_id = ? AND role = 'cache' AND variant = ?",
+                                   (voice_id, variant)).fetchone()
+                if old is not None:
+                    dropped.append(old[0])
+                    conn.execute("DELETE FROM voice_files WHERE voice_id = ? AND role = 'cache' AND variant = ?",
+                                 (voice_id, variant))
+                digest = self._put_blob(conn, data, VOICE_SUFFIX, "voice")
+                conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob, weights_fingerprint) "
+                             "VALUES (?, 'cache', ?, ?, ?)", (voice_id, variant, digest, fingerprint))
+                dropped = self._drop_unreferenced(conn, dropped)
+        except (CatalogueError, OSError) as e:
+            log.warning("%s: could not cache the extracted conditionals (%s)", name, e)
+            return
+        self._unlink_dropped(dropped)
+
+    def remove(self, name: str) -> list[str]:
+        """Delete voice ``name``; its files go when no other voice uses them.  Returns the voices that had it as
+        their base."""
+        with self.catalogue.write() as conn:
+            row = self._row(conn, name)
+            blobs = [r[0] for r in conn.execute("SELECT blob FROM voice_files WHERE voice_id = ?", (row["id"],))]
+            dependents = [r[0] for r in conn.execute("SELECT name FROM voices WHERE base_id = ?", (row["id"],))]
+            conn.execute("DELETE FROM voices WHERE id = ?", (row["id"],))
+            dropped = self._drop_unreferenced(conn, blobs)
+        self._unlink_dropped(dropped)
+        return dependents
+
+    def _drop_unreferenced(self, conn: sqlite3.Connection, blobs: Iterable[str]) -> list[str]:
+        """Within a write transaction: delete the catalogue rows of ``blobs`` no voice references any more."""
+        dropped = []
+        for digest in set(blobs):
+            if conn.execute("SELECT 1 FROM voice_files WHERE blob = ?", (digest,)).fetchone() is None:
+                conn.execute("DELETE FROM blobs WHERE sha256 = ?", (digest,))
+                dropped.append(digest)
+        return dropped
+
+    def _unlink_dropped(self, dropped: Iterable[str]) -> None:
+        """After the dropping transaction committed: delete the files, unless a writer registered them again."""
+        dropped = list(dropped)
+        if not dropped:
+            return
+        try:
+            with self.catalogue.write() as conn:
+                for digest in dropped:
+                    if conn.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone() is None:
+                        for suffix in (AUDIO_SUFFIX, VOICE_SUFFIX):
+                            self.blobs.unlink(digest, suffix)
+        except (CatalogueError, OSError) as e:  # leftovers are harmless: check() removes them
+            log.warning("could not delete unused files now (%s); `voicebank library check` removes them", e)
+
+    def rename(self, old: str, new: str) -> VoiceInfo:
+        """Rename a voice.  Raises :class:`~voicebank.errors.VoiceExistsError` when ``new`` is taken."""
+        with self.catalogue.write() as conn:
+            row = self._row(conn, old)
+            if old != new and conn.execute("SELECT 1 FROM voices WHERE name = ?", (new,)).fetchone() is not None:
+                raise VoiceExistsError(f"cannot rename {old!r}: a voice named {new!r} is already in the library")
+            conn.execute("UPDATE voices SET name = ? WHERE id = ?", (new, row["id"]))
+            return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (row["id"],)).fetchone())
+
+    def update(self, name: str, *, tags: Sequence[str] | None = None, consent: str | None = None,
+               base: str | None = None, exaggeration: float | None = None) -> VoiceInfo:
+        """Replace a voice's tags, consent note, base voice (embedding mode) or default exaggeration."""
+        with self.catalogue.write() as conn:
+            row = self._row(conn, name)
+            if tags is not None:
+                conn.execute("DELETE FROM tags WHERE voice_id = ?", (row["id"],))
+                conn.executemany("INSERT INTO tags (voice_id, tag) VALUES (?, ?)", [(row["id"], t) for t in tags])
+            if consent is not None:
+                conn.execute("UPDATE voices SET consent = ? WHERE id = ?", (consent, row["id"]))
+            if base is not None:
+                if row["mode"] != "embedding":
+                    raise BaseVoiceError(f"voice {name!r} is a {row['mode']} voice; only embedding-only voices "
+                                         "take a base")
+                if base == name:
+                    raise BaseVoiceError(f"voice {name!r} cannot be its own base")
+                conn.execute("UPDATE voices SET base_id = ? WHERE id = ?", (self._base_id(conn, base), row["id"]))
+            if exaggeration is not None:
+                conn.execute("UPDATE voices SET exaggeration = ? WHERE id = ?", (float(exaggeration), row["id"]))
+            return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (row["id"],)).fetchone())
+
+    def replace_extraction(self, voice_id: int, name: str, *, speaker_emb: np.ndarray | None, xvector: np.ndarray,
+                           fingerprint: str, voice_files: dict[str, tuple[bytes, str]],
+                           drop_cache: bool = True) -> None:
+        """Replace a voice's vectors and stored voice files (re-extraction) in one transaction."""
+        with self.catalogue.write() as conn:
+            row = self._row(conn, name)
+            if row["id"] != voice_id:
+                raise VoiceNotFoundError(f"voice {name!r} was replaced while re-extracting; run it again")
+            old = [r[0] for r in conn.execute("SELECT blob FROM voice_files WHERE voice_id = ? AND role != 'audio'",
+                                              (voice_id,))]
+            conn.execute("UPDATE voices SET speaker_emb = ?, xvector = ?, weights_fingerprint = ? WHERE id = ?",
+                         (vec_bytes(speaker_emb), vec_bytes(xvector), fingerprint, voice_id))
+            if drop_cache:
+                conn.execute("DELETE FROM voice_files WHERE voice_id = ? AND role = 'cache'", (voice_id,))
+            for v, (data, fp) in voice_files.items():
+                digest = self._put_blob(conn, data, VOICE_SUFFIX, "voice", rewrite=True)
+                conn.execute("INSERT OR REPLACE INTO voice_files (voice_id, role, variant, blob, weights_fingerprint) "
+                             "VALUES (?, 'conditionals', ?, ?, ?)", (voice_id, v, digest, fp))
+            dropped = self._drop_unreferenced(conn, old)
+        self._unlink_dropped(dropped)
+
+    def drop_file(self, voice_id: int, role: str, variant: str) -> None:
+        """Forget one of a voice's files (and delete it when nothing else uses it)."""
+        with self.catalogue.write() as conn:
+            row = conn.execute("SELECT blob FROM voice_files WHERE voice_id = ? AND role = ? AND variant = ?",
+                               (voice_id, role, variant)).fetchone()
+            if row is None:
+                return
+            conn.execute("DELETE FROM voice_files WHERE voice_id = ? AND role = ? AND variant = ?",
+                         (voice_id, role, variant))
+            dropped = self._drop_unreferenced(conn, [row[0]])
+        self._unlink_dropped(dropped)
+
+    # --- maintenance ------------------------------------------------------------------------------------
+
+    def integrity_problem(self) -> str | None:
+        """SQLite's quick check of the catalogue: ``None`` when it is sound, else what is wrong."""
+        rows = self.catalogue.connection().execute("PRAGMA quick_check").fetchall()
+        return None if [r[0] for r in rows] == ["ok"] else str(rows[0][0])
+
+    def remove_stale_temp(self) -> list[str]:
+        """Delete temp files of writers that are gone; returns their paths relative to the library."""
+        removed = []
+        for tmp in self.blobs.stale_temp_files():
+            try:
+                tmp.unlink()
+                removed.append(self.blobs.relative(tmp))
+            except FileNotFoundError:
+                pass
+        return removed
+
+    def remove_orphans(self) -> list[str]:
+        """Delete files no voice references (under the write lock, so no writer is between writing a file and
+        registering it); returns their paths relative to the library."""
+        removed: list[str] = []
+        with self.catalogue.write() as conn:
+            self._drop_unreferenced(conn, [r[0] for r in conn.execute("SELECT sha256 FROM blobs")])
+            registered = {r[0]: r[1] for r in conn.execute("SELECT sha256, suffix FROM blobs")}
+            for digest, suffix, path in list(self.blobs.files()):
+                if not digest or registered.get(digest) != suffix:
+                    path.unlink(missing_ok=True)
+                    removed.append(self.blobs.relative(path))
+                    if path.parent != self.blobs.blob_dir:
+                        try:
+                            path.parent.rmdir()
+                        except OSError:
+                            pass
+        return removed
+
+    def damaged_files(self, *, verify_hashes: bool = True) -> tuple[int, dict[str, str]]:
+        """``(number of files, {sha256: problem})`` over every registered file (missing, wrong size or hash)."""
+        with self.catalogue.read() as conn:
+            blobs = conn.execute("SELECT sha256, suffix, size FROM blobs").fetchall()
+        damage: dict[str, str] = {}
+        for digest, suffix, size in blobs:
+            if verify_hashes:
+                problem = self.blobs.verify(digest, suffix, size)
+            elif not self.blobs.path(digest, suffix).is_file():
+                problem = f"{self.blobs.relative(self.blobs.path(digest, suffix))} is missing"
+            else:
+                problem = None
+            if problem:
+                damage[digest] = problem
+        return len(blobs), damage
+
+    def file_references(self) -> list[tuple[str, int, str, str, str]]:
+        """``(voice name, voice id, role, variant, sha256)`` of every file reference."""
+        with self.catalogue.read() as conn:
+            return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+                "SELECT v.name, v.id, vf.role, vf.variant, vf.blob FROM voice_files vf "
+                "JOIN voices v ON v.id = vf.voice_id").fetchall()]
+
+
+__all__ = ["AUDIO_SUFFIX", "VOICE_SUFFIX", "NewVoice", "StoredVoice", "VoiceStore", "now", "vec", "vec_bytes"]

@@ -1,0 +1,67 @@
+"""The four Chatterbox variants and what differs between them when preparing conditionals.
+
+Pure data, no dependencies: every layer (audio front end, models, engine, library, shells) reads it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Variant = Literal["english", "multilingual", "turbo", "vc"]
+VARIANTS: tuple[Variant, ...] = ("english", "multilingual", "turbo", "vc")
+
+DEFAULT_EXAGGERATION = 0.5
+"""Chatterbox's default emotion exaggeration (``t3.emotion_adv``)."""
+EXAGGERATION_RANGE = (0.0, 2.0)
+"""Exaggerations accepted: Chatterbox's useful range (its demos offer 0.25-2)."""
+GEN_REFERENCE_SECONDS = 10
+"""S3Gen conditions on the first 10 s of the 24 kHz reference (``DEC_COND_LEN``)."""
+TURBO_MIN_SECONDS = 5.0
+"""Chatterbox Turbo refuses references of 5 s or less."""
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What differs between Chatterbox variants when preparing conditionals."""
+
+    t3_prompt_seconds: int | None
+    """Seconds of 16 kHz audio T3's prompt tokens come from (``ENC_COND_LEN``); ``None``: no T3 part."""
+    t3_prompt_tokens: int
+    """``speech_cond_prompt_len``: at most this many T3 prompt tokens."""
+
+
+VARIANT_SPECS: dict[Variant, VariantSpec] = {
+    "english": VariantSpec(6, 150),
+    "multilingual": VariantSpec(6, 150),
+    "turbo": VariantSpec(15, 375),
+    "vc": VariantSpec(None, 0),
+}
+
+
+def check_variant(variant: str) -> Variant:
+    """Return ``variant`` if it is one of :data:`VARIANTS`, else raise ``ValueError`` naming the valid ones."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+    return variant  # type: ignore[return-value]
+
+
+def embedding_variant(variant: str) -> Variant:
+    """The variant whose pipeline gives a voice's speaker embedding: VC has none, so English's."""
+    return "english" if variant == "vc" else check_variant(variant)
+
+
+def check_exaggeration(value: object, *, name: str = "exaggeration") -> float:
+    """``value`` as a float if it is a finite number in :data:`EXAGGERATION_RANGE`, else ``ValueError``."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    lo, hi = EXAGGERATION_RANGE
+    if not math.isfinite(x):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not lo <= x <= hi:
+        raise ValueError(f"{name} {x:g} is out of range: use a value from {lo:g} to {hi:g} (default "
+                         f"{DEFAULT_EXAGGERATION:g})")
+    return x
