@@ -48,7 +48,7 @@ def direct(extractor):
 
 @pytest.fixture
 def lib(tmp_path, golden_weights_dir, extractor):
-    library = Library(tmp_path / "lib", weights=golden_weights_dir, extractors={"english": extractor})
+    library = Library(tmp_path / "lib", weights=golden_weights_dir, engine=extractor.engine)
     yield library
     library.close()
 
@@ -97,7 +97,7 @@ def test_audio_mode_stores_the_decoded_clip_and_extracts_exactly(lib, direct, ex
     assert voice.metadata == direct(A).metadata
     # and is cached: the second get does not extract
     assert [(f.role, f.variant) for f in lib.show("short_3s_22k").files] == [("audio", ""), ("cache", "english")]
-    monkeypatch.setattr(extractor, "conditionals_of", lambda *a, **k: pytest.fail("extracted again"))
+    monkeypatch.setattr(extractor.engine, "extract", lambda *a, **k: pytest.fail("extracted again"))
     assert_same_voice(lib.get("short_3s_22k"), direct(A))
 
 
@@ -107,7 +107,7 @@ def test_turbo_audio_mode_matches_turbo_extraction(tmp_path, golden_weights_dir,
     stereo = tmp_path / "stereo_44k1.wav"
     sf.write(stereo, np.stack([mono, 0.5 * np.roll(mono, 17)], axis=1), sr, subtype="FLOAT")
     turbo = Extractor.from_local(golden_weights_dir, variant="turbo")
-    lib = Library(tmp_path, extractors={"turbo": turbo, "english": extractor})
+    lib = Library(tmp_path, engine=extractor.engine)
     info = lib.add(stereo, variant="turbo").voice
     assert info is not None and info.variant == "turbo" and info.channels == 2
     want = turbo.extract(str(stereo))
@@ -118,7 +118,7 @@ def test_turbo_audio_mode_matches_turbo_extraction(tmp_path, golden_weights_dir,
 
 
 def test_conditionals_mode_needs_no_weights_to_load(tmp_path, golden_weights_dir, extractor, direct):
-    lib = Library(tmp_path / "lib", weights=golden_weights_dir, extractors={"english": extractor})
+    lib = Library(tmp_path / "lib", weights=golden_weights_dir, engine=extractor.engine)
     info = lib.add(A, mode="conditionals", exaggeration=0.7).voice
     assert info is not None and info.mode == "conditionals" and info.exaggeration == pytest.approx(0.7)
     assert [(f.role, f.variant) for f in info.files] == [("audio", ""), ("conditionals", "english")]
@@ -143,7 +143,7 @@ def test_conditionals_for_several_variants(lib, monkeypatch):
     assert info is not None and info.variants == ("english", "vc")
     assert [(f.role, f.variant) for f in info.files] == [("audio", ""), ("conditionals", "english"),
                                                         ("conditionals", "vc")]
-    monkeypatch.setattr(lib, "_conditionals", lambda *a, **k: pytest.fail("extracted again"))
+    monkeypatch.setattr(lib.engine, "extract", lambda *a, **k: pytest.fail("extracted again"))
     vc, en = lib.get("multi", variant="vc"), lib.get("multi")
     assert vc.t3 is None and vc.variant == "vc" and en.variant == "english"
     assert torch.equal(vc.gen.prompt_feat, en.gen.prompt_feat) and torch.equal(vc.xvector, en.xvector)
@@ -411,7 +411,7 @@ def other_weights(golden_weights_dir, tmp_path_factory):
 
 def test_stale_voices_are_found_and_reextracted_in_place(tmp_path, golden_weights_dir, extractor, other_weights,
                                                           direct):
-    lib = Library(tmp_path, weights=golden_weights_dir, extractors={"english": extractor})
+    lib = Library(tmp_path, weights=golden_weights_dir, engine=extractor.engine)
     lib.add(A, name="cond", mode="conditionals")
     lib.add(C, name="aud")
     lib.add(B, name="emb", mode="embedding")
@@ -441,7 +441,7 @@ def test_stale_voices_are_found_and_reextracted_in_place(tmp_path, golden_weight
 
 
 def test_check_reports_and_repairs_damage(tmp_path, golden_weights_dir, extractor, direct):
-    lib = Library(tmp_path, weights=golden_weights_dir, extractors={"english": extractor})
+    lib = Library(tmp_path, weights=golden_weights_dir, engine=extractor.engine)
     lib.add(A, name="cond", mode="conditionals")
     lib.add(C, name="aud")
     lib.get("aud")

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 
 from voicebank.cli import app, main
-from voicebank.cli.library import register
+from voicebank.cli import register
 from voicebank.engine import Extractor
 from voicebank.library import Library
 from voicebank.voice.voice import Voice
@@ -53,7 +53,7 @@ def extractor(golden_weights_dir):
 @pytest.fixture
 def lib(tmp_path, extractor, golden_weights_dir):
     """A library with 'c' (audio mode) and 'b' (embedding only), built through the API."""
-    library = Library(tmp_path / "lib", weights=golden_weights_dir, extractors={"english": extractor})
+    library = Library(tmp_path / "lib", weights=golden_weights_dir, engine=extractor.engine)
     library.add(C, name="c", tags=["en"])
     library.add(B, name="b", mode="embedding")
     return library
@@ -72,7 +72,7 @@ def test_commands_are_registered_once_with_help(capsys):
         assert code == 0 and "Usage" in out, cmd
         if cmd != ["library"]:
             assert "--library" in out, cmd
-            assert ("--model-weights" if cmd == ["blend"] else "--weights") in out, cmd
+            assert "--weights" in out, cmd
 
 
 def test_add_batch_summary_failures_and_resume(capsys, tmp_path, golden_weights_dir):
@@ -190,16 +190,19 @@ def test_compare_search_blend(capsys, lib, golden_weights_dir):
     assert code == 0 and out.split() == [f"{res['speaker_cosine']:.4f}", "b"]
     hits = json.loads(run(capsys, "search", C, "--library", root, "--weights", golden_weights_dir, "--json")[1])
     assert hits[0]["name"] == "c" and hits[0]["score"] > 0.9999
-    code, _, err = run(capsys, "blend", "c", "b", "--weights", "0.7,0.3", "--name", "mix", "--library", root)
-    assert code == 0 and "EXPERIMENTAL" in err and "from c" in err
+    code, _, err = run(capsys, "blend", "c", "b", "--mix", "0.7,0.3", "--name", "mix", "--library", root)
+    assert code == 0 and "EXPERIMENTAL" in err and "from c" in err and "deprecated" not in err
     listed = json.loads(run(capsys, "list", "--library", root, "--json")[1])
     mix = next(v for v in listed if v["name"] == "mix")
     assert mix["experimental"] and mix["mode"] == "embedding" and mix["provenance"]["blend"] == [["c", 0.7],
                                                                                                   ["b", 0.3]]
     assert "(experimental)" in run(capsys, "list", "--library", root)[1]
-    for bad in ("0.7", "a,b", "-1,2"):
-        assert run(capsys, "blend", "c", "b", "--weights", bad, "--name", "mix2", "--library", root)[0] == 2
+    for bad in ("0.7", "a,b", "-1,2", "nan,1"):
+        assert run(capsys, "blend", "c", "b", "--mix", bad, "--name", "mix2", "--library", root)[0] == 2
     assert "mix2" not in lib
+    # the old spelling of the mix still works for one release, with a warning
+    code, _, err = run(capsys, "blend", "c", "b", "--weights", "0.5,0.5", "--name", "mix3", "--library", root)
+    assert code == 0 and "--weights 0.7,0.3` is deprecated" in err and "mix3" in lib
 
 
 def test_library_check_inspect_stale(capsys, lib, tmp_path, golden_weights_dir):

@@ -71,18 +71,20 @@ CHILD = textwrap.dedent('''
 
         blobs_mod.BlobStore.write = write
     elif scenario == "before-unlink":  # a removal committed, its files not yet deleted
-        library_mod.Library._unlink_dropped = lambda self, dropped: hang()
+        from voicebank.store import store as store_mod
+
+        store_mod.VoiceStore._unlink_dropped = lambda self, dropped: hang()
         lib.remove(items[0])
         sys.exit(3)
     elif scenario == "slow-batch":  # a batch add, slowed so that the kill lands in the middle of it
-        original_commit = library_mod.Library._commit
+        original_commit = library_mod.Library.commit
 
         def commit(self, *args, **kwargs):
             out = original_commit(self, *args, **kwargs)
             time.sleep(0.4)
             return out
 
-        library_mod.Library._commit = commit
+        library_mod.Library.commit = commit
     elif scenario == "together":  # concurrent writers: wait until every process is ready
         Path(marker).write_text("ready")
         while not Path(marker + ".go").exists():
@@ -151,7 +153,7 @@ def assert_consistent(lib: Library) -> None:
 @pytest.mark.parametrize("scenario", ["after-blob", "mid-temp"])
 def test_kill_during_an_add_leaves_no_trace(tmp_path, child_script, golden_weights_dir, extractor, scenario):
     root = tmp_path / "lib"
-    lib = Library(root, extractors={"english": extractor})
+    lib = Library(root, engine=extractor.engine)
     lib.add(CLIPS[0], name="before")
     marker = tmp_path / "marker"
     proc = spawn(child_script, root, golden_weights_dir, scenario, marker, "audio", CLIPS[1])
@@ -173,7 +175,7 @@ def test_kill_during_an_add_leaves_no_trace(tmp_path, child_script, golden_weigh
 
 def test_kill_between_a_removal_and_its_file_deletion(tmp_path, child_script, golden_weights_dir, extractor):
     root = tmp_path / "lib"
-    lib = Library(root, extractors={"english": extractor})
+    lib = Library(root, engine=extractor.engine)
     lib.add(CLIPS[0], name="victim")
     lib.add(CLIPS[1], name="keeper")
     marker = tmp_path / "marker"
@@ -191,7 +193,7 @@ def test_kill_mid_batch_then_resume(tmp_path, child_script, golden_weights_dir, 
     Library(root).close()
     marker = tmp_path / "never"
     proc = spawn(child_script, root, golden_weights_dir, "slow-batch", marker, "audio", *CLIPS[:6])
-    lib = Library(root, extractors={"english": extractor})
+    lib = Library(root, engine=extractor.engine)
     wait_for(lambda: len(lib) >= 2, proc)
     kill(proc)
     stored = len(lib)
