@@ -10,8 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from voicebank.cli import app, main
-from voicebank.cli import register
+from voicebank.cli import app, main, register
 from voicebank.engine import Extractor
 from voicebank.library import Library
 from voicebank.voice.voice import Voice

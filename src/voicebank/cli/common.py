@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,7 +35,9 @@ VariantOpt = Annotated[str | None, typer.Option("--variant", help="Chatterbox va
 @contextmanager
 def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on stderr when there are more than a handful of items; silent otherwise."""
-    if total <= PROGRESS_MIN_ITEMS or os.environ.get("VOICEBANK_NO_PROGRESS"):
+    from ..settings import Settings
+
+    if total <= PROGRESS_MIN_ITEMS or not Settings.from_env().progress:
         yield lambda n: None
         return
     from rich.console import Console

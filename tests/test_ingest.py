@@ -1,0 +1,101 @@
+"""Ingest as two steps over a fake engine (no model): prepare is pure and picklable, commit is the one writer."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+
+import numpy as np
+import pytest
+
+from voicebank import errors
+from voicebank.audio import Clip
+from voicebank.library import Library
+from voicebank.library.ingest import add_options, prepare
+
+from audio_fixtures import GOLDEN_INPUTS, REALSPEECH
+
+A = GOLDEN_INPUTS / "short_3s_22k.wav"
+B = REALSPEECH / "librispeech" / "367" / "367-130732-0000.flac"
+
+
+class FakeEngine:
+    """Fixed vectors from the clip's hash: enough for everything but conditionals."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def weights_fingerprint(self, variant: str = "english") -> str:
+        return "fake-" + variant
+
+    def embeddings(self, source, variant: str = "english"):
+        self.calls.append(f"embeddings:{variant}")
+        rng = np.random.default_rng(int(source.sha256[:8], 16))
+        s, x = rng.standard_normal(256).astype(np.float32), rng.standard_normal(192).astype(np.float32)
+        return s / np.linalg.norm(s), x
+
+    def extract(self, source, variant: str = "english", *, exaggeration: float = 0.5):
+        raise AssertionError("the fake engine extracts nothing")
+
+
+@pytest.fixture
+def lib(tmp_path):
+    with Library(tmp_path / "lib", engine=FakeEngine()) as library:
+        yield library
+
+
+def test_prepare_is_pure_and_picklable(lib):
+    clip = Clip.read(A)
+    opts = add_options("embedding")
+    before = sorted(p.name for p in lib.path.rglob("*"))
+    prepared = prepare(clip, opts, lib.engine, name="a")
+    assert sorted(p.name for p in lib.path.rglob("*")) == before  # wrote nothing
+    again = pickle.loads(pickle.dumps(prepared))
+    np.testing.assert_array_equal(again.speaker_emb, prepared.speaker_emb)
+    assert again.sha256 == clip.sha256 and again.audio is None and again.fingerprint == "fake-english"
+    result = lib.commit(again)
+    assert result.status == "added" and lib.show("a").mode == "embedding"
+
+
+def test_audio_mode_keeps_the_clip_bit_for_bit(lib):
+    info = lib.add(B).voice
+    assert info is not None and info.has_audio and info.weights_fingerprint == "fake-english"
+    from voicebank.library.materialise import kept_clip
+
+    kept = kept_clip(lib.store, lib.store.voice(info.name))
+    np.testing.assert_array_equal(kept.samples, Clip.read(B).samples)
+    assert kept.sha256 == Clip.read(B).sha256
+
+
+def test_add_reads_each_input_once(lib, monkeypatch):
+    opened: list[str] = []
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if str(file) in (str(A), str(B)):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    lib.add_many([A, B], mode="embedding")
+    assert sorted(opened) == sorted([str(A), str(B)])
+
+
+def test_duplicates_and_names_are_refused_before_computing(lib):
+    lib.add(A, mode="embedding")
+    engine = lib.engine
+    n = len(engine.calls)
+    with pytest.raises(errors.DuplicateAudioError):
+        lib.add(A, name="other", mode="embedding")
+    with pytest.raises(errors.VoiceExistsError):
+        lib.add(B, name="short_3s_22k", mode="embedding")
+    assert len(engine.calls) == n
+    results = lib.add_many([A, B], mode="embedding")
+    assert [r.status for r in results] == ["skipped", "added"]
+
+
+def test_same_speaker_warning_uses_the_stored_embeddings(tmp_path):
+    lib = Library(tmp_path / "lib", engine=FakeEngine(), duplicate_threshold=-1.0)  # everything "sounds alike"
+    lib.add(A, mode="embedding")
+    result = lib.add(B, mode="embedding")
+    assert result.similar and result.similar[0][0] == "short_3s_22k" and "sounds like" in result.warnings[0]
