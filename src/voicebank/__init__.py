@@ -10,23 +10,29 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .audio.decode import Waveform, load_audio
-    from .engine.extractor import Extractor, extract_speaker_embedding, speaker_embedding
+    from .audio import Clip, Waveform, load_audio
+    from .engine import Engine, Extractor, extract_speaker_embedding, speaker_embedding
     from .errors import VoicebankError
     from .library import Library, get
-    from .voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
+    from .settings import Settings
+    from .store import VoiceStore
+    from .voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
 _LAZY = {
+    "Clip": "audio",
     "Waveform": "audio",
     "load_audio": "audio",
-    "Voice": "conditionals",
-    "VoiceMetadata": "conditionals",
-    "T3Conditioning": "conditionals",
-    "GenConditioning": "conditionals",
+    "Voice": "voice",
+    "VoiceMetadata": "voice",
+    "T3Conditioning": "voice",
+    "GenConditioning": "voice",
     "VoicebankError": "errors",
-    "Extractor": "extractor",
-    "extract_speaker_embedding": "extractor",
-    "speaker_embedding": "extractor",
+    "Engine": "engine",
+    "Extractor": "engine",
+    "extract_speaker_embedding": "engine",
+    "speaker_embedding": "engine",
+    "Settings": "settings",
+    "VoiceStore": "store",
     "Library": "library",
     "get": "library",
 }
@@ -44,12 +50,16 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Clip",
+    "Engine",
     "Extractor",
     "GenConditioning",
     "Library",
+    "Settings",
     "T3Conditioning",
     "Voice",
     "VoiceMetadata",
+    "VoiceStore",
     "VoicebankError",
     "Waveform",
     "__version__",

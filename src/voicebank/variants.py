@@ -44,7 +44,7 @@ def check_variant(variant: str) -> Variant:
     """Return ``variant`` if it is one of :data:`VARIANTS`, else raise ``ValueError`` naming the valid ones."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
-    return variant  # type: ignore[return-value]
+    return variant  # type: ignore[return-value,unused-ignore]
 
 
 def embedding_variant(variant: str) -> Variant:

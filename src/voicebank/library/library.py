@@ -139,7 +139,7 @@ class Library:
         engine = self.engine
         if not isinstance(engine, Engine):
             raise TypeError("this library computes with a custom engine, not an Engine")
-        return Extractor(engine=engine, variant=check_variant(variant))  # type: ignore[arg-type]
+        return Extractor(engine=engine, variant=check_variant(variant))
 
     def weights_fingerprint(self, variant: str = "english") -> str:
         """Fingerprint of the weights ``variant`` extracts with now (from the checkpoint files)."""
@@ -225,7 +225,8 @@ class Library:
         Raises when the name or the audio is already taken (checked before the costly part) and for refused
         references.
         """
-        nm = check_name(name if name is not None else default_name(source))
+        nm = check_name(name if name is not None else (
+            Path(source.name).stem if isinstance(source, Clip) else default_name(source)))
         clip = Clip.read(source)
         self.store.refuse_taken(nm, clip.sha256, clip.name)
         return ingest.prepare(clip, options, self.engine, name=nm)

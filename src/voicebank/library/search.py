@@ -93,7 +93,7 @@ def search(store: VoiceStore, engine: Computes | None, query: str | AudioSource,
     cands = [(n, s if use_speaker else x, x) for n, s, x in rows if (s if use_speaker else x) is not None]
     if not cands or q is None:
         return []
-    sims = cosine_matrix(q[None, :], np.stack([c[1] for c in cands]))[0]  # type: ignore[misc]
+    sims = cosine_matrix(q[None, :], np.stack([c[1] for c in cands if c[1] is not None]))[0]
     out = []
     for (n, _, x), score in zip(cands, sims, strict=True):
         xs = cosine(xvector, x) if xvector is not None and x is not None else None

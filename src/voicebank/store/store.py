@@ -16,6 +16,7 @@ consistent library):
 
 from __future__ import annotations
 
+import builtins
 import difflib
 import json
 import logging
@@ -191,7 +192,7 @@ class VoiceStore:
         """How many voices there are."""
         return int(self.catalogue.connection().execute("SELECT COUNT(*) FROM voices").fetchone()[0])
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         """Every voice name, sorted."""
         return [r[0] for r in self.catalogue.connection().execute("SELECT name FROM voices ORDER BY name")]
 
@@ -205,7 +206,7 @@ class VoiceStore:
         with self.catalogue.read() as conn:
             return self._info(conn, self._row(conn, name))
 
-    def list(self, *, tag: str | None = None, mode: str | None = None) -> list[VoiceInfo]:
+    def list(self, *, tag: str | None = None, mode: str | None = None) -> builtins.list[VoiceInfo]:
         """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name."""
         sql, args = "SELECT * FROM voices", []
         where = []
@@ -220,12 +221,12 @@ class VoiceStore:
         with self.catalogue.read() as conn:
             return [self._info(conn, row) for row in conn.execute(sql + " ORDER BY name", args).fetchall()]
 
-    def all_voices(self) -> list[StoredVoice]:
+    def all_voices(self) -> builtins.list[StoredVoice]:
         """Every voice with its vectors, sorted by name."""
         with self.catalogue.read() as conn:
             return [self._stored(conn, r) for r in conn.execute("SELECT * FROM voices ORDER BY name").fetchall()]
 
-    def vectors(self, *, tag: str | None = None) -> list[tuple[str, np.ndarray | None, np.ndarray | None]]:
+    def vectors(self, *, tag: str | None = None) -> builtins.list[tuple[str, np.ndarray | None, np.ndarray | None]]:
         """``(name, speaker_emb (256,) or None, xvector (192,) or None)`` of every voice (optionally tagged)."""
         sql, args = "SELECT name, speaker_emb, xvector FROM voices", []
         if tag is not None:
@@ -336,7 +337,7 @@ class VoiceStore:
 
         The cache is an optimisation: a failure is logged, never raised.
         """
-        dropped: list[str] = []
+        dropped: builtins.list[str] = []
         try:
             with self.catalogue.write() as conn:
                 if conn.execute("SELECT 1 FROM voices WHERE id = ? AND name = ?", (voice_id, name)).fetchone() is None:
@@ -356,7 +357,7 @@ class VoiceStore:
             return
         self._unlink_dropped(dropped)
 
-    def remove(self, name: str) -> list[str]:
+    def remove(self, name: str) -> builtins.list[str]:
         """Delete voice ``name``; its files go when no other voice uses them.  Returns the voices that had it as
         their base."""
         with self.catalogue.write() as conn:
@@ -368,7 +369,7 @@ class VoiceStore:
         self._unlink_dropped(dropped)
         return dependents
 
-    def _drop_unreferenced(self, conn: sqlite3.Connection, blobs: Iterable[str]) -> list[str]:
+    def _drop_unreferenced(self, conn: sqlite3.Connection, blobs: Iterable[str]) -> builtins.list[str]:
         """Within a write transaction: delete the catalogue rows of ``blobs`` no voice references any more."""
         dropped = []
         for digest in set(blobs):
@@ -461,7 +462,7 @@ class VoiceStore:
         rows = self.catalogue.connection().execute("PRAGMA quick_check").fetchall()
         return None if [r[0] for r in rows] == ["ok"] else str(rows[0][0])
 
-    def remove_stale_temp(self) -> list[str]:
+    def remove_stale_temp(self) -> builtins.list[str]:
         """Delete temp files of writers that are gone; returns their paths relative to the library."""
         removed = []
         for tmp in self.blobs.stale_temp_files():
@@ -472,10 +473,10 @@ class VoiceStore:
                 pass
         return removed
 
-    def remove_orphans(self) -> list[str]:
+    def remove_orphans(self) -> builtins.list[str]:
         """Delete files no voice references (under the write lock, so no writer is between writing a file and
         registering it); returns their paths relative to the library."""
-        removed: list[str] = []
+        removed: builtins.list[str] = []
         with self.catalogue.write() as conn:
             self._drop_unreferenced(conn, [r[0] for r in conn.execute("SELECT sha256 FROM blobs")])
             registered = {r[0]: r[1] for r in conn.execute("SELECT sha256, suffix FROM blobs")}
@@ -506,10 +507,10 @@ class VoiceStore:
                 damage[digest] = problem
         return len(blobs), damage
 
-    def file_references(self) -> list[tuple[str, int, str, str, str]]:
+    def file_references(self) -> builtins.list[tuple[str, int, str, str, str]]:
         """``(voice name, voice id, role, variant, sha256)`` of every file reference."""
         with self.catalogue.read() as conn:
-            return [tuple(r) for r in conn.execute(  # type: ignore[misc]
+            return [tuple(r) for r in conn.execute(
                 "SELECT v.name, v.id, vf.role, vf.variant, vf.blob FROM voice_files vf "
                 "JOIN voices v ON v.id = vf.voice_id").fetchall()]
 
