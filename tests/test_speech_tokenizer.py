@@ -55,10 +55,12 @@ def test_log_mel_matches_upstream(case: str, golden_intermediates) -> None:
     gen = log_mel_spectrogram(inter["ref16"])
     assert gen.dtype == torch.float32
     assert gen.shape == inter["tok_mel_gen"].shape == (128, inter["ref16"].numel() // 160)
-    torch.testing.assert_close(gen, inter["tok_mel_gen"], atol=1e-5, rtol=0)
+    # atol 1e-4: torch.fft rounds differently per CPU (bit-identical where the goldens were made, up to 3e-5 on an
+    # Intel Xeon); see FFT_TOLERANCE in test_parity.py
+    torch.testing.assert_close(gen, inter["tok_mel_gen"], atol=1e-4, rtol=0)
     t3 = log_mel_spectrogram(inter["wav16"][:ENC_COND_SAMPLES])[:, : 4 * T3_MAX_TOKENS]
     assert t3.shape == inter["tok_mel_t3"].shape
-    torch.testing.assert_close(t3, inter["tok_mel_t3"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(t3, inter["tok_mel_t3"], atol=1e-4, rtol=0)
 
 
 def _agreement(ours: torch.Tensor, ref: torch.Tensor) -> float:
