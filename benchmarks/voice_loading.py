@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> None:
     ctx = C.setup("voice_loading", args)
     C.no_upstream_note(ctx)
 
-    from voicebank.voice.voice import Voice
     from voicebank.engine import Extractor
+    from voicebank.voice.voice import Voice
 
     repeat = args.repeat or (60 if ctx.quick else 300)
     device = args.device
