@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 DUPLICATE_THRESHOLD = 0.80
 """Speaker-embedding cosine at or above which a new voice is reported as possibly the same speaker as a stored
 one.  With a trained voice encoder same-speaker pairs of real speech score about 0.88 on average and different
-speakers about 0.55 (equal error rate near 0.76: see ``tests/test_realspeech.py``)."""
+speakers about 0.55 (equal error rate near 0.76: see ``tests/library/test_realspeech.py``)."""
 
 
 def similar_voices(speaker_emb: np.ndarray | None, known: Mapping[str, np.ndarray], *,

@@ -103,7 +103,7 @@ def test_fbank_matches_torchaudio_kaldi(case, golden_intermediates):
     expected = inter["fbank"]  # before the mean subtraction
     assert feats.dtype == torch.float32
     assert feats.shape == expected.shape == (num_frames(inter["ref16"].shape[0]), 80)
-    # torch.fft rounds differently per CPU (see FFT_TOLERANCE in test_parity.py): relative to the largest
+    # torch.fft rounds differently per CPU (see FFT_TOLERANCE in tests/engine/test_parity.py): relative to the largest
     # log-energy, up to ~1e-4 on an Intel Xeon (bit-identical on the AMD machine the goldens came from)
     scale = max(1.0, expected.abs().max().item())
     assert (feats - expected).abs().max().item() / scale <= 5e-4

@@ -56,7 +56,7 @@ def test_log_mel_matches_upstream(case: str, golden_intermediates) -> None:
     assert gen.dtype == torch.float32
     assert gen.shape == inter["tok_mel_gen"].shape == (128, inter["ref16"].numel() // 160)
     # atol 1e-4: torch.fft rounds differently per CPU (bit-identical where the goldens were made, up to 3e-5 on an
-    # Intel Xeon); see FFT_TOLERANCE in test_parity.py
+    # Intel Xeon); see FFT_TOLERANCE in tests/engine/test_parity.py
     torch.testing.assert_close(gen, inter["tok_mel_gen"], atol=1e-4, rtol=0)
     t3 = log_mel_spectrogram(inter["wav16"][:ENC_COND_SAMPLES])[:, : 4 * T3_MAX_TOKENS]
     assert t3.shape == inter["tok_mel_t3"].shape
