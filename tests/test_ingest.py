@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
 import pickle
 
 import numpy as np
@@ -33,6 +34,16 @@ class FakeEngine:
         rng = np.random.default_rng(int(source.sha256[:8], 16))
         s, x = rng.standard_normal(256).astype(np.float32), rng.standard_normal(192).astype(np.float32)
         return s / np.linalg.norm(s), x
+
+    def embed(self, sources, *, variant: str = "english"):
+        """(len(sources), 256) unit vectors from each source's bytes (the built-in cohort)."""
+        self.calls.append(f"embed:{variant}:{len(sources)}")
+        out = []
+        for src in sources:
+            rng = np.random.default_rng(int(hashlib.sha256(bytes(src)).hexdigest()[:8], 16))
+            s = rng.standard_normal(256).astype(np.float32)
+            out.append(s / np.linalg.norm(s))
+        return np.stack(out)
 
     def extract(self, source, variant: str = "english", *, exaggeration: float = 0.5):
         raise AssertionError("the fake engine extracts nothing")
@@ -95,7 +106,14 @@ def test_duplicates_and_names_are_refused_before_computing(lib):
 
 
 def test_same_speaker_warning_uses_the_stored_embeddings(tmp_path):
-    lib = Library(tmp_path / "lib", engine=FakeEngine(), duplicate_threshold=-1.0)  # everything "sounds alike"
+    # the threshold is on the normalised score (unbounded below): -inf makes everything "sound alike"
+    engine = FakeEngine()
+    lib = Library(tmp_path / "lib", engine=engine, duplicate_threshold=float("-inf"))
     lib.add(A, mode="embedding")
+    assert not any(c.startswith("embed:") for c in engine.calls)  # nothing to compare the first voice with
     result = lib.add(B, mode="embedding")
     assert result.similar and result.similar[0][0] == "short_3s_22k" and "sounds like" in result.warnings[0]
+    name, score, cos = result.similar[0]
+    assert -1 <= cos <= 1 and np.isfinite(score)
+    # the built-in cohort was embedded once through the engine and cached in the library
+    assert engine.calls.count("embed:english:26") == 1 and len(list(lib.store.cache_dir.glob("cohort-*.npy"))) == 1
