@@ -17,6 +17,7 @@ import numpy as np
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
+from ..cohort import builtin_cohort_embeddings, cached_builtin_cohort, library_normaliser
 from ..errors import LibraryError, VoicebankError, VoiceNotFoundError
 from ..similarity import DUPLICATE_SCORE, SAME_RECORDING_COSINE, ScoreNormaliser, cosine, cosine_matrix
 from ..similarity import blend as blend_vectors
@@ -52,8 +53,6 @@ def normaliser(store: VoiceStore, engine: Computes | None, variant: str, known: 
     the cache of the fingerprint most stored voices carry serves; with neither, ``None`` (logged): scores are
     then raw speaker cosines, compared with :data:`DUPLICATE_THRESHOLD`.
     """
-    from ..cohort import builtin_cohort_embeddings, cached_builtin_cohort, library_normaliser
-
     v = embedding_variant(variant)
     builtin: np.ndarray | None = None
     reason = "the library has no engine"
