@@ -1,0 +1,75 @@
+"""The objects one service process owns (built once, in the app's lifespan) and hands to every request."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..library import Library, VoiceInfo
+from .cache import ConditionalsCache
+from .metrics import Metrics
+from .security import KeyStore
+from .settings import Settings
+from .workers import ExtractionPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """The library (with its loaded extractors), the conditionals cache, the worker pool, keys and metrics."""
+
+    settings: Settings
+    library: Library
+    cache: ConditionalsCache
+    pool: ExtractionPool
+    keys: KeyStore
+    metrics: Metrics
+    ready: bool = False
+    _embeddings: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
+    _emb_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def writable(self) -> bool:
+        """Whether the library directory accepts new files now."""
+        path = self.library.path
+        if not os.access(path, os.W_OK):
+            return False
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                return True
+        except OSError:
+            return False
+
+    def speaker_embedding(self, info: VoiceInfo) -> np.ndarray | None:
+        """The stored (256,) speaker embedding of a voice (``None`` for a VC voice), memoised by its state.
+
+        Read through :meth:`Library.export` to ``.npy`` (the library's public way to hand out the vector).
+        """
+        key = (info.name, info.added_at, info.source_sha256 or "", info.weights_fingerprint, info.origin)
+        with self._emb_lock:
+            hit = self._embeddings.get(key)
+        if hit is not None:
+            return hit
+        with tempfile.TemporaryDirectory(prefix="voicebank-emb-") as tmp:
+            out = Path(tmp) / "emb.npy"
+            try:
+                self.library.export(info.name, out)
+            except Exception as e:  # noqa: BLE001 - a voice without an embedding (VC) simply has none
+                from ..errors import VoiceNotFoundError
+
+                if isinstance(e, VoiceNotFoundError):
+                    raise
+                log.debug("%s: no speaker embedding (%s)", info.name, e)
+                return None
+            vec = np.load(out, allow_pickle=False).astype(np.float32)
+        with self._emb_lock:
+            if len(self._embeddings) > 50_000:
+                self._embeddings.clear()
+            self._embeddings[key] = vec
+        return vec
