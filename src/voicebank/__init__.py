@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .audio import Waveform, load_audio
+    from .client import Client
     from .conditionals import GenConditioning, T3Conditioning, Voice, VoiceMetadata
     from .errors import VoicebankError
     from .extractor import Extractor, extract_speaker_embedding, speaker_embedding
@@ -29,6 +30,7 @@ _LAZY = {
     "speaker_embedding": "extractor",
     "Library": "library",
     "get": "library",
+    "Client": "client",
 }
 
 
@@ -44,6 +46,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Client",
     "Extractor",
     "GenConditioning",
     "Library",

@@ -229,5 +229,9 @@ from .cli_library import register  # noqa: E402  (the library commands live in t
 
 register(app)
 
+from .cli_service import register as register_service  # noqa: E402  (serve, keys, pull: voicebank[service])
+
+register_service(app)
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -26,7 +26,7 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def _authorize(service: Service, credentials: HTTPAuthorizationCredentials | None, write: bool) -> ApiKey | None:
-    if not service.keys.enabled:
+    if not service.keys.enabled and not service.settings.require_keys:
         return None  # no keys: the server is bound to loopback only (see voicebank serve)
     if credentials is None or not credentials.credentials:
         raise ApiError(401, "missing_api_key", "this server needs an API key: send `Authorization: Bearer <key>`",

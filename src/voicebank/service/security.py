@@ -88,7 +88,7 @@ class KeyStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._keys: dict[str, ApiKey] = {}
         self._stamp: tuple[int, int] | None = None
         self._checked = 0.0
@@ -122,7 +122,8 @@ class KeyStore:
         if self._file_stamp() != self._stamp:
             try:
                 self._load()
-                log.info("API keys reloaded from %s (%d active)", self.path, len(self.active()))
+                log.info("API keys reloaded from %s (%d active)", self.path,
+                         sum(k.active for k in self._keys.values()))
             except ApiKeyError as e:  # keep serving with the keys we had rather than locking everyone out
                 log.error("%s", e)
                 self._checked = time.monotonic()
@@ -150,8 +151,12 @@ class KeyStore:
 
     @property
     def enabled(self) -> bool:
-        """Whether any active key exists (then every request but the health checks needs one)."""
-        return bool(self.active())
+        """Whether any key was ever made (then every request but the health checks needs an active one).
+
+        Revoked keys count: revoking the last key locks everyone out rather than opening the server."""
+        with self._lock:
+            self._refresh()
+            return bool(self._keys)
 
     def create(self, name: str, scope: str = "read") -> tuple[ApiKey, str]:
         """A new key: ``(stored record, the full key to hand out once)``."""

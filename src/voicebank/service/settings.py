@@ -37,6 +37,8 @@ class Settings(BaseModel):
     """Longest wait for the next piece of a request body (a stalled upload is answered 408 and dropped)."""
     keys_file: Path | None = None
     """API keys file (default ``service-keys.json`` in the library directory)."""
+    require_keys: bool = False
+    """Ask for an API key even while the keys file is empty (``voicebank serve`` sets it off loopback)."""
     cors_origins: tuple[str, ...] = ()
     """Origins allowed by CORS; empty (the default) turns CORS off."""
     page: bool = True
