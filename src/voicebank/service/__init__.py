@@ -10,7 +10,7 @@ from __future__ import annotations
 
 try:
     import fastapi  # noqa: F401
-    import multipart  # noqa: F401  (python-multipart: FastAPI's form parser)
+    import python_multipart  # noqa: F401  (FastAPI's form parser)
 except ImportError as e:  # pragma: no cover - depends on the environment
     from ..errors import MissingDependencyError
 

@@ -107,6 +107,8 @@ def install(app: FastAPI) -> None:
     async def _http(request: Request, e: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(e.status_code, "http_error")
         message = str(e.detail) if e.detail else code
+        if e.status_code == 413:
+            code = "body_too_large"
         if e.status_code == 400 and "parsing the body" in message:
             code, message = "malformed_body", "the request body could not be parsed (malformed multipart or JSON)"
         return JSONResponse(body(code, message), status_code=e.status_code, headers=dict(e.headers or {}))

@@ -28,6 +28,8 @@ from .errors import ApiError, body, from_library
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
+CLOSE = {"Connection": "close"}
+"""Sent with a refusal while the body is still coming: uvicorn then drops the connection instead of reading on."""
 
 
 class BodyLimitMiddleware:
@@ -59,11 +61,12 @@ class BodyLimitMiddleware:
                 message = await asyncio.wait_for(receive(), timeout=self.timeout_s)
             except asyncio.TimeoutError:
                 log.warning("request body stalled for %.1f s; dropping it", self.timeout_s)
-                raise HTTPException(408, f"no request data for {self.timeout_s:g} s; the upload timed out") from None
+                raise HTTPException(408, f"no request data for {self.timeout_s:g} s; the upload timed out",
+                                    headers=CLOSE) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise HTTPException(413, self._too_large())
+                    raise HTTPException(413, self._too_large(), headers=CLOSE)
             return message
 
         await self.app(scope, limited, send)
