@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from ..deps import ReadKey, ServiceDep
+from ..schemas import ErrorBody
 
 router = APIRouter(tags=["health"])
 
@@ -25,7 +26,8 @@ def readyz(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"status": "ready" if ok else "not_ready", **checks}, status_code=200 if ok else 503)
 
 
-@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+@router.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics",
+            responses={401: {"model": ErrorBody}, 403: {"model": ErrorBody}})
 def metrics(service: ServiceDep, _key: ReadKey) -> PlainTextResponse:
     """Requests by route and status, latencies, extraction latency, cache and queue figures."""
     return PlainTextResponse(service.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
