@@ -97,6 +97,7 @@ async function openVoice(id, play) {
   highlightMap();
   try {
     const v = await (await api("/v1/audio/voices/" + enc(id))).json();
+    if (state.selected !== id) return;  // another voice was opened meanwhile
     $("detail").hidden = false;
     $("detail-name").textContent = v.id;
     const ins = v.inspection || {};
@@ -113,6 +114,7 @@ async function openVoice(id, play) {
     $("rename-input").value = v.id;
     $("tags-input").value = v.tags.join(", ");
     await loadAudio(v, play);
+    if (state.selected !== id) return;
     await loadNearest(v.id);
     $("detail").scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (e) {
@@ -128,6 +130,7 @@ async function loadAudio(v, play) {
   if (!v.has_audio) return;
   // fetched with the key (an <audio src> cannot send one), then played from memory
   const blob = await (await api("/v1/audio/voices/" + enc(v.id) + "/audio")).blob();
+  if (state.selected !== v.id) return;
   state.audioUrl = URL.createObjectURL(blob);
   player.src = state.audioUrl;
   if (play) { try { await player.play(); } catch (e) { status("Press play to listen (" + e.message + ")"); } }
@@ -138,8 +141,9 @@ async function loadNearest(id) {
   form.append("name", id);
   form.append("k", "5");
   const list = $("nearest");
-  list.replaceChildren();
   const result = await (await api("/v1/audio/voices/search", { method: "POST", body: form })).json();
+  if (state.selected !== id) return;
+  list.replaceChildren();
   for (const m of result.data) {
     const link = el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); openVoice(m.id, false); } }, m.id);
     list.append(el("li", {}, link, " — cosine " + m.score.toFixed(3)));
@@ -286,6 +290,7 @@ async function toggleRecording() {
     stream.getTracks().forEach((t) => t.stop());
     state.recorder = null;
     button.textContent = "● Record";
+    status("Recorded " + ((Date.now() - started) / 1000).toFixed(1) + " s; inspecting…");
     try {
       // the server decodes WAV/FLAC/MP3/OGG: the browser's recording (WebM/Opus) becomes a WAV here
       const recorded = new Blob(chunks, { type: recorder.mimeType });
