@@ -95,7 +95,8 @@ def serve(
     settings = Settings(library=lib_path, weights=weights, device=device, workers=workers, queue_size=queue,
                         cache_mb=cache_mb, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds,
                         body_timeout_s=body_timeout, variants=tuple(variant or ["english"]), keys_file=keys_file,
-                        cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page, log_json=log_format == "json")
+                        cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page,
+                        log_json=log_format == "json")
     keys = _keystore(lib_path, keys_file)
     if not keys.enabled:
         if not is_loopback(host):
@@ -106,7 +107,7 @@ def serve(
         log.warning("no API keys: serving on loopback %s only, without authentication", host)
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
-                            timeout_graceful_shutdown=graceful_timeout, server_header=False,
+                            timeout_graceful_shutdown=max(1, round(graceful_timeout)), server_header=False,
                             limit_concurrency=1000, timeout_keep_alive=5)
     server = uvicorn.Server(config)
     server.run()
@@ -155,8 +156,8 @@ def pull(
     name: Annotated[str, typer.Argument(help="Voice name on the server.")],
     server: Annotated[str, typer.Option("--server", help="Server URL, e.g. http://voices:8000.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .safetensors or .pt.")],
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="VOICEBANK_API_KEY",
-                                                help="API key (default $VOICEBANK_API_KEY).", show_default=False)] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="VOICEBANK_API_KEY", show_default=False,
+                                                help="API key (default $VOICEBANK_API_KEY).")] = None,
     variant: Annotated[str | None, typer.Option(help="Variant (default: the voice's own).")] = None,
     exaggeration: Annotated[float | None, typer.Option(help="Exaggeration (default: the voice's own).")] = None,
 ) -> None:

@@ -79,9 +79,9 @@ class Client:
     ``timeout``: seconds per request.  ``transport``: an ``httpx`` transport (tests).
     """
 
-    def __init__(self, url: str, *, api_key: str | None = None, cache_dir: str | os.PathLike[str] | None | bool = None,
+    def __init__(self, url: str, *, api_key: str | None = None, cache_dir: str | os.PathLike[str] | bool | None = None,
                  timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
-        httpx = _httpx()
+        hx = _httpx()
         self.url = url.rstrip("/")
         key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
         headers = {"User-Agent": "voicebank-client"}
@@ -94,7 +94,7 @@ class Client:
             self.cache_dir = default_cache_dir()
         else:
             self.cache_dir = Path(cache_dir)
-        self._http: httpx.Client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout,
+        self._http: httpx.Client = hx.Client(base_url=self.url, headers=headers, timeout=timeout,
                                                 transport=transport)
 
     def __repr__(self) -> str:
@@ -113,10 +113,10 @@ class Client:
     # --- plumbing ------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        httpx = _httpx()
+        hx = _httpx()
         try:
             response = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as e:
+        except hx.HTTPError as e:
             raise ServiceError(f"cannot reach the voicebank server at {self.url} ({e})") from e
         if response.status_code >= 400:
             raise self._error(response)

@@ -11,7 +11,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
-from service_helpers import ThreadServer  # noqa: E402
+from service_helpers import ThreadServer
 
 
 @pytest.fixture(scope="session")

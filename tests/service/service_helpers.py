@@ -72,7 +72,7 @@ class ProcessServer:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), env.get("PYTHONPATH", "")])
         env.setdefault("OMP_NUM_THREADS", "1")
         self.log_path = log
-        out = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        out = open(log, "ab") if log is not None else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "voicebank.cli", "serve", "--host", HOST, "--port", str(self.port),
              "--library", str(library), "--weights", str(weights), *args],

@@ -13,7 +13,7 @@ import httpx
 import numpy as np
 import pytest
 
-from audio_fixtures import GOLDEN_INPUTS, speechlike
+from audio_fixtures import GOLDEN_INPUTS
 from conftest import make_server
 from service_helpers import wav_bytes
 

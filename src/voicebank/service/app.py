@@ -120,11 +120,11 @@ def create_app(settings: Settings | None = None, *, library: Library | None = No
                  extra={"library": str(service.library.path)})
         t0 = time.perf_counter()
         for variant in settings.variants:
-            await asyncio.to_thread(lambda v=variant: service.library.extractor(v).load())
+            await asyncio.to_thread(service.library.extractor(variant).load)
         service.ready = True
-        log.info("ready in %.1f s: %d voices, %d workers, queue %d, cache %g MiB, API keys %s", time.perf_counter() - t0,
-                 len(service.library), settings.workers, settings.queue_size, settings.cache_mb,
-                 "on" if service.keys.enabled else "off (loopback only)")
+        log.info("ready in %.1f s: %d voices, %d workers, queue %d, cache %g MiB, API keys %s",
+                 time.perf_counter() - t0, len(service.library), settings.workers, settings.queue_size,
+                 settings.cache_mb, "on" if service.keys.enabled else "off (loopback only)")
         try:
             yield
         finally:

@@ -69,7 +69,7 @@ class Histogram:
             running = 0
             for bound, c in zip(self.buckets, counts, strict=False):
                 running += c
-                le = 'le="%g"' % bound
+                le = f'le="{bound:g}"'
                 yield f"{self.name}_bucket{_labels(self.labels, labels, le)} {running}"
             running += counts[-1]
             inf = 'le="+Inf"'

@@ -24,7 +24,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from ..errors import VoicebankError
 from ..fileio import atomic_write
@@ -168,7 +168,7 @@ class KeyStore:
             key_id = secrets.token_hex(4)
             while key_id in self._keys:
                 key_id = secrets.token_hex(4)
-            rec = ApiKey(key_id, name, scope, _hash(secret), _now())  # type: ignore[arg-type]
+            rec = ApiKey(key_id, name, cast(Scope, scope), _hash(secret), _now())
             self._keys[key_id] = rec
             self._save()
         return rec, f"{PREFIX}{key_id}_{secret}"

@@ -60,7 +60,7 @@ class Service:
             out = Path(tmp) / "emb.npy"
             try:
                 self.library.export(info.name, out)
-            except Exception as e:  # noqa: BLE001 - a voice without an embedding (VC) simply has none
+            except Exception as e:
                 from ..errors import VoiceNotFoundError
 
                 if isinstance(e, VoiceNotFoundError):

@@ -102,7 +102,8 @@ class ExtractionPool:
         """Like :meth:`run`, but overlapping calls with the same ``key`` share one run and its result."""
         fut = self._inflight.get(key)
         if fut is not None:
-            return await asyncio.shield(fut)  # type: ignore[no-any-return]
+            result: T = await asyncio.shield(fut)
+            return result
         fut = asyncio.get_running_loop().create_future()
         self._inflight[key] = fut
         try:

@@ -21,9 +21,9 @@ from ..deps import ReadKey, ServiceDep, WriteKey
 from ..errors import ApiError, from_library
 from ..schemas import (
     CompareRequest,
-    ErrorBody,
     ComparisonObject,
     Embedding,
+    ErrorBody,
     FormatName,
     ModeName,
     Report,
