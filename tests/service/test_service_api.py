@@ -105,6 +105,18 @@ def test_write_routes_need_a_read_write_key(live):
             assert r.status_code in (200, 201), r.text
 
 
+def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(live):
+    srv, _ = live
+    import socket
+
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(b"POST /v1/audio/voices HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                  b"Content-Length: 3000000\r\n\r\n")  # the 3 MB body never comes: the answer must not wait for it
+        data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 401"), data[:100]
+    assert b"missing_api_key" in data
+
+
 def test_health_is_open(live):
     srv, _ = live
     assert httpx.get(f"{srv.url}/healthz").json() == {"status": "ok"}

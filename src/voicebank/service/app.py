@@ -30,7 +30,7 @@ from .routers.page import STATIC
 from .security import KeyStore
 from .settings import Settings
 from .state import Service
-from .uploads import BodyLimitMiddleware
+from .uploads import AuthGateMiddleware, BodyLimitMiddleware
 from .workers import ExtractionPool
 
 log = logging.getLogger("voicebank.service")
@@ -155,5 +155,6 @@ def create_app(settings: Settings | None = None, *, library: Library | None = No
                            expose_headers=["ETag", "X-Request-ID", "Retry-After"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.max_upload_mb * 2**20),
                        timeout_s=settings.body_timeout_s)
+    app.add_middleware(AuthGateMiddleware, service=service)
     app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
     return app

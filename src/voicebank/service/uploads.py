@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..audio import probe
 from ..errors import AudioError, EmptyAudioError, VoicebankError
 from .errors import ApiError, body, from_library
+from .state import Service
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,43 @@ class BodyLimitMiddleware:
         return f"the request body is over the limit of {self.max_bytes / 2**20:g} MiB"
 
 
-async def _refuse(send: Send, status: int, code: str, message: str) -> None:
+class AuthGateMiddleware:
+    """Refuse a request to the API that carries no valid key before its body is read, so that an unknown client
+    cannot make the server receive and spool an upload.  (The routes check the key's scope themselves.)"""
+
+    def __init__(self, app: ASGIApp, *, service: Service) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] == "http" and scope.get("method") != "OPTIONS"
+                and scope["path"].startswith(("/v1/", "/metrics"))
+                and (self.service.settings.require_keys or self.service.keys.enabled)):
+            token = ""
+            for name, value in scope.get("headers", ()):
+                if name == b"authorization":
+                    scheme, _, token = value.decode("latin-1").partition(" ")
+                    token = token.strip() if scheme.lower() == "bearer" else ""
+                    break
+            if not token:
+                await _refuse(send, 401, "missing_api_key", "this server needs an API key: send "
+                              "`Authorization: Bearer <key>`", [(b"www-authenticate", b"Bearer")])
+                return
+            if self.service.keys.verify(token) is None:
+                await _refuse(send, 401, "invalid_api_key", "the API key is unknown or revoked",
+                              [(b"www-authenticate", b"Bearer")])
+                return
+        await self.app(scope, receive, send)
+
+
+async def _refuse(send: Send, status: int, code: str, message: str,
+                  extra: list[tuple[bytes, bytes]] | None = None) -> None:
     import json
 
     payload = json.dumps(body(code, message)).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close")]})
+                            (b"connection", b"close"), *(extra or [])]})
     await send({"type": "http.response.body", "body": payload})
 
 
