@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None, *, library: Library | None = No
             service.ready = False
             log.info("shutting down: waiting for admitted extractions")
             await asyncio.to_thread(service.pool.shutdown)
+            service.io.shutdown(wait=True)
             service.library.close()
             log.info("stopped")
 

@@ -1,4 +1,8 @@
-"""FastAPI dependencies: the service, and API-key checks per scope (``read`` / ``read-write``)."""
+"""FastAPI dependencies: the service, and API-key checks per scope (``read`` / ``read-write``).
+
+They are ``async`` because they never block (the key check is a hash and a dictionary lookup): FastAPI would
+otherwise hop to a worker thread for each of them on every request.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ bearer = HTTPBearer(auto_error=False, description="An API key made with `voiceba
                     "(`Authorization: Bearer vbk_...`). Needed only when the server has keys.")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     """The service of the app handling ``request``."""
     service: Service = request.app.state.service
     return service
@@ -40,14 +44,14 @@ def _authorize(service: Service, credentials: HTTPAuthorizationCredentials | Non
     return key
 
 
-def require_read(request: Request, service: ServiceDep, credentials: Credentials) -> ApiKey | None:
+async def require_read(request: Request, service: ServiceDep, credentials: Credentials) -> ApiKey | None:
     """Any active key (or none when the server has no keys)."""
     key = _authorize(service, credentials, write=False)
     request.state.key_id = key.id if key else None
     return key
 
 
-def require_write(request: Request, service: ServiceDep, credentials: Credentials) -> ApiKey | None:
+async def require_write(request: Request, service: ServiceDep, credentials: Credentials) -> ApiKey | None:
     """A read-write key (or none when the server has no keys)."""
     key = _authorize(service, credentials, write=True)
     request.state.key_id = key.id if key else None

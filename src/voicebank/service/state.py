@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import tempfile
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -19,6 +24,23 @@ from .settings import Settings
 from .workers import ExtractionPool
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+IO_THREADS = 4
+
+
+def _one_torch_thread() -> None:
+    """Initializer of the I/O threads: torch's intra-op thread count is per calling thread, and the small
+    tensors of a voice file (validation, serialisation) gain nothing from a parallel team, whose wake-up costs
+    milliseconds on a busy machine."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def io_executor() -> ThreadPoolExecutor:
+    """The threads that read and serialise stored voices (not extraction: see :mod:`.workers`)."""
+    return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="voicebank-io", initializer=_one_torch_thread)
 
 
 @dataclass
@@ -32,8 +54,13 @@ class Service:
     keys: KeyStore
     metrics: Metrics
     ready: bool = False
+    io: ThreadPoolExecutor = field(default_factory=io_executor)
     _embeddings: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
     _emb_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in an I/O thread (reading the store, loading and serialising voice files)."""
+        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
 
     def writable(self) -> bool:
         """Whether the library directory accepts new files now."""

@@ -168,7 +168,7 @@ async def voice_map(service: ServiceDep, _key: ReadKey,
                 "data": [{"id": n, "x": round(float(c[0]), 6), "y": round(float(c[1]), 6), "tags": t}
                          for n, t, c in zip(names, tags, coords, strict=True)]}
 
-    return await asyncio.to_thread(build)
+    return await service.run_io(build)
 
 
 @router.post("/voices/compare", response_model=ComparisonObject, responses=ERRORS, summary="Compare two voices")
@@ -317,7 +317,7 @@ async def conditionals(
             data = await service.pool.run_once(f"get:{key}", "get",
                                                lambda: _voice_bytes(service, voice_id, variant, exaggeration, format))
         else:
-            data = await asyncio.to_thread(_voice_bytes, service, voice_id, variant, exaggeration, format)
+            data = await service.run_io(_voice_bytes, service, voice_id, variant, exaggeration, format)
         entry = service.cache.put(key, data)
     else:
         service.metrics.cache_hits.inc()
@@ -334,7 +334,7 @@ async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> di
     """The voice's 256-d speaker embedding and 192-d x-vector (``null`` when the voice cannot give one: a VC
     voice has no speaker embedding; an embedding-only voice without a base has no x-vector here)."""
     info = lookup(service, voice_id)
-    speaker = await asyncio.to_thread(service.speaker_embedding, info)
+    speaker = await service.run_io(service.speaker_embedding, info)
 
     def xvector() -> list[float] | None:
         try:
@@ -349,7 +349,7 @@ async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> di
         if _needs_extraction(info, None):
             xv = await service.pool.run_once(f"xvector:{voice_id}:{info.source_sha256}", "get", xvector)
         else:
-            xv = await asyncio.to_thread(xvector)
+            xv = await service.run_io(xvector)
     except VoiceNotFoundError as e:
         raise ApiError(404, "voice_not_found", str(e), param="id") from e
     return {"object": "embedding", "id": voice_id, "variant": info.variant, "duration": info.duration,
