@@ -34,9 +34,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (it may be replaced after set-up)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def configure(*, json_logs: bool = True, level: int = logging.INFO) -> None:
     """Send the ``voicebank`` and ``uvicorn`` loggers to stderr (JSON lines unless ``json_logs=False``)."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
                                                                              "%(message)s"))
     for name in ("voicebank", "uvicorn", "uvicorn.error"):
