@@ -238,3 +238,26 @@ def test_kill_minus_nine_during_uploads_leaves_a_clean_library(tmp_path, golden_
         assert again.stop()
     with Library(lib_dir) as lib:
         assert lib.check().ok
+
+
+def test_sigterm_lets_an_upload_in_flight_finish(tmp_path, golden_weights_dir):
+    from voicebank.library import Library
+
+    lib_dir = tmp_path / "lib"
+    srv = ProcessServer(lib_dir, golden_weights_dir, log=tmp_path / "server.log").wait_ready()
+    result: dict[str, httpx.Response] = {}
+
+    def upload() -> None:
+        result["r"] = httpx.post(f"{srv.url}/v1/audio/voices", files={"audio_sample": ("c.wav", _clip(900))},
+                                 data={"name": "late", "consent": "t", "force": "true", "mode": "conditionals"},
+                                 timeout=120)
+
+    t = threading.Thread(target=upload)
+    t.start()
+    time.sleep(0.8)  # the upload is being extracted now
+    assert srv.stop()  # SIGTERM: graceful
+    t.join(60)
+    assert result["r"].status_code == 201, result["r"].text
+    with Library(lib_dir) as lib:
+        assert lib.names() == ["late"]
+        assert lib.check().ok
