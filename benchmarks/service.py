@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -189,11 +188,10 @@ def load(port: int, paths: list[str], clients: int, seconds: float, extra: str =
 # --- the scenarios -------------------------------------------------------------------------------------
 
 
-def library_add_child(library: str, weights: str, clip: str, repeat: int) -> None:
-    """(In a fresh process, like the server) time ``Library.add`` + ``remove`` of ``clip``; prints JSON.
-
-    The adds run in one worker thread, as the server's do: the same code in the same kind of thread, so the
-    difference is what the service adds (HTTP, multipart, the header check, the queue)."""
+def library_add_child(library: str, weights: str, clip: str) -> None:
+    """(In a fresh process, like the server) for each line on stdin, time ``Library.add`` of ``clip`` (then
+    remove it) and print the seconds.  The adds run in one worker thread, as the server's do: the same code in
+    the same kind of thread, so the difference is what the service adds (HTTP, multipart, checks, queue)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from voicebank.library import Library
@@ -207,21 +205,30 @@ def library_add_child(library: str, weights: str, clip: str, repeat: int) -> Non
 
     with Library(library, weights=weights) as lib, ThreadPoolExecutor(1) as worker:
         lib.extractor("english").load()
-        times = [worker.submit(once, lib).result() for _ in range(repeat + 1)]
-    print(json.dumps(times[1:]))
+        print("ready", flush=True)
+        for _ in sys.stdin:
+            print(worker.submit(once, lib).result(), flush=True)
 
 
 def upload_latency(ctx: C.Context, weights: Path, clip: Path, repeat: int) -> dict[str, Any]:
-    """``POST /v1/audio/voices`` (conditionals mode) against the in-process ``Library.add`` of the same clip,
-    each in a fresh process with the same torch thread count, one after the other (never at the same time)."""
+    """``POST /v1/audio/voices`` (conditionals mode) against ``Library.add`` of the same clip in another fresh
+    process, alternating (never at the same time) so that a shared machine's load drift hits both alike."""
     import httpx
 
     root = ctx.cache / "service-bench"
     for d in ("upload-server", "upload-local"):
         shutil.rmtree(root / d, ignore_errors=True)
     data = clip.read_bytes()
-    service_s: list[float] = []
+    env = C.child_env(ctx.threads)
+    env["PYTHONPATH"] = os.pathsep.join([str(C.REPO / "src"), env.get("PYTHONPATH", "")])
     server = Server(ctx, root / "upload-server", weights, "--workers", "1")
+    child = subprocess.Popen([sys.executable, __file__, "_library_add", str(root / "upload-local"), str(weights),
+                              str(clip)], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert child.stdin is not None and child.stdout is not None
+    if child.stdout.readline().strip() != "ready":
+        raise SystemExit("the Library.add child did not start")
+    service_s: list[float] = []
+    local_s: list[float] = []
     try:
         with httpx.Client(base_url=f"http://{HOST}:{server.port}", timeout=300) as http:
             for i in range(repeat + 1):  # the first round warms up and is not counted
@@ -232,16 +239,16 @@ def upload_latency(ctx: C.Context, weights: Path, clip: Path, repeat: int) -> di
                 if r.status_code != 201:
                     raise SystemExit(f"upload failed: {r.status_code} {r.text[:300]}")
                 http.delete("/v1/audio/voices/up")
+                child.stdin.write("add\n")
+                child.stdin.flush()
+                dl = float(child.stdout.readline())
                 if i:
                     service_s.append(dt)
+                    local_s.append(dl)
     finally:
         server.stop()
-    env = C.child_env(ctx.threads)
-    env["PYTHONPATH"] = os.pathsep.join([str(C.REPO / "src"), env.get("PYTHONPATH", "")])
-    out = subprocess.run([sys.executable, __file__, "_library_add", str(root / "upload-local"), str(weights),
-                          str(clip), str(repeat)], env=env, capture_output=True, text=True,
-                         timeout=1800, check=True)
-    local_s = json.loads(out.stdout.strip().splitlines()[-1])
+        child.stdin.close()
+        child.wait(60)
     svc, loc = statistics.median(service_s), statistics.median(local_s)
     return {"service_median_s": svc, "library_median_s": loc, "overhead": svc / loc - 1, "n": len(service_s),
             "service_s": service_s, "library_s": local_s}
@@ -253,7 +260,7 @@ def main() -> None:
     weights, weights_desc = C.weights(ctx)
     clip = C.clips(ctx)["10s"]
     seconds = 3.0 if ctx.quick else 10.0
-    repeat = 2 if ctx.quick else 5
+    repeat = 2 if ctx.quick else 7
     print(f"building the {N_VOICES}-voice library (once) ...", flush=True)
     lib500 = build_library(ctx, weights, clip, N_VOICES)
     voice_bytes = (ctx.cache / "service-bench" / "files" / "v000.safetensors").stat().st_size
@@ -331,6 +338,6 @@ def _errors(run: dict[str, Any]) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_library_add":
-        library_add_child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        library_add_child(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         main()
