@@ -8,6 +8,7 @@ process dies, its transaction never commits: the library stays consistent) befor
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -37,6 +38,13 @@ log = logging.getLogger("voicebank.service")
 access_log = logging.getLogger("voicebank.service.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_ID_PREFIX = uuid.uuid4().hex[:8]
+_ids = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """A request id unique to this process run: a random prefix and a counter (no system call per request)."""
+    return f"{_ID_PREFIX}-{next(_ids):08x}"
 
 
 class RequestContextMiddleware:
@@ -58,7 +66,7 @@ class RequestContextMiddleware:
                 if _REQUEST_ID.match(candidate):
                     rid = candidate
                 break
-        rid = rid or uuid.uuid4().hex[:16]
+        rid = rid or new_request_id()
         token = request_id.set(rid)
         status = 500
         t0 = time.perf_counter()
