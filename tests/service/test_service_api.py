@@ -426,10 +426,19 @@ def test_client_get_uses_an_etag_disk_cache(live, tmp_path):
         assert cl.remove("eve2")["deleted"]
         with pytest.raises(RemoteVoiceNotFoundError):
             cl.remove("eve2")
-    # the server is gone: the cached copy still serves
+    # another server that cannot be reached
     with Client("http://127.0.0.1:9", api_key=keys["read"], cache_dir=tmp_path / "cache", timeout=2) as cl:
         with pytest.raises(ServiceError):
-            cl.get("alice")
+            cl.get("alice")  # never fetched: nothing to fall back on
+    # the same server URL while it cannot be reached: the cached copy serves, with a warning
+    import httpx as hx
+
+    def unreachable(request):
+        raise hx.ConnectError("connection refused", request=request)
+
+    with Client(srv.url, api_key=keys["read"], cache_dir=tmp_path / "cache",
+                transport=hx.MockTransport(unreachable)) as cl:
+        assert cl.get("bob").to_bytes() == lib.get("bob").to_bytes()
 
 
 def _metric(srv, name: str) -> float:

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response, StreamingResponse
 
 from ...errors import VoicebankError, VoiceNotFoundError
 from ...library import VoiceInfo, check_name
@@ -357,16 +359,29 @@ async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> di
             "xvector": xv}
 
 
-@router.get("/voices/{voice_id}/audio", response_class=FileResponse, summary="The kept reference audio",
+@router.get("/voices/{voice_id}/audio", response_class=StreamingResponse, summary="The kept reference audio",
             responses={**ERRORS, 200: {"content": {"audio/wav": {}}, "description": "WAV (float32 mono)"}})
-def audio(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> FileResponse:
+def audio(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> StreamingResponse:
     """The decoded reference the voice keeps (float WAV, mono, its own sample rate), for playback."""
     info = lookup(service, voice_id)
     f = next((f for f in info.files if f.role == "audio"), None)
-    if f is None or not f.path.is_file():
+    if f is None:
         raise ApiError(404, "no_audio_kept", f"voice {voice_id!r} keeps no reference audio ({info.mode} mode)",
                        param="id")
-    return FileResponse(f.path, media_type="audio/wav", filename=f"{voice_id}.wav", content_disposition_type="inline")
+    try:  # the open file stays readable even if the voice is deleted while it streams
+        fh = open(f.path, "rb")  # closed by the generator below
+    except FileNotFoundError as e:
+        raise ApiError(404, "voice_not_found", f"voice {voice_id!r} was removed", param="id") from e
+    size = os.fstat(fh.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:
+        with fh:
+            while block := fh.read(1 << 16):
+                yield block
+
+    return StreamingResponse(chunks(), media_type="audio/wav", headers={
+        "Content-Length": str(size), "Cache-Control": "no-cache",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(voice_id + '.wav', safe='')}"})
 
 
 @router.get("/voices/{voice_id}/report", response_model=Report, responses=ERRORS, summary="Inspection report")
