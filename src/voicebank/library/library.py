@@ -181,6 +181,11 @@ class Library:
         """Everything the library holds about ``name``.  Raises :class:`~voicebank.errors.VoiceNotFoundError`."""
         return self.store.info(name)
 
+    def vectors(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(speaker_emb (256,) float32 or None, xvector (192,) float32 or None)`` stored for voice ``name``."""
+        stored = self.store.voice(name)
+        return stored.speaker_emb, stored.xvector
+
     def list(self, *, tag: str | None = None, mode: str | None = None) -> builtins.list[VoiceInfo]:
         """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name."""
         return self.store.list(tag=tag, mode=ingest.check_mode(mode) if mode is not None else None)
