@@ -47,7 +47,7 @@ def build_library(ctx: C.Context, weights: Path, clip: Path, n: int) -> Path:
     import numpy as np
     import torch
 
-    from voicebank.conditionals import Voice
+    from voicebank.voice import Voice
     from voicebank.library import Library
 
     root = ctx.cache / "service-bench" / f"lib-{n}"
