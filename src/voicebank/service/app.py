@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..engine import Engine
-from ..library import Library
+from ..library import Library, resolve_library_path
 from . import errors
 from .cache import ConditionalsCache
 from .logs import request_id
@@ -99,16 +99,13 @@ class RequestContextMiddleware:
 
 
 def build_service(settings: Settings, library: Library | None = None) -> Service:
-    """The service objects for ``settings`` (the library is opened here unless one is given)."""
-    if library is not None:
-        lib = library
-    else:  # the process's one engine: every variant, every request and every worker share its models
-        lib = Library(settings.library, engine=Engine(settings.weights, device=settings.device))
+    """The service objects for ``settings`` (the library, unless given, is opened later by the lifespan)."""
+    lib_path = library.path if library is not None else resolve_library_path(settings.library)
     metrics = Metrics()
     cache = ConditionalsCache(int(settings.cache_mb * 2**20))
     pool = ExtractionPool(settings.workers, settings.queue_size, metrics)
-    keys = KeyStore(settings.keys_path(lib.path))
-    service = Service(settings=settings, library=lib, cache=cache, pool=pool, keys=keys, metrics=metrics)
+    keys = KeyStore(settings.keys_path(lib_path))
+    service = Service(settings=settings, _library=library, cache=cache, pool=pool, keys=keys, metrics=metrics)
     metrics.gauge("voicebank_cache_bytes", "Bytes of conditionals held in the memory cache.", lambda: cache.bytes)
     metrics.gauge("voicebank_cache_budget_bytes", "Byte budget of the memory cache.", lambda: cache.budget_bytes)
     metrics.gauge("voicebank_cache_entries", "Files held in the memory cache.", lambda: len(cache))
@@ -121,16 +118,16 @@ def build_service(settings: Settings, library: Library | None = None) -> Service
 
 def create_app(settings: Settings | None = None, *, library: Library | None = None) -> FastAPI:
     """The voice service for ``settings``; ``library``: an open library to serve (its engine is reused),
-    else one is opened from ``settings`` in the lifespan."""
+    else the lifespan opens one from ``settings`` and loads its models, once."""
     settings = settings or Settings()
     service = build_service(settings, library)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        log.info("loading models for %s", ", ".join(settings.variants),
-                 extra={"library": str(service.library.path)})
+        library = await asyncio.to_thread(service.open_library)
+        log.info("loading models for %s", ", ".join(settings.variants), extra={"library": str(library.path)})
         t0 = time.perf_counter()
-        engine = service.library.engine
+        engine = library.engine
         if isinstance(engine, Engine):
             await asyncio.to_thread(engine.load, settings.variants)
         service.ready = True

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from ..engine import Engine
 from ..library import Library, VoiceInfo
 from .cache import ConditionalsCache
 from .metrics import Metrics
@@ -47,7 +48,7 @@ class Service:
     """The library (with its loaded extractors), the conditionals cache, the worker pool, keys and metrics."""
 
     settings: Settings
-    library: Library
+    _library: Library | None
     cache: ConditionalsCache
     pool: ExtractionPool
     keys: KeyStore
@@ -56,6 +57,24 @@ class Service:
     io: ThreadPoolExecutor = field(default_factory=io_executor)
     _embeddings: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
     _emb_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def library(self) -> Library:
+        """The library being served (opened by the app's lifespan unless the app was given one)."""
+        if self._library is None:
+            from .errors import ApiError
+
+            raise ApiError(503, "not_ready", "the server is starting: the library is not open yet",
+                           headers={"Retry-After": "1"})
+        return self._library
+
+    def open_library(self) -> Library:
+        """Open the library of the settings (in the lifespan), unless one was given."""
+        if self._library is None:
+            s = self.settings
+            # the process's one engine: every variant, request and worker share its models
+            self._library = Library(s.library, engine=Engine(s.weights, device=s.device))
+        return self._library
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in an I/O thread (reading the store, loading and serialising voice files)."""

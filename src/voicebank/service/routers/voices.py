@@ -336,27 +336,15 @@ async def conditionals(
 
 @router.get("/voices/{voice_id}/embedding", response_model=Embedding, responses=ERRORS, summary="Speaker embedding")
 async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> dict[str, Any]:
-    """The voice's 256-d speaker embedding and 192-d x-vector (``null`` when the voice cannot give one: a VC
-    voice has no speaker embedding; an embedding-only voice without a base has no x-vector here)."""
-    info = lookup(service, voice_id)
-    speaker = await service.run_io(service.speaker_embedding, info)
-
-    def xvector() -> list[float] | None:
-        try:
-            return [float(x) for x in service.library.get(voice_id).xvector.reshape(-1).tolist()]
-        except VoiceNotFoundError:
-            raise
-        except VoicebankError as e:
-            log.info("%s: no x-vector (%s)", voice_id, e)
-            return None
-
+    """The voice's stored 256-d speaker embedding and 192-d x-vector (``null`` when the voice has none: a VC voice
+    has no speaker embedding).  Read from the catalogue: nothing is extracted."""
+    lookup(service, voice_id)
     try:
-        if _needs_extraction(info, None):
-            xv = await service.pool.run_once(f"xvector:{voice_id}:{info.source_sha256}", "get", xvector)
-        else:
-            xv = await service.run_io(xvector)
+        speaker, xvector = await service.run_io(service.library.vectors, voice_id)
     except VoiceNotFoundError as e:
         raise ApiError(404, "voice_not_found", str(e), param="id") from e
+    info = lookup(service, voice_id)
+    xv = [float(x) for x in xvector.tolist()] if xvector is not None else None
     return {"object": "embedding", "id": voice_id, "variant": info.variant, "duration": info.duration,
             "speaker_embedding": [float(x) for x in speaker.tolist()] if speaker is not None else None,
             "xvector": xv}
