@@ -382,17 +382,19 @@ class Library:
 
     # --- similarity ------------------------------------------------------------------------------------
 
-    def compare(self, a: str | AudioSource, b: str | AudioSource, *, variant: str = "english") -> Comparison:
-        """Similarity of two voices or clips (a name is looked up first; otherwise it is read as a file).
+    def compare(self, a: str | AudioSource, b: str | AudioSource, *, variant: str = "english",
+                names_only: bool = False) -> Comparison:
+        """Similarity of two voices or clips (a name is looked up first; otherwise it is read as a file, unless
+        ``names_only``: servers pass it so that a client's string is never read as a path).
 
         The score is normalised against the library's cohort (see :meth:`search`); the raw speaker and x-vector
         cosines come with it.
         """
         return search.compare(self.store, self.engine, a, b, variant=variant,
-                              duplicate_threshold=self.duplicate_threshold, memo=self._cohorts)
+                              duplicate_threshold=self.duplicate_threshold, memo=self._cohorts, names_only=names_only)
 
     def search(self, query: str | AudioSource, *, k: int = 5, tag: str | None = None,
-               variant: str = "english") -> builtins.list[Match]:
+               variant: str = "english", names_only: bool = False) -> builtins.list[Match]:
         """The ``k`` stored voices most similar to ``query`` (a voice name or a clip), best first, the query
         excluded.
 
@@ -402,7 +404,7 @@ class Library:
         :class:`~voicebank.errors.LibraryError`.
         """
         return search.search(self.store, self.engine, query, k=k, tag=tag, variant=variant,
-                             duplicate_threshold=self.duplicate_threshold, memo=self._cohorts)
+                             duplicate_threshold=self.duplicate_threshold, memo=self._cohorts, names_only=names_only)
 
     nearest = search
     """Alias of :meth:`search`."""

@@ -4,6 +4,7 @@ strong ETag), embedding, kept reference audio and inspection report; compare, se
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -181,7 +182,7 @@ async def compare(body: CompareRequest, service: ServiceDep, _key: ReadKey) -> d
         valid_name(name, param)
         if name not in service.library:
             raise ApiError(404, "voice_not_found", f"no voice named {name!r}", param=param)
-    c = await asyncio.to_thread(service.library.compare, body.a, body.b)
+    c = await asyncio.to_thread(functools.partial(service.library.compare, body.a, body.b, names_only=True))
     return {"object": "audio.voice.comparison", "a": c.a, "b": c.b, "score": c.score,
             "speaker_cosine": c.speaker_cosine,
             "xvector_cosine": c.xvector_cosine, "threshold": c.threshold, "same_speaker": c.same_speaker}
@@ -202,7 +203,8 @@ async def search(
         valid_name(name)
         if name not in service.library:
             raise ApiError(404, "voice_not_found", f"no voice named {name!r}", param="name")
-        matches = await asyncio.to_thread(service.library.search, name, k=k, tag=tag)
+        matches = await asyncio.to_thread(functools.partial(service.library.search, name, k=k, tag=tag,
+                                                            names_only=True))
         label = name
     else:
         assert audio_sample is not None
