@@ -225,9 +225,11 @@ def _run(argv: list[str] | None) -> int:
     return rc if isinstance(rc, int) else 0
 
 
+from .cli_batch import register as register_batch  # noqa: E402  (voicebank batch)
 from .cli_library import register  # noqa: E402  (the library commands live in their own module)
 
 register(app)
+register_batch(app)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
