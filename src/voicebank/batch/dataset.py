@@ -16,6 +16,7 @@ Columns (one row per input clip and variant):
 ``voicebank_version`` string
 ``error_type``       string                            the error's class name (null when the row succeeded)
 ``error``            string                            the error's message
+``worker``           string                            who computed it: ``ray:<node id>/<pid>`` or ``<host>/<pid>``
 ==================== ================================= ==================================================
 
 Part files are named ``part-*.parquet``.  Each is written under a hidden temp name in the same folder,
@@ -84,6 +85,7 @@ def schema() -> pa.Schema:
         ("voicebank_version", pa.string()),
         ("error_type", pa.string()),
         ("error", pa.string()),
+        ("worker", pa.string()),
     ])
 
 

@@ -115,11 +115,27 @@ class _Clip:
     sha256: str | None = None
 
 
+def worker_id() -> str:
+    """Who computed a row: ``ray:<node id>/<pid>`` in a Ray worker, ``<host name>/<pid>`` elsewhere."""
+    import socket
+    import sys
+
+    if "ray" in sys.modules:  # only a process that Ray runs has it imported and initialised
+        try:
+            import ray
+
+            if ray.is_initialized():
+                return f"ray:{ray.get_runtime_context().get_node_id()[:16]}/{os.getpid()}"
+        except Exception:  # provenance only: never fail a row over it
+            log.debug("no Ray node id", exc_info=True)
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
 def _error_row(path: str, variant: str, mode: str, fingerprint: str | None, error: BaseException,
                sha256: str | None = None) -> dict[str, Any]:
     from .. import __version__
 
-    return {"path": path, "source_sha256": sha256, "duration": None, "sample_rate": None, "speaker_emb": None,
+    return {"worker": worker_id(), "path": path, "source_sha256": sha256, "duration": None, "sample_rate": None, "speaker_emb": None,
             "xvector": None, "voice": None, "mode": mode, "variant": variant, "weights_fingerprint": fingerprint,
             "voicebank_version": __version__, "error_type": type(error).__name__,
             "error": str(error) or type(error).__name__}
@@ -275,7 +291,8 @@ class BatchTransform:
                 speaker.append(v.speaker_embedding.numpy() if v.t3 is not None else None)
                 xvec.append(v.xvector.numpy())
                 voices[i] = v.to_bytes()
-        return [{"path": c.row.path, "source_sha256": c.ref.source_sha256, "duration": float(c.ref.duration),
+        worker = worker_id()
+        return [{"worker": worker, "path": c.row.path, "source_sha256": c.ref.source_sha256, "duration": float(c.ref.duration),
                  "sample_rate": int(c.ref.source_sample_rate), "speaker_emb": speaker[i], "xvector": xvec[i],
                  "voice": voices[i], "mode": self.config.mode, "variant": variant,
                  "weights_fingerprint": self._fingerprints[variant], "voicebank_version": __version__,
