@@ -22,6 +22,7 @@ pq = pytest.importorskip("pyarrow.parquet")
 from voicebank.batch import BatchError, BatchTransform, TransformConfig, read, read_table, resolve_inputs  # noqa: E402
 from voicebank.batch.dataset import KEY_COLUMNS, part_files, write_part  # noqa: E402
 from voicebank.batch.runner import execute, plan, run  # noqa: E402
+from voicebank.batch.transform import InputRow  # noqa: E402
 from voicebank.cli import main  # noqa: E402
 from voicebank.conditionals import Voice  # noqa: E402
 from voicebank.extractor import Extractor  # noqa: E402
@@ -74,8 +75,7 @@ def test_transform_conditionals_equal_extract(golden_weights_dir: Path, clips: l
                                               extractor: Extractor) -> None:
     transform = BatchTransform(weights=str(golden_weights_dir), mode="conditionals")
     paths = [str(p) for p in clips[:4]] + list(bad)[:2]
-    rows = transform.process([__import__("voicebank.batch.transform", fromlist=["InputRow"]).InputRow(p)
-                              for p in paths])
+    rows = transform.process([InputRow(p) for p in paths])
     assert [r["path"] for r in rows] == paths
     for p, row in zip(paths[:4], rows, strict=False):
         want = extractor.extract(p)
@@ -126,7 +126,7 @@ def test_transform_batch_kinds_and_pickling(golden_weights_dir: Path, clips: lis
 
 def test_config_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match="unknown mode"):
-        TransformConfig(mode="everything")  # type: ignore[arg-type]
+        TransformConfig(mode="everything")
     with pytest.raises(ValueError, match="vc"):
         TransformConfig(variants=("vc",), mode="embedding")
     with pytest.raises(ValueError, match="repeat"):
@@ -200,8 +200,8 @@ def test_local_engine_rows_equal_extract(tmp_path: Path, golden_weights_dir: Pat
         np.testing.assert_array_equal(np.asarray(row["speaker_emb"], dtype=np.float32), speaker)
         np.testing.assert_array_equal(np.asarray(row["xvector"], dtype=np.float32), xvector)
         assert row["duration"] == pytest.approx(1.0, abs=0.01)
-    for p, etype in bad.items():
-        assert rows[p]["error_type"] == etype, rows[p]
+    for bad_path, etype in bad.items():
+        assert rows[bad_path]["error_type"] == etype, rows[bad_path]
     # spread over two worker processes
     assert len({r["worker"] for r in rows.values()}) == 2
 

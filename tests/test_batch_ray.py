@@ -72,9 +72,9 @@ def test_ray_and_local_engines_give_identical_rows_equal_to_extract(
     assert all(r["worker"].startswith("ray:") for r in read_table(out_ray, columns=["worker"]).to_pylist())
 
     extractor = Extractor(golden_weights_dir).load()
-    for p in clips:
-        speaker, xvector = extractor.embeddings_of(extractor.reference(str(p)))  # bit-identical to extract()
-        row = ray_rows[str(p)]
+    for clip in clips:
+        speaker, xvector = extractor.embeddings_of(extractor.reference(str(clip)))  # bit-identical to extract()
+        row = ray_rows[str(clip)]
         np.testing.assert_array_equal(np.asarray(row["speaker_emb"], dtype=np.float32), speaker)
         np.testing.assert_array_equal(np.asarray(row["xvector"], dtype=np.float32), xvector)
     for p, etype in expected_errors.items():
@@ -88,12 +88,11 @@ def test_ray_and_local_engines_give_identical_rows_equal_to_extract(
             threads_per_worker=1)
     cray, clocal = rows_by_path(tmp_path / "cray"), rows_by_path(tmp_path / "clocal")
     assert cray == clocal
+    from test_batch import assert_voice_equal
     from voicebank.batch.dataset import voice_from_bytes
 
-    from test_batch import assert_voice_equal
-
-    for p in subset:
-        assert_voice_equal(voice_from_bytes(cray[p]["voice"]), extractor.extract(p))
+    for path in subset:
+        assert_voice_equal(voice_from_bytes(cray[path]["voice"]), extractor.extract(path))
 
 
 def ray_worker_pids(name: str) -> list[int]:

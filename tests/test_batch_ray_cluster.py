@@ -17,7 +17,7 @@ from batch_fixtures import make_clips
 pytest.importorskip("pyarrow")
 pytest.importorskip("ray.data")
 
-from voicebank.batch import read_table  # noqa: E402
+from voicebank.batch import read_table
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 LOOPBACK_ENV = {

@@ -73,7 +73,7 @@ def batch(
         device = check_device(device)  # a remote cluster's devices are checked where the actors run
     try:
         config = TransformConfig(weights=str(weights) if weights is not None else None,
-                                 variants=tuple(variant or ["english"]), mode=mode,  # type: ignore[arg-type]
+                                 variants=tuple(variant or ["english"]), mode=mode,
                                  device=device, precision=precision, exaggeration=exaggeration)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
@@ -82,7 +82,7 @@ def batch(
     job = plan(inputs, output, config)
     typer.echo(f"{len(job.pending)} clip(s) to do, {job.skipped} already in {output}", err=True)
     with _progress(len(job.pending)) as advance:
-        summary = execute(job, engine=engine, workers=workers, batch_size=batch_size,  # type: ignore[arg-type]
+        summary = execute(job, engine=engine, workers=workers, batch_size=batch_size,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, threads_per_worker=threads,
                           rows_per_file=rows_per_file, progress=advance)
     _print_summary(summary, output)
@@ -103,8 +103,15 @@ class _Progress:
         if not self.enabled:
             return lambda n: None
         from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.bar = Progress(TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
@@ -162,7 +169,7 @@ def add_from_dataset(dataset: Path, *, library: Path | None, weights: Path | Non
     import tempfile
 
     from .batch.dataset import iter_voices
-    from .errors import LibraryError, VoiceExistsError, VoicebankError
+    from .errors import LibraryError, VoicebankError, VoiceExistsError
     from .library import Library
 
     lib = Library(library, weights=weights)

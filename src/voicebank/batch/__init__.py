@@ -48,4 +48,18 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = sorted(_LAZY)
+__all__ = [
+    "BatchError",
+    "BatchTransform",
+    "Plan",
+    "Summary",
+    "TransformConfig",
+    "execute",
+    "iter_voices",
+    "plan",
+    "read",
+    "read_table",
+    "resolve_inputs",
+    "run",
+    "schema",
+]

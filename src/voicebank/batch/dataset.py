@@ -59,7 +59,7 @@ def require_pyarrow() -> Any:
     """``import pyarrow`` or a :class:`~voicebank.errors.MissingDependencyError` naming the extra."""
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401
+        import pyarrow.parquet
     except ImportError as e:
         raise MissingDependencyError("batch extraction writes Parquet with pyarrow: "
                                      "pip install 'voicebank[batch]'") from e

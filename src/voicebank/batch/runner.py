@@ -312,7 +312,7 @@ def _run_local(job: Plan, writer: PartWriter, *, workers: int, batch_size: int, 
 def _require_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError as e:
         raise MissingDependencyError("the ray engine needs Ray Data: pip install 'voicebank[ray]'") from e
     return ray

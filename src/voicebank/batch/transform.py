@@ -135,9 +135,9 @@ def _error_row(path: str, variant: str, mode: str, fingerprint: str | None, erro
                sha256: str | None = None) -> dict[str, Any]:
     from .. import __version__
 
-    return {"worker": worker_id(), "path": path, "source_sha256": sha256, "duration": None, "sample_rate": None, "speaker_emb": None,
-            "xvector": None, "voice": None, "mode": mode, "variant": variant, "weights_fingerprint": fingerprint,
-            "voicebank_version": __version__, "error_type": type(error).__name__,
+    return {"worker": worker_id(), "path": path, "source_sha256": sha256, "duration": None, "sample_rate": None,
+            "speaker_emb": None, "xvector": None, "voice": None, "mode": mode, "variant": variant,
+            "weights_fingerprint": fingerprint, "voicebank_version": __version__, "error_type": type(error).__name__,
             "error": str(error) or type(error).__name__}
 
 
@@ -292,8 +292,9 @@ class BatchTransform:
                 xvec.append(v.xvector.numpy())
                 voices[i] = v.to_bytes()
         worker = worker_id()
-        return [{"worker": worker, "path": c.row.path, "source_sha256": c.ref.source_sha256, "duration": float(c.ref.duration),
-                 "sample_rate": int(c.ref.source_sample_rate), "speaker_emb": speaker[i], "xvector": xvec[i],
+        return [{"worker": worker, "path": c.row.path, "source_sha256": c.ref.source_sha256,
+                 "duration": float(c.ref.duration), "sample_rate": int(c.ref.source_sample_rate),
+                 "speaker_emb": speaker[i], "xvector": xvec[i],
                  "voice": voices[i], "mode": self.config.mode, "variant": variant,
                  "weights_fingerprint": self._fingerprints[variant], "voicebank_version": __version__,
                  "error_type": None, "error": None}
