@@ -9,7 +9,8 @@ real speech: clips/s and real-time factor (seconds of audio per second) of
 * the Ray engine (a local Ray cluster on this machine) with 1 and 2 actors.
 
 Every run writes a fresh Parquet dataset and its time includes starting the workers and loading their models
-(not the driver's one-off weights check): a fixed cost of a few seconds that a corpus-scale job amortises.  Each worker uses ``--threads`` torch threads (default 1: on a
+(not the driver's one-off weights check): a fixed cost of a few seconds that a corpus-scale job
+amortises.  Each worker uses ``--threads`` torch threads (default 1: on a
 shared 2-core machine, two spinning OpenMP threads per process are many times slower).  Then a scaling table
 on paper for 10^6 clips from the measured per-worker rate.
 
