@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         for machines, cores in ((1, 2), (1, 16), (10, 16), (100, 16)):
             workers = machines * cores
             hours = 1e6 / (rate * workers) / 3600
-            paper.append([mode, f"{machines} x {cores} cores", workers, C.fmt(rate * workers, 0), C.fmt(hours, 1)])
+            paper.append([mode, f"{machines} x {cores} cores", workers, C.fmt(rate * workers, 0), C.fmt(hours, 2)])
     C.print_table(f"On paper: hours for 10^6 clips of {C.BATCH_CLIP_SECONDS} s (one 1-thread worker per core at "
                   "the measured steady rate of one process, linear scaling)",
                   ["mode", "machines", "workers", "clips/s", "hours"], paper)

@@ -69,6 +69,8 @@ def batch(
         raise typer.BadParameter("--ray-address is for --engine ray")
     if gpus_per_worker > 0 and engine != "ray":
         raise typer.BadParameter("--gpus-per-worker is for --engine ray (local workers share --device)")
+    if gpus_per_worker > 0 and not device.startswith("cuda"):
+        raise typer.BadParameter("--gpus-per-worker needs --device cuda")
     if engine == "local" or ray_address is None:
         device = check_device(device)  # a remote cluster's devices are checked where the actors run
     try:
@@ -79,6 +81,10 @@ def batch(
         raise typer.BadParameter(str(e)) from e
     from .batch.runner import execute, plan
 
+    if engine == "ray":
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines would cut the progress bar
     job = plan(inputs, output, config)
     typer.echo(f"{len(job.pending)} clip(s) to do, {job.skipped} already in {output}", err=True)
     with _progress(len(job.pending)) as advance:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -83,13 +84,19 @@ class TransformConfig:
 
 
 def _models(config: TransformConfig, variant: str) -> Extractor:
-    """The one place the batch path gets its models: an :class:`~voicebank.extractor.Extractor` for
-    ``variant``, fully loaded.  (When the engine that owns the models of every variant lands, this is the
+    """The one place the batch path builds its models: an :class:`~voicebank.extractor.Extractor` for
+    ``variant``, fully loaded (cached per process by :class:`BatchTransform`).  (When the engine that owns the models of every variant lands, this is the
     line to switch.)"""
     from ..extractor import Extractor
 
     return Extractor(config.weights, variant=variant,  # type: ignore[arg-type]
                      device=config.device, precision=config.precision).load()  # type: ignore[arg-type]
+
+
+_LOADED: dict[tuple[str | None, str, str, str], Extractor] = {}
+"""The models this process has loaded, by (weights, variant, device, precision).  Spark and Dask unpickle a
+fresh transform for every task; this keeps their Python workers from loading the models each time."""
+_LOADED_LOCK = threading.Lock()
 
 
 def weights_fingerprints(config: TransformConfig) -> dict[str, str]:
@@ -205,7 +212,11 @@ class BatchTransform:
 
             torch.set_num_threads(max(1, threads))
         for variant in self.config.variants:
-            ex = _models(self.config, variant)
+            key = (self.config.weights, variant, self.config.device, self.config.precision)
+            with _LOADED_LOCK:
+                if key not in _LOADED:
+                    _LOADED[key] = _models(self.config, variant)
+                ex = _LOADED[key]
             self._extractors[variant] = ex
             self._fingerprints[variant] = ex.weights_fingerprint
         log.info("batch worker %d: models of %s loaded on %s", os.getpid(), ", ".join(self.config.variants),
