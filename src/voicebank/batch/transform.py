@@ -85,8 +85,8 @@ class TransformConfig:
 
 def _models(config: TransformConfig, variant: str) -> Extractor:
     """The one place the batch path builds its models: an :class:`~voicebank.extractor.Extractor` for
-    ``variant``, fully loaded (cached per process by :class:`BatchTransform`).  (When the engine that owns the models of every variant lands, this is the
-    line to switch.)"""
+    ``variant``, fully loaded (cached per process by :class:`BatchTransform`).  When the engine that owns the
+    models of every variant lands, this is the line to switch."""
     from ..extractor import Extractor
 
     return Extractor(config.weights, variant=variant,  # type: ignore[arg-type]
