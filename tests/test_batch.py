@@ -124,6 +124,22 @@ def test_transform_batch_kinds_and_pickling(golden_weights_dir: Path, clips: lis
     assert again.config == transform.config and not again._extractors
 
 
+def test_transform_length_buckets_equal_extract(golden_weights_dir: Path, extractor: Extractor) -> None:
+    """The accelerator path on the CPU: clips sorted by length and run through the models several at a time
+    (``model_batch``); rows stay in input order and equal ``extract`` to float32 rounding, tokens identical."""
+    from golden_weights import DATA
+
+    names = ["odd_7p33s_48k.ogg", "short_3s_22k.wav", "p240_24k.mp3", "aishell_4s.wav"]
+    paths = [str(DATA / "inputs" / n) for n in names]
+    transform = BatchTransform(weights=str(golden_weights_dir), mode="conditionals", model_batch=3)
+    rows = transform.process([InputRow(p) for p in paths])
+    assert [r["path"] for r in rows] == paths
+    from voicebank.batch.dataset import voice_from_bytes
+
+    for p, row in zip(paths, rows, strict=True):
+        assert_voice_equal(voice_from_bytes(row["voice"]), extractor.extract(p))
+
+
 def test_config_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match="unknown mode"):
         TransformConfig(mode="everything")
@@ -181,12 +197,16 @@ def test_write_part_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_local_engine_rows_equal_extract(tmp_path: Path, golden_weights_dir: Path, clips: list[Path],
-                                         bad_manifest: tuple[Path, dict[str, str]], extractor: Extractor) -> None:
+                                         bad_manifest: tuple[Path, dict[str, str]], extractor: Extractor,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "ds"
     manifest, bad = bad_manifest
     inputs = [str(p) for p in clips] + list(bad)
     assert cli("batch", *map(str, clips), str(manifest), "-o", str(out), "-w", str(golden_weights_dir), "-j", "2",
                "--batch-size", "8", "--rows-per-file", "16", "--threads-per-worker", "1") == 0
+    err = capsys.readouterr().err
+    assert f"{len(clips)} done, 0 skipped (already there), {len(bad)} failed" in err
+    assert "failures by reason" in err and "AudioNotFoundError" in err
     table = read_table(out)
     assert table.num_rows == len(inputs) and len(part_files(out)) >= 2
     assert sorted(table.column("path").to_pylist()) == sorted(inputs)
@@ -355,3 +375,11 @@ def test_driver_killed_and_rerun_exactly_once(tmp_path: Path, golden_weights_dir
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp-")]  # no temp file left behind
     for part in part_files(out):
         pq.read_table(part)  # every part is a whole Parquet file
+
+
+def test_batch_imports_are_lazy() -> None:
+    """The CLI and the batch package import neither torch nor the optional pyarrow and Ray until used."""
+    code = ("import sys, voicebank.cli, voicebank.batch, voicebank.cli_batch; "
+            "print(sorted(m for m in ('torch', 'pyarrow', 'ray', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=_env()).stdout
+    assert out.strip() == "[]"
