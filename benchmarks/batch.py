@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     ctx = C.setup("batch", args)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # the local Ray cluster on 127.0.0.1
     os.environ["VOICEBANK_NO_PROGRESS"] = "1"
     weights, weights_desc = C.weights(ctx)
     n_emb = args.embedding_clips or (40 if ctx.quick else 200)

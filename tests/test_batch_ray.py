@@ -14,6 +14,7 @@ import pytest
 from batch_fixtures import make_bad_inputs, make_clips
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep the local cluster on 127.0.0.1
 pa = pytest.importorskip("pyarrow")
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -135,3 +136,18 @@ def test_ray_actor_killed_mid_job(ray_cluster: None, tmp_path: Path, golden_weig
     table = read_table(out, columns=["path", "worker"])
     assert sorted(table.column("path").to_pylist()) == sorted(inputs)  # every input once
     assert len(set(table.column("worker").to_pylist())) >= 2  # rows from the killed actor and its successor
+
+
+def test_ray_worker_errors_come_back_typed(ray_cluster: None, tmp_path: Path, golden_weights_dir: Path,
+                                          clips: list[Path]) -> None:
+    """Weights that the driver found but the actors do not (a cluster node without them) fail the job with the
+    actors' own WeightsNotFoundError, not a Ray traceback."""
+    from dataclasses import replace
+
+    from voicebank.errors import WeightsNotFoundError
+
+    job = plan([str(p) for p in clips[:4]], tmp_path / "ds", TransformConfig(weights=str(golden_weights_dir)))
+    job.config = replace(job.config, weights=str(tmp_path / "not-on-this-node"))
+    with pytest.raises(WeightsNotFoundError, match="not-on-this-node"):
+        execute(job, engine="ray", workers=1, batch_size=2)
+    assert read_table(tmp_path / "ds").num_rows == 0

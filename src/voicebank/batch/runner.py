@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, VoicebankError
 from .dataset import (
     KEY_COLUMNS,
     BatchError,
@@ -373,6 +373,44 @@ def _run_ray(job: Plan, writer: PartWriter, *, workers: int, batch_size: int, ad
                         batch_format="pyarrow", compute=ActorPoolStrategy(size=workers), **remote)
     log.info("ray: %d inputs in %d blocks over %d actor(s), %s CPU(s) each", len(job.pending), n_blocks, workers,
              remote["num_cpus"])
-    for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        writer.add(table)
-        _advance(progress, table, len(job.config.variants))
+    try:
+        for table in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            writer.add(table)
+            _advance(progress, table, len(job.config.variants))
+    except ray.exceptions.RayError as e:
+        # what a worker raised on purpose (e.g. no weights at that path on a cluster node) comes back as itself
+        cause = _voicebank_cause(e)
+        if cause is not None:
+            raise cause from e
+        raise BatchError(f"the Ray job failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+
+
+def _voicebank_cause(error: BaseException) -> VoicebankError | None:
+    """The :class:`~voicebank.errors.VoicebankError` a Ray worker raised, rebuilt in the driver.
+
+    Ray Data hands back a ``RayTaskError(UserCodeException)`` whose ``__cause__`` did not survive pickling, but
+    whose text ends with the worker's traceback; its last ``voicebank.errors.<Class>: message`` line names it.
+    """
+    import re
+
+    from .. import errors
+
+    todo: list[BaseException | None] = [error]
+    seen: set[int] = set()
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, VoicebankError):
+            return e
+        todo.extend([e.__cause__, e.__context__, getattr(e, "cause", None)])
+    found = re.findall(r"^(?:voicebank\.errors\.)?(\w+): (.+)$", str(error), flags=re.MULTILINE)
+    for name, message in reversed(found):
+        cls = getattr(errors, name, None)
+        if isinstance(cls, type) and issubclass(cls, VoicebankError):
+            try:
+                return cls(message)
+            except TypeError:  # a subclass with other required arguments: report it as its base
+                return VoicebankError(f"{name}: {message}")
+    return None
