@@ -47,8 +47,8 @@ def build_library(ctx: C.Context, weights: Path, clip: Path, n: int) -> Path:
     import numpy as np
     import torch
 
-    from voicebank.voice import Voice
     from voicebank.library import Library
+    from voicebank.voice import Voice
 
     root = ctx.cache / "service-bench" / f"lib-{n}"
     if (root / "COMPLETE").is_file():

@@ -111,16 +111,24 @@ def _sound_file(target: Any, name: str, ext: str, *, from_file: bool):  # -> sou
 
     try:
         return sf.SoundFile(target)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+        msg = _decoder_message(err)
         if ext and ext not in _known_extensions():
             raise UnsupportedAudioFormatError(
-                f"{name}: .{ext} files are not supported ({e}); convert to WAV, FLAC, MP3 or OGG/Vorbis",
-                source=name) from e
+                f"{name}: .{ext} files are not supported ({msg}); convert to WAV, FLAC, MP3 or OGG/Vorbis",
+                source=name) from err
         if from_file:
-            raise AudioDecodeError(f"{name}: cannot decode audio ({e}); the file may be corrupt or "
-                                   "not audio at all: re-export it as WAV or FLAC", source=name) from e
-        raise AudioDecodeError(f"{name}: cannot decode audio ({e}); pass WAV, FLAC, MP3 or OGG/Vorbis data",
-                               source=name) from e
+            raise AudioDecodeError(f"{name}: cannot decode audio ({msg}); the file may be corrupt or "
+                                   "not audio at all: re-export it as WAV or FLAC", source=name) from err
+        raise AudioDecodeError(f"{name}: cannot decode audio ({msg}); pass WAV, FLAC, MP3 or OGG/Vorbis data",
+                               source=name) from err
+
+
+def _decoder_message(err: BaseException) -> str:
+    """libsndfile's own words for a failure, without soundfile's "Error opening <object at 0x...>" prefix (which
+    would name a memory address instead of the file)."""
+    text = getattr(err, "error_string", None) or str(err)
+    return str(text).strip().rstrip(".") or type(err).__name__
 
 
 def _open(source: object, name: str):  # -> soundfile.SoundFile

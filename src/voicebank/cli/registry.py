@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import files, maintenance, service, similarity, voices
+from . import batch, files, maintenance, service, similarity, voices
 
 
 def register(app: typer.Typer) -> None:
@@ -29,4 +29,5 @@ def register(app: typer.Typer) -> None:
     app.command("inspect", hidden=True)(files.inspect_voice_deprecated)
     maintenance.library_app.command("inspect", hidden=True)(maintenance.inspect_audio_deprecated)
     app.add_typer(maintenance.library_app, name="library")
+    batch.register(app)  # batch (Parquet datasets; Ray is the voicebank[ray] extra)
     service.register(app)  # serve, keys, pull (the service itself is the voicebank[service] extra)

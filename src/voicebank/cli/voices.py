@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 
 def add(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files, or directories (searched recursively).",
-                                                show_default=False)],
+    audio: Annotated[list[Path] | None, typer.Argument(help="Audio files, or directories (searched recursively).",
+                                                       show_default=False)] = None,
     name: Annotated[str | None, typer.Option("--name", "-n", help="Voice name (one clip only; default: the file "
                                              "stem).", show_default=False)] = None,
     mode: Annotated[str, typer.Option("--mode", "-m", help="Storage mode: audio (the decoded clip), conditionals "
@@ -62,9 +62,24 @@ def add(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
+    from_dataset: Annotated[Path | None, typer.Option("--from-dataset", help="Import the voices of a `voicebank "
+                                                      "batch --mode conditionals` dataset folder instead.",
+                                                      show_default=False)] = None,
 ) -> None:
     """Add reference clips as named voices; a summary table at the end, exit 1 if any clip failed."""
     from ..library import MODES, collect_audio
+
+    if from_dataset is not None:
+        if audio:
+            raise typer.BadParameter("give audio files or --from-dataset, not both")
+        from .batch import add_from_dataset
+
+        add_from_dataset(from_dataset, library=library, weights=weights,
+                         variant=variant_option(variant[0]) if variant else None, tags=tag or [], consent=consent,
+                         added_by=added_by, as_json=as_json)
+        return
+    if not audio:
+        raise typer.BadParameter("give audio files or folders (or --from-dataset DIR)")
 
     if mode not in MODES:
         raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(MODES)}")

@@ -1,0 +1,207 @@
+"""The ``voicebank batch`` command (corpus-scale extraction into a Parquet dataset) and ``add --from-dataset``.
+
+``register(app)`` adds ``batch`` to the Typer app.  The heavy parts (torch, pyarrow, Ray) are imported when a
+command runs, never when the CLI starts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from .common import DeviceOpt, WeightsOpt, check_device
+
+if TYPE_CHECKING:
+    from ..batch.runner import Summary
+
+PROGRESS_MIN_ITEMS = 5
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``batch`` to ``app`` (idempotent)."""
+    if any(c.name == "batch" for c in app.registered_commands):
+        return
+    app.command("batch")(batch)
+
+
+def batch(
+    inputs: Annotated[list[str], typer.Argument(help="Audio files, folders (searched recursively), globs "
+                                                "('data/**/*.flac') or manifests (.txt, .csv, .parquet with a "
+                                                "path column).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Dataset folder: Parquet part files are added "
+                                         "there; inputs already in it are skipped.", show_default=False)],
+    mode: Annotated[str, typer.Option("--mode", "-m", help="embedding (speaker embedding + x-vector) or "
+                                      "conditionals (the full voice file as well).")] = "embedding",
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Chatterbox variant(s), repeatable "
+                                                      "(default english).", show_default=False)] = None,
+    exaggeration: Annotated[float, typer.Option("--exaggeration", help="Conditionals mode: emotion "
+                                                "exaggeration.")] = 0.5,
+    engine: Annotated[str, typer.Option("--engine", help="local (worker processes on this machine) or ray "
+                                        "(Ray Data; pip install 'voicebank\\[ray]').")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join: auto or "
+                                                    "HOST:PORT (default: start a local one).",
+                                                    show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", min=1, help="Worker processes (local) or "
+                                         "actors (ray).")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="Ray: GPUs per actor "
+                                                   "(with --device cuda; 0.5 puts two actors on a GPU).")] = 0.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Input clips per task.")] = 16,
+    threads: Annotated[int | None, typer.Option("--threads-per-worker", min=1, help="Torch threads per worker "
+                                                "(default: the cores shared out; Ray: the actor's CPUs).",
+                                                show_default=False)] = None,
+    rows_per_file: Annotated[int, typer.Option("--rows-per-file", min=1, help="Rows per Parquet part file "
+                                               "(one is also written every 30 s).")] = 1024,
+    precision: Annotated[str, typer.Option("--precision", help="exact (float32, as upstream) or bf16.")] = "exact",
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Extract embeddings or conditionals of many clips into a Parquet dataset; resumable, exactly once."""
+    from ..batch.runner import ENGINES
+    from ..batch.transform import MODES, TransformConfig
+
+    if mode not in MODES:
+        raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(MODES)}")
+    if engine not in ENGINES:
+        raise typer.BadParameter(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
+    if ray_address is not None and engine != "ray":
+        raise typer.BadParameter("--ray-address is for --engine ray")
+    if gpus_per_worker > 0 and engine != "ray":
+        raise typer.BadParameter("--gpus-per-worker is for --engine ray (local workers share --device)")
+    if gpus_per_worker > 0 and not device.startswith("cuda"):
+        raise typer.BadParameter("--gpus-per-worker needs --device cuda")
+    if engine == "local" or ray_address is None:
+        device = check_device(device)  # a remote cluster's devices are checked where the actors run
+    try:
+        config = TransformConfig(weights=str(weights) if weights is not None else None,
+                                 variants=tuple(variant or ["english"]), mode=mode,
+                                 device=device, precision=precision, exaggeration=exaggeration)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
+    from ..batch.runner import execute, plan
+
+    if engine == "ray":
+        import logging
+
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines would cut the progress bar
+    job = plan(inputs, output, config)
+    typer.echo(f"{len(job.pending)} clip(s) to do, {job.skipped} already in {output}", err=True)
+    with _progress(len(job.pending)) as advance:
+        summary = execute(job, engine=engine, workers=workers, batch_size=batch_size,
+                          ray_address=ray_address, gpus_per_worker=gpus_per_worker, threads_per_worker=threads,
+                          rows_per_file=rows_per_file, progress=advance)
+    _print_summary(summary, output)
+
+
+class _Progress:
+    """A rich progress bar on stderr with clips/s and ETA (silent for a handful of clips)."""
+
+    def __init__(self, total: int) -> None:
+        import os
+
+        self.total = total
+        self.bar: Any = None
+        self.task: Any = None
+        self.enabled = total > PROGRESS_MIN_ITEMS and not os.environ.get("VOICEBANK_NO_PROGRESS")
+
+    def __enter__(self) -> Any:
+        if not self.enabled:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn("batch"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                            TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                            TimeRemainingColumn(), console=Console(stderr=True), transient=False)
+        self.bar.__enter__()
+        self.task = self.bar.add_task("batch", total=self.total, rate="- clips/s")
+
+        def advance(n: int) -> None:
+            self.bar.advance(self.task, n)
+            speed = self.bar.tasks[0].speed
+            self.bar.update(self.task, rate=f"{speed:.1f} clips/s" if speed else "- clips/s")
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _progress(total: int) -> _Progress:
+    return _Progress(total)
+
+
+def _print_summary(summary: Summary, output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True, highlight=False)
+    if not console.is_terminal:
+        console.width = 200
+    console.print(f"[bold]{output}[/bold]: {summary.done} done, {summary.skipped} skipped (already there), "
+                  f"{summary.failed} failed; {summary.seconds:.1f} s, {summary.clips_per_second:.2f} clips/s, "
+                  f"{summary.real_time_factor:.1f}x real time; {len(summary.parts)} part file(s) written")
+    if summary.duplicates_dropped:
+        console.print(f"{summary.duplicates_dropped} duplicate row(s) from retried tasks dropped")
+    if summary.failures:
+        table = Table(title="failures by reason", title_justify="left")
+        table.add_column("error", no_wrap=True)
+        table.add_column("clips", justify="right")
+        table.add_column("example", overflow="fold")
+        for etype, items in sorted(summary.failures.items(), key=lambda kv: -len(kv[1])):
+            table.add_row(etype, str(len(items)), items[0][1])
+        console.print(table)
+
+
+def add_from_dataset(dataset: Path, *, library: Path | None, weights: Path | None, variant: str | None,
+                     tags: list[str], consent: str, added_by: str | None, as_json: bool) -> None:
+    """``voicebank add --from-dataset DIR``: import a conditionals dataset's voices into a library.
+
+    Each successful row becomes a ``conditionals`` voice named after its clip's file stem, through
+    :meth:`Library.import_file <voicebank.library.Library.import_file>` (so this process is the library's
+    one writer).  Rows whose name or audio is already in the library are skipped; exit 1 if any failed.
+    """
+    import json
+    import tempfile
+
+    from ..batch.dataset import iter_voices
+    from ..errors import LibraryError, VoicebankError, VoiceExistsError
+    from ..library import Library
+
+    lib = Library(library, weights=weights)
+    counts = {"added": 0, "skipped": 0, "failed": 0}
+    report: list[dict[str, str]] = []
+    with tempfile.TemporaryDirectory(prefix="voicebank-import-") as tmp:
+        for path, voice in iter_voices(dataset, variant=variant):
+            name = Path(path).stem
+            file = Path(tmp) / f"{name}.safetensors"
+            try:
+                voice.save(file)
+                lib.import_file(file, name, tags=tags, consent=consent, added_by=added_by)
+                status, reason = "added", ""
+            except VoiceExistsError as e:
+                status, reason = "skipped", str(e)
+            except VoicebankError as e:
+                status, reason = "failed", str(e)
+            finally:
+                file.unlink(missing_ok=True)
+            counts[status] += 1
+            report.append({"path": path, "name": name, "status": status, "reason": reason})
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    for r in report:
+        if r["status"] == "failed":
+            typer.echo(f"voicebank: error: {r['path']}: {r['reason']}", err=True)
+    typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" from {dataset}", err=True)
+    if counts["failed"]:
+        raise LibraryError(f"{counts['failed']} voice(s) of {dataset} could not be imported (listed above)")
