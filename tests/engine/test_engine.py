@@ -6,7 +6,7 @@ import pytest
 
 from voicebank.engine import Engine, Extractor
 from voicebank.library import Library
-from voicebank.models.weights import S3GEN_PREFIXES, file_fingerprint, fingerprint, read_tensors
+from voicebank.models.weights import S3GEN_PREFIXES, file_fingerprint, file_fingerprints, fingerprint, read_tensors
 
 from audio_fixtures import GOLDEN_INPUTS
 
@@ -24,6 +24,9 @@ def test_weights_fingerprint_needs_no_model(golden_weights_dir):
     for prefixes, path in ((None, golden_weights_dir / "ve.safetensors"),
                            (S3GEN_PREFIXES, golden_weights_dir / "s3gen.safetensors")):
         assert file_fingerprint(path, prefixes) == fingerprint(read_tensors(path, prefixes))
+    s3gen = golden_weights_dir / "s3gen.safetensors"
+    groups = [S3GEN_PREFIXES, ("tokenizer.",), ("speaker_encoder.",)]
+    assert file_fingerprints(s3gen, groups) == [fingerprint(read_tensors(s3gen, g)) for g in groups]
 
 
 def test_embedding_only_add_never_builds_the_tokenizer(tmp_path, golden_weights_dir, monkeypatch):

@@ -30,7 +30,7 @@ import torch
 from ..audio.clip import Clip
 from ..audio.decode import S3_SR, S3GEN_SR, AudioSource
 from ..audio.reference import Reference, prepare_reference
-from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprint, find_weights, read_tensors, strip_prefix
+from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprints, find_weights, read_tensors, strip_prefix
 from ..variants import (
     DEFAULT_EXAGGERATION,
     GEN_REFERENCE_SECONDS,
@@ -155,9 +155,15 @@ class Engine:
         with self._lock:
             fp = self._part_fps.get(key)
         if fp is None:
-            fp = file_fingerprint(path, prefixes)
+            # an S3Gen file's parts and their union in one pass over the file (the same windows are hashed)
+            groups: list[tuple[str, ...] | None] = (
+                [S3GEN_PREFIXES, *((p,) for p in S3GEN_PREFIXES)] if prefixes and set(prefixes) <= set(S3GEN_PREFIXES)
+                else [prefixes])
+            fps = file_fingerprints(path, groups)
             with self._lock:
-                self._part_fps[key] = fp
+                for g, value in zip(groups, fps, strict=True):
+                    self._part_fps[(path, g or ())] = value
+                fp = self._part_fps[key]
         return fp
 
     def weights_fingerprint(self, variant: str = "english") -> str:

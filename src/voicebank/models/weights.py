@@ -21,7 +21,7 @@ import gc
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -384,12 +384,17 @@ def file_fingerprint(path: Path, prefixes: tuple[str, ...] | None = None) -> str
     fingerprint of a 1 GB S3Gen checkpoint costs a few milliseconds.  Torch pickles are memory-mapped.
     Equal to ``fingerprint(read_tensors(path, prefixes))``.
     """
+    return file_fingerprints(path, [prefixes])[0]
+
+
+def file_fingerprints(path: Path, groups: Sequence[tuple[str, ...] | None]) -> list[str]:
+    """:func:`file_fingerprint` of several prefix groups of one file, each tensor window read once."""
     import json
     import struct
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        return fingerprint(read_tensors(path, prefixes))
+        return [fingerprint(read_tensors(path, g)) for g in groups]
     try:
         with open(path, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
@@ -397,32 +402,36 @@ def file_fingerprint(path: Path, prefixes: tuple[str, ...] | None = None) -> str
                 raise ValueError(f"header of {header_len} bytes")
             header = json.loads(f.read(header_len))
             data_start = 8 + header_len
-            h = hashlib.sha256()
+            hashers = [hashlib.sha256() for _ in groups]
             window = 1 << 16
-            names = sorted(k for k in header if k != "__metadata__" and (prefixes is None or k.startswith(prefixes)))
-            for name in names:
+            for name in sorted(k for k in header if k != "__metadata__"):
+                mine = [h for h, g in zip(hashers, groups, strict=True) if g is None or name.startswith(g)]
+                if not mine:
+                    continue
                 entry = header[name]
                 dtype = _ST_DTYPES.get(entry["dtype"])
                 if dtype is None:  # an exotic dtype: let torch say what it is
-                    return fingerprint(read_tensors(path, prefixes))
+                    return [fingerprint(read_tensors(path, g)) for g in groups]
                 begin, end = (int(x) for x in entry["data_offsets"])
-                h.update(f"{name}|{dtype}|{tuple(int(d) for d in entry['shape'])}|".encode())
+                parts = [f"{name}|{dtype}|{tuple(int(d) for d in entry['shape'])}|".encode()]
                 n = end - begin
-                if n <= 0:
-                    continue
-                f.seek(data_start + begin)
-                h.update(f.read(min(n, window)))
-                if n > window:
-                    tail = max(window, n - window)
-                    f.seek(data_start + begin + tail)
-                    h.update(f.read(n - tail))
+                if n > 0:
+                    f.seek(data_start + begin)
+                    parts.append(f.read(min(n, window)))
+                    if n > window:
+                        tail = max(window, n - window)
+                        f.seek(data_start + begin + tail)
+                        parts.append(f.read(n - tail))
+                for h in mine:
+                    for part in parts:
+                        h.update(part)
     except (OSError, ValueError, KeyError, TypeError, struct.error) as e:
         raise WeightsError(f"cannot read checkpoint {path}: {e}; re-download or replace the file") from e
-    return h.hexdigest()[:16]
+    return [h.hexdigest()[:16] for h in hashers]
 
 
 from ..settings import ENV_WEIGHTS  # noqa: E402  (re-exported for compatibility)
 
 __all__ = ["ENV_WEIGHTS", "REPO_ID", "S3GEN_PREFIXES", "TURBO_REPO_ID", "VARIANTS", "Variant", "WeightFiles",
-           "build_empty", "check_variant", "file_fingerprint", "find_weights", "fingerprint", "load_into",
-           "read_tensors", "strip_prefix"]
+           "build_empty", "check_variant", "file_fingerprint", "file_fingerprints", "find_weights", "fingerprint",
+           "load_into", "read_tensors", "strip_prefix"]
