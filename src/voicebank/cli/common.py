@@ -123,7 +123,25 @@ def variant_option(variant: str | None) -> str | None:
     try:
         return check_variant(variant)
     except ValueError as e:
+        raise typer.BadParameter(clean(e)) from e
+
+
+def check_exaggeration_option(value: float) -> float:
+    """``--exaggeration`` checked by the API's own check (finite, in range) before any work: usage error."""
+    from ..errors import InvalidOptionError
+    from ..variants import check_exaggeration
+
+    try:
+        return check_exaggeration(value, name="--exaggeration")
+    except InvalidOptionError as e:
         raise typer.BadParameter(str(e)) from e
+
+
+def check_output(path: Path) -> Path:
+    """``-o PATH`` checked before any work (not a directory, not under a regular file, writable)."""
+    from ..fileio import check_output_path
+
+    return check_output_path(path, "--output")
 
 
 def make_console(stderr: bool = False) -> Any:

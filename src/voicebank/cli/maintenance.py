@@ -14,7 +14,9 @@ from .common import (
     JsonOpt,
     LibraryOpt,
     WeightsOpt,
+    clean,
     echo_json,
+    error_line,
     fmt,
     open_library,
     progress,
@@ -36,23 +38,29 @@ def check(
     repair: Annotated[bool, typer.Option("--repair", help="Drop damaged caches, re-extract damaged voice files from "
                                          "kept audio.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Check that files exist, without hashing them.")] = False,
+    delete_orphans: Annotated[bool, typer.Option("--delete-orphans", help="Delete content files no voice references "
+                                                 "(never done otherwise; refused while the catalogue is "
+                                                 "damaged).")] = False,
     as_json: JsonOpt = False,
     library: LibraryOpt = None,
     weights: WeightsOpt = None,
 ) -> None:
     """Verify every file's hash and the catalogue; clean what a crash left; exit 1 if problems remain."""
-    report = open_library(library, weights).check(repair=repair, verify_hashes=not quick)
+    report = open_library(library, weights).check(repair=repair, verify_hashes=not quick,
+                                                  delete_orphans=delete_orphans)
     if as_json:
         echo_json(report.to_dict())
     else:
         typer.echo(f"{report.voices} voice(s), {report.files_checked} file(s) checked")
         for p in report.removed_temp_files:
-            typer.echo(f"removed temp file {p}")
+            typer.echo(f"removed temp file {clean(p)}")
         for p in report.removed_orphans:
-            typer.echo(f"removed unreferenced file {p}")
+            typer.echo(f"removed unreferenced file {clean(p)}")
+        for p in report.unreferenced:
+            typer.echo(f"unreferenced file kept: {clean(p)} (--delete-orphans deletes it)")
         for prob in report.problems:
             state = "repaired" if prob.repaired else "PROBLEM"
-            typer.echo(f"{state}: {prob.voice or '(library)'}: {prob.problem}; {prob.fix}")
+            typer.echo(clean(f"{state}: {prob.voice or '(library)'}: {prob.problem}; {prob.fix}"))
         typer.echo("library is consistent" if report.ok else "library has problems")
     if not report.ok:
         n = sum(1 for p in report.problems if not p.repaired)
@@ -74,7 +82,7 @@ def stale(
     if not entries:
         typer.echo("no stale voices", err=True)
     for e in entries:
-        typer.echo(f"{e.name}  {e.variant}  {e.what}  {e.stored} -> {e.current}")
+        typer.echo(clean(f"{e.name}  {e.variant}  {e.what}  {e.stored} -> {e.current}"))
 
 
 @library_app.command("reextract")
@@ -96,9 +104,9 @@ def reextract(
     for r in results:
         if r.status == "failed":
             failed += 1
-            typer.echo(f"voicebank: error: {r.reason}", err=True)
+            error_line(r.reason)
         else:
-            typer.echo(f"{r.status}: {r.name}")
+            typer.echo(f"{r.status}: {clean(r.name)}")
     if not results:
         typer.echo("nothing to re-extract", err=True)
     if failed:
@@ -141,12 +149,12 @@ def _inspect_audio(audio: list[Path], variant: list[str] | None, as_json: bool) 
         echo_json([r.to_dict() for r in reports])
     else:
         for r in reports:
-            typer.echo(f"{r.source}: {r.duration:.2f} s, {r.sample_rate} Hz, {r.channels} ch, peak "
+            typer.echo(f"{clean(r.source)}: {r.duration:.2f} s, {r.sample_rate} Hz, {r.channels} ch, peak "
                        f"{fmt(r.peak_dbfs, '.1f', ' dBFS')}, clipped {r.clipped_fraction:.2%}, loudness "
                        f"{fmt(r.loudness_lufs, '.1f', ' LUFS')}, silence {r.leading_silence:.2f} s / "
                        f"{r.trailing_silence:.2f} s, SNR {fmt(r.snr_db, '.1f', ' dB')}")
             for f in r.findings:
-                typer.echo(f"  {f.level}: {f.message}")
+                typer.echo(f"  {f.level}: {clean(f.message)}")
             if not r.findings:
                 typer.echo("  good reference")
     bad = [r.source for r in reports if r.errors]

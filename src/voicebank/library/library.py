@@ -38,7 +38,7 @@ from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
-from ..variants import DEFAULT_EXAGGERATION, check_exaggeration, check_variant
+from ..variants import DEFAULT_EXAGGERATION, check_exaggeration, check_number, check_variant
 from . import ingest, maintenance, materialise, search
 from .ingest import AddOptions, Computes, Prepared
 from .names import check_name, default_name
@@ -85,7 +85,7 @@ class Library:
                  duplicate_threshold: float = DUPLICATE_THRESHOLD) -> None:
         self.path = resolve_library_path(path)
         self.store = VoiceStore(self.path)
-        self.duplicate_threshold = float(duplicate_threshold)
+        self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", -1.0, 1.0)
         if engine is None and extractors:
             warnings.warn("Library(extractors=...) is deprecated: pass engine=Engine(...)", DeprecationWarning,
                           stacklevel=2)
@@ -201,6 +201,7 @@ class Library:
         ``AddResult.similar`` and ``warnings``.
         """
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
+        self.store.check_writable()  # read-only or locked: say so before the costly extraction
         prepared = self.prepare(source, name, opts)
         return self.commit(prepared)
 
@@ -259,6 +260,7 @@ class Library:
         if names is not None and len(names) != len(srcs):
             raise ValueError(f"names has {len(names)} entries for {len(srcs)} sources")
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
+        self.store.check_writable()  # read-only or locked: say so before the costly extraction
         results: builtins.list[AddResult] = []
         known = self.store.speaker_embeddings()
 
@@ -399,17 +401,19 @@ class Library:
 
     # --- maintenance -----------------------------------------------------------------------------------
 
-    def check(self, *, repair: bool = False, verify_hashes: bool = True) -> CheckReport:
+    def check(self, *, repair: bool = False, verify_hashes: bool = True, delete_orphans: bool = False) -> CheckReport:
         """Verify the library and clean what is provably garbage.
 
-        Always: SQLite's integrity check; removes temp files of writers that are gone and files no voice
-        references (both left by a crash); verifies every referenced file exists with the right size and
+        Always: SQLite's integrity check (a damaged catalogue is reported and nothing is touched); removes temp
+        files of writers that are gone; lists content files no voice references (a crash's leftovers), which
+        only ``delete_orphans`` deletes; verifies every referenced file exists with the right size and
         (``verify_hashes``) sha256, every stored embedding is well-formed and every voice has what its mode
         needs.  With ``repair``: drops damaged cached conditionals (they are extracted again on use),
         re-extracts a damaged voice file from the kept audio, and drops damaged kept audio of a
         ``conditionals`` voice (which stays usable).  What cannot be repaired is reported with the fix.
         """
-        return maintenance.check(self.store, lambda: self.engine, repair=repair, verify_hashes=verify_hashes)
+        return maintenance.check(self.store, lambda: self.engine, repair=repair, verify_hashes=verify_hashes,
+                                 delete_orphans=delete_orphans)
 
     def stale(self, *, names: Iterable[str] | None = None) -> builtins.list[StaleVoice]:
         """Voice parts whose weights fingerprint differs from the weights at hand now.
