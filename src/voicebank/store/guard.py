@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sqlite3
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,25 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
         raise damaged(path, str(e)) from e
 
 
+_CONFUSABLE = str.maketrans({
+    # Cyrillic and Greek letters drawn like Latin ones (the common subset of Unicode's confusables list)
+    "а": "a", "в": "b", "е": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c", "т": "t", "у": "y",
+    "х": "x", "ѕ": "s", "і": "i", "ј": "j", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ı": "i",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T", "Х": "X",
+    "Ѕ": "S", "І": "I", "Ј": "J", "Ү": "Y",
+    "α": "a", "ο": "o", "ρ": "p", "ν": "v", "τ": "t", "υ": "u", "ι": "i", "κ": "k", "χ": "x",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O", "Ρ": "P",
+    "Τ": "T", "Υ": "Y", "Χ": "X",
+})
+
+
+def name_skeleton(name: str) -> str:
+    """What a name looks like: compatibility forms folded (NFKC: full-width letters, ligatures), letters drawn
+    alike mapped together (Cyrillic ``а`` and Latin ``a``, Greek ``Ο`` and Latin ``O``).  Two names with one
+    skeleton are confusable."""
+    return unicodedata.normalize("NFKC", name).translate(_CONFUSABLE)
+
+
 def _finite(x: Any) -> bool:
     return x is None or (isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x))
 
@@ -149,5 +169,5 @@ def row_problem(row: sqlite3.Row) -> str | None:
     return None
 
 
-__all__ = ["check_schema", "damaged", "dir_writable", "json_object", "os_error", "read_only", "row_problem",
-           "sqlite_error"]
+__all__ = ["check_schema", "damaged", "dir_writable", "json_object", "name_skeleton", "os_error", "read_only",
+           "row_problem", "sqlite_error"]

@@ -24,8 +24,9 @@ import logging
 import os
 import sqlite3
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from ..errors import (
 )
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue
-from .guard import KNOWN_VARIANTS, damaged, dir_writable, json_object, os_error, row_problem
+from .guard import KNOWN_VARIANTS, damaged, dir_writable, json_object, name_skeleton, os_error, row_problem
 from .records import Mode, StoredFile, VoiceInfo
 from .upkeep import Upkeep
 
@@ -52,6 +53,11 @@ SPEAKER_EMB_DIM = 256
 XVECTOR_DIM = 192
 AUDIO_SUFFIX = ".wav"
 VOICE_SUFFIX = ".safetensors"
+
+
+def nfc(name: str) -> str:
+    """A voice name as the catalogue keeps it: Unicode NFC (so ``é`` typed either way is one name)."""
+    return unicodedata.normalize("NFC", name) if isinstance(name, str) else name
 
 
 def now() -> str:
@@ -153,6 +159,7 @@ class VoiceStore(Upkeep):
     # --- reading ---------------------------------------------------------------------------------------
 
     def _row(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+        name = nfc(name)
         row = conn.execute("SELECT * FROM voices WHERE name = ?", (name,)).fetchone()
         if row is None:
             names = [r[0] for r in conn.execute("SELECT name FROM voices")]
@@ -203,7 +210,7 @@ class VoiceStore(Upkeep):
 
     def contains(self, name: str) -> bool:
         """Whether a voice is called ``name``."""
-        return bool(self._query("SELECT 1 FROM voices WHERE name = ?", (name,)))
+        return bool(self._query("SELECT 1 FROM voices WHERE name = ?", (nfc(name),)))
 
     def count(self) -> int:
         """How many voices there are."""
@@ -298,6 +305,15 @@ class VoiceStore(Upkeep):
         if conn.execute("SELECT 1 FROM voices WHERE name = ?", (name,)).fetchone() is not None:
             raise VoiceExistsError(f"{label}: a voice named {name!r} is already in the library; choose another name "
                                    "(--name) or remove the old one first")
+        self._refuse_lookalike(conn, name, label)
+
+    def _refuse_lookalike(self, conn: sqlite3.Connection, name: str, label: str, *, but: str | None = None) -> None:
+        """Refuse ``name`` when it looks like a stored name (see :func:`~voicebank.store.guard.name_skeleton`)."""
+        skeleton = name_skeleton(name)
+        for (other,) in conn.execute("SELECT name FROM voices"):
+            if other != name and other != but and isinstance(other, str) and name_skeleton(other) == skeleton:
+                raise VoiceExistsError(f"{label}: the name {name!r} looks the same as the stored voice {other!r}; "
+                                       "choose a name that reads differently")
 
     def refuse_taken(self, name: str, digest: str | None, label: str) -> None:
         """Raise :class:`~voicebank.errors.DuplicateAudioError` when audio ``digest`` is stored, or
@@ -367,6 +383,8 @@ class VoiceStore(Upkeep):
         Refused (nothing written) when the name or the source audio is taken, when ``base`` cannot lend a
         reference, or when ``refuse_voice_file`` (a voice file sha256) is already stored as conditionals.
         """
+        if nfc(new.name) != new.name:
+            new = replace(new, name=nfc(new.name))
         with self._write() as conn:
             self._refuse_taken(conn, new.name, new.source_sha256, label or new.name)
             if refuse_voice_file is not None:
@@ -461,8 +479,11 @@ class VoiceStore(Upkeep):
         """Rename a voice.  Raises :class:`~voicebank.errors.VoiceExistsError` when ``new`` is taken."""
         with self._write() as conn:
             row = self._row(conn, old)
-            if old != new and conn.execute("SELECT 1 FROM voices WHERE name = ?", (new,)).fetchone() is not None:
+            new = nfc(new)
+            taken = conn.execute("SELECT 1 FROM voices WHERE name = ?", (new,)).fetchone() is not None
+            if row["name"] != new and taken:
                 raise VoiceExistsError(f"cannot rename {old!r}: a voice named {new!r} is already in the library")
+            self._refuse_lookalike(conn, new, f"cannot rename {old!r}", but=row["name"])
             conn.execute("UPDATE voices SET name = ? WHERE id = ?", (new, row["id"]))
             return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (row["id"],)).fetchone())
 
