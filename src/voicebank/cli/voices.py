@@ -195,7 +195,8 @@ def rm(
     """Remove voices; their files go when no other voice uses them."""
     lib = open_library(library, weights)
     for n in names:
-        lib.show(n)  # every name must exist before anything is removed
+        if n not in lib:  # every name must exist before anything is removed (a damaged row can still be removed)
+            lib.show(n)
     for n in names:
         dependents = lib.remove(n)
         typer.echo(f"removed {clean(n)}", err=True)

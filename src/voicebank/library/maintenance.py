@@ -29,7 +29,8 @@ def check(store: VoiceStore, engine: Callable[[], Computes], *, repair: bool = F
     problems: list[CheckProblem] = []
     integrity = store.integrity_problem()
     if integrity is not None:
-        problems.append(CheckProblem("", f"the catalogue is damaged: {integrity}", "nothing was deleted; restore "
+        what = integrity if "is damaged" in integrity else f"the catalogue is damaged: {integrity}"
+        problems.append(CheckProblem("", what, "nothing was deleted; restore "
                                      "catalogue.sqlite3 from a backup, or import the voice files under blobs/ into "
                                      "a new library"))
         return CheckReport(0, 0, tuple(problems), (), ())

@@ -53,6 +53,14 @@ def dir_writable(directory: Path) -> bool:
         return True
 
 
+def _full(directory: Path) -> bool:
+    try:
+        st = os.statvfs(directory)
+        return st.f_bavail * st.f_frsize < 64 * 1024
+    except (AttributeError, OSError):
+        return False
+
+
 def sqlite_error(e: sqlite3.Error, path: Path, *, timeout: float = 0.0) -> LibraryError:
     """The typed error for what SQLite said about the catalogue at ``path``."""
     name = str(getattr(e, "sqlite_errorname", "") or "")
@@ -72,6 +80,8 @@ def sqlite_error(e: sqlite3.Error, path: Path, *, timeout: float = 0.0) -> Libra
             return read_only(root, text)
         if path.exists() and not path.is_file():
             return damaged(path, "it is not a regular file")
+        if _full(root):
+            return LibraryWriteError(f"the library at {root}: the file system is full ({text}); nothing was changed")
         return LibraryWriteError(f"the library at {root}: cannot use its catalogue ({text}); check the directory's "
                                  "permissions and free space")
     return damaged(path, text)
@@ -95,8 +105,13 @@ def os_error(e: OSError, root: Path, action: str = "write to") -> LibraryError:
 
 
 def check_schema(conn: sqlite3.Connection, path: Path) -> None:
-    """Raise :class:`CatalogueDamagedError` unless every table has the columns this voicebank uses."""
+    """Raise :class:`CatalogueDamagedError` unless the file is whole pages and every table has the columns this
+    voicebank uses."""
     try:
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        size = path.stat().st_size
+        if page > 0 and size % page:
+            raise damaged(path, f"it is cut short ({size} bytes is not a whole number of {page}-byte pages)")
         have = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         for table, columns in TABLES.items():
             if table not in have:
@@ -104,7 +119,7 @@ def check_schema(conn: sqlite3.Connection, path: Path) -> None:
             cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
             if not columns <= cols:
                 raise damaged(path, f"its {table} table lacks {', '.join(sorted(columns - cols))}")
-    except sqlite3.DatabaseError as e:
+    except (sqlite3.DatabaseError, OSError) as e:
         raise damaged(path, str(e)) from e
 
 

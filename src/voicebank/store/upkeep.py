@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from ..errors import LibraryError
 from .blobs import BlobStore
 from .catalogue import CATALOGUE_NAME, Catalogue
-from .guard import dir_writable, os_error, read_only
+from .guard import check_schema, dir_writable, os_error, read_only
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -62,10 +62,14 @@ class Upkeep:
     def integrity_problem(self) -> str | None:
         """SQLite's quick check of the catalogue: ``None`` when it is sound, else what is wrong."""
         try:
-            rows = self._query("PRAGMA quick_check")
+            with self.catalogue.read() as conn:
+                check_schema(conn, self.catalogue.path)
+                rows = conn.execute("PRAGMA quick_check").fetchall()
         except LibraryError as e:
             return str(e)
-        return None if [r[0] for r in rows] == ["ok"] else str(rows[0][0])
+        # a row breaking a CHECK or NOT NULL constraint is one bad row, which the row checks report by voice
+        found = [str(r[0]) for r in rows if not str(r[0]).startswith(("CHECK constraint failed", "NULL value in"))]
+        return None if found in ([], ["ok"]) else found[0]
 
     def remove_stale_temp(self) -> builtins.list[str]:
         """Delete temp files of writers that are gone; returns their paths relative to the library."""
