@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,7 +29,6 @@ from faults import (
     clip,
     fill,
     needs_mount,
-    remount,
     run_cli,
     tmpfs,
     tree,
@@ -330,41 +330,111 @@ def test_full_disk_export_fails_cleanly(tmp_path, capsys, fmt):
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
 
 
+def test_a_write_failing_half_way_removes_the_files_it_wrote(root, monkeypatch):
+    """Conditionals mode writes the kept audio, then the voice file: the second fails (a full disk), so the
+    first must go too and the library is as before."""
+    import errno
+
+    from voicebank.store.blobs import BlobStore
+    from voicebank.voice.voice import Voice
+
+    class Extracting(FakeEngine):
+        def extract(self, source, variant="english", *, exaggeration=0.5):
+            return Voice.load(OTHER_VOICE_FILE)
+
+    real = BlobStore.write
+    calls = []
+
+    def failing(self, data, suffix):
+        calls.append(suffix)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data, suffix)
+
+    monkeypatch.setattr(BlobStore, "write", failing)
+    before = blobs(root)
+    with Library(root, engine=Extracting()) as lib:
+        with pytest.raises(errors.LibraryWriteError, match="full"):
+            lib.add(clip(11), name="dave", mode="conditionals")
+        assert calls == [".wav", ".safetensors"]
+        assert_nothing_lost(root, before)
+        monkeypatch.setattr(BlobStore, "write", real)
+        assert lib.check().ok and "dave" not in lib
+
+
+@pytest.fixture
+def read_only_view(tmp_path):
+    """``(writable library, read-only bind mount of it)``, the -wal and -shm files present (a writer holds it)."""
+    root = tmp_path / "lib"
+    build_library(root)
+    holder = Library(root, engine=FakeEngine())
+    holder.list()
+    view = tmp_path / "ro"
+    view.mkdir()
+    subprocess.run(["mount", "--bind", str(root), str(view)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+        yield root, view
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+        holder.close()
+
+
 @needs_mount
-def test_read_only_library_is_refused_before_any_work(tmp_path, capsys):
-    with tmpfs(tmp_path / "mnt", "4m") as mnt:
-        root = mnt / "lib"
-        build_library(root)
-        lib = Library(root, engine=FakeEngine())  # held open: the -wal and -shm files exist
-        lib.list()
-        assert (root / (CATALOGUE_NAME + "-wal")).exists() or True
-        remount(mnt, "ro")
-        try:
-            before = blobs(root)
-            calls = []
+def test_read_only_library_is_refused_before_any_work(read_only_view, tmp_path, capsys):
+    root, view = read_only_view
+    assert (root / (CATALOGUE_NAME + "-wal")).exists() and (root / (CATALOGUE_NAME + "-shm")).exists()
+    before = blobs(root)
+    calls = []
 
-            class Counting(FakeEngine):
-                def embeddings(self, source, variant="english"):
-                    calls.append(1)
-                    return super().embeddings(source, variant)
+    class Counting(FakeEngine):
+        def embeddings(self, source, variant="english"):
+            calls.append(1)
+            return super().embeddings(source, variant)
 
-            with pytest.raises(errors.LibraryWriteError, match="read-only") as e:
-                Library(root, engine=Counting()).add(clip(8), name="dave")
-            assert "move" not in str(e.value) and not calls  # nothing was extracted
-            for args in (["rm", "bob"], ["rename", "bob", "robert"], ["import", OTHER_VOICE_FILE, "--name", "erin"],
-                         ["add", VOICE_FILE.parents[2] / "golden" / "inputs" / "short_3s_22k.wav"]):
-                rc, out, err = run_cli(capsys, [*args, "--library", root, "--weights", tmp_path / "none"])
-                text = assert_one_line_error(rc, err)
-                assert "read-only" in text or "readonly" in text, text
-                assert "move" not in text
-            rc, out, err = run_cli(capsys, ["library", "check", "--delete-orphans", "--library", root])
-            assert "Traceback" not in err
-            assert_nothing_lost(root, before)
-        finally:
-            remount(mnt, "rw")
-            lib.close()
-        with Library(root, engine=FakeEngine()) as again:
-            assert again.check().ok and again.names() == ["alice", "bob", "carol"]
+    with pytest.raises(errors.LibraryError, match="read-only") as e:
+        Library(view, engine=Counting()).add(clip(8), name="dave")
+    assert "move" not in str(e.value) and not calls  # refused before anything was computed
+    for args in (["rm", "bob"], ["rename", "bob", "robert"], ["import", OTHER_VOICE_FILE, "--name", "erin"],
+                 ["add", VOICE_FILE.parents[1] / "inputs" / "short_3s_22k.wav"]):
+        rc, out, err = run_cli(capsys, [*args, "--library", view, "--weights", tmp_path / "none"])
+        text = assert_one_line_error(rc, err)
+        assert "read-only" in text and "move" not in text, (args, text)
+    # reading still works, and a check that has nothing to change passes
+    rc, out, err = run_cli(capsys, ["list", "--library", view])
+    assert rc == 0 and "alice" in out
+    rc, out, err = run_cli(capsys, ["library", "check", "--delete-orphans", "--library", view])
+    assert rc == 0 and "library is consistent" in out
+    assert_nothing_lost(root, before)
+    with Library(root, engine=FakeEngine()) as again:
+        assert again.check().ok and again.names() == ["alice", "bob", "carol"]
+
+
+@pytest.mark.skipif(shutil.which("chattr") is None, reason="needs chattr")
+def test_immutable_catalogue_files_are_a_typed_error(root, capsys):
+    holder = Library(root, engine=FakeEngine())
+    holder.list()
+    files = [root / CATALOGUE_NAME, root / (CATALOGUE_NAME + "-wal"), root / (CATALOGUE_NAME + "-shm")]
+    done = [f for f in files if f.exists() and subprocess.run(["chattr", "+i", str(f)], capture_output=True)
+            .returncode == 0]
+    if not done:
+        holder.close()
+        pytest.skip("chattr +i is not permitted here")
+    try:
+        before = blobs(root)
+        for args in (["rm", "bob"], ["rename", "bob", "robert"], ["import", OTHER_VOICE_FILE, "--name", "erin"]):
+            rc, out, err = run_cli(capsys, [*args, "--library", root])
+            text = assert_one_line_error(rc, err)
+            assert "read-only" in text or "locked" in text, text
+        with pytest.raises(errors.LibraryError):
+            Library(root, engine=FakeEngine()).add(clip(8), name="dave")
+        assert_nothing_lost(root, before)
+    finally:
+        for f in done:
+            subprocess.run(["chattr", "-i", str(f)], check=False)
+        holder.close()
+    with Library(root, engine=FakeEngine()) as again:
+        assert again.check().ok and again.names() == ["alice", "bob", "carol"]
 
 
 def test_a_locked_catalogue_is_reported_before_extracting(root):

@@ -78,7 +78,7 @@ class Upkeep:
             try:
                 tmp.unlink()
                 removed.append(self.blobs.relative(tmp))
-            except FileNotFoundError:
+            except OSError:  # gone meanwhile, or a read-only library: left for a later check
                 pass
         return removed
 
