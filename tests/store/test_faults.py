@@ -138,7 +138,7 @@ def test_a_damaged_catalogue_is_refused_by_every_command(root, tmp_path, capsys,
 def test_api_raises_catalogue_damaged_and_deletes_nothing(root, damage):
     FILE_DAMAGE[damage](root)
     before = blobs(root)
-    with pytest.raises(errors.CatalogueDamagedError, match="is damaged: .*voicebank library check"):
+    with pytest.raises(errors.CatalogueDamagedError, match=r"is damaged: .*voicebank library check"):
         with Library(root, engine=FakeEngine()) as lib:
             lib.list()
             lib.check(repair=True, delete_orphans=True)
@@ -196,9 +196,9 @@ def test_check_and_repair_keep_unreferenced_files_unless_asked(root, capsys):
     orphan.parent.mkdir(exist_ok=True)
     orphan.write_bytes(b"not referenced")
     for args in (["library", "check"], ["library", "check", "--repair"]):
-        rc, out, err = run_cli(capsys, [*args, "--library", root])
+        rc, out, _err = run_cli(capsys, [*args, "--library", root])
         assert rc == 0 and orphan.exists() and "unreferenced file kept" in out and "--delete-orphans" in out
-    rc, out, err = run_cli(capsys, ["library", "check", "--delete-orphans", "--library", root])
+    rc, out, _err = run_cli(capsys, ["library", "check", "--delete-orphans", "--library", root])
     assert rc == 0 and not orphan.exists() and "removed unreferenced file" in out
 
 
@@ -206,7 +206,7 @@ def test_a_lost_catalogue_is_not_replaced_by_an_empty_one(root, capsys):
     (root / CATALOGUE_NAME).unlink()
     before = blobs(root)
     for args in (["list"], ["library", "check", "--repair", "--delete-orphans"]):
-        rc, out, err = run_cli(capsys, [*args, "--library", root])
+        rc, _out, err = run_cli(capsys, [*args, "--library", root])
         assert_one_line_error(rc, err, "missing while the library holds voice files", "voicebank library check")
     assert not (root / CATALOGUE_NAME).exists()
     assert_nothing_lost(root, before)
@@ -280,7 +280,7 @@ def test_add_refuses_a_blob_path_taken_by_a_directory_and_leaves_nothing(tmp_pat
 def test_a_stray_file_where_tmp_belongs_is_a_typed_error(root, capsys):
     shutil.rmtree(root / "tmp")
     (root / "tmp").write_bytes(b"stray")
-    rc, out, err = run_cli(capsys, ["import", VOICE_FILE, "--name", "erin", "--library", root])
+    rc, _out, err = run_cli(capsys, ["import", VOICE_FILE, "--name", "erin", "--library", root])
     assert_one_line_error(rc, err, str(root))
     (root / "tmp").unlink()
     with Library(root, engine=FakeEngine()) as lib:
@@ -307,7 +307,7 @@ def test_full_disk_add_and_import_fail_cleanly(tmp_path, capsys, what, leave):
             elif what == "import":
                 lib.import_file(OTHER_VOICE_FILE, "dave")
             else:
-                rc, out, err = run_cli(capsys, ["import", OTHER_VOICE_FILE, "--library", root])
+                rc, _out, err = run_cli(capsys, ["import", OTHER_VOICE_FILE, "--library", root])
                 raise errors.LibraryError(assert_one_line_error(rc, err, "full"))
         lib.close()
         assert_nothing_lost(root, before)
@@ -325,7 +325,7 @@ def test_full_disk_export_fails_cleanly(tmp_path, capsys, fmt):
         fill(mnt)
         out = mnt / f"carol.{fmt}"
         name = "carol" if fmt != "wav" else "alice"
-        rc, stdout, err = run_cli(capsys, ["export", name, "-o", out, "--library", root])
+        rc, _stdout, err = run_cli(capsys, ["export", name, "-o", out, "--library", root])
         assert_one_line_error(rc, err, "full")
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
 
@@ -423,7 +423,7 @@ def test_immutable_catalogue_files_are_a_typed_error(root, capsys):
     try:
         before = blobs(root)
         for args in (["rm", "bob"], ["rename", "bob", "robert"], ["import", OTHER_VOICE_FILE, "--name", "erin"]):
-            rc, out, err = run_cli(capsys, [*args, "--library", root])
+            rc, _out, err = run_cli(capsys, [*args, "--library", root])
             text = assert_one_line_error(rc, err)
             assert "read-only" in text or "locked" in text, text
         with pytest.raises(errors.LibraryError):
