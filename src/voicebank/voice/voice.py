@@ -422,11 +422,12 @@ def _read_voice_file(path: Path) -> bytes:
         raise VoiceFileError(f"{path}: cannot read the voice file ({e.strerror or e})") from e
 
 
-def _sniff(data: bytes, where: str = "voice file") -> str:
-    """``"safetensors"`` or ``"pt"`` from the bytes (never the file name), else :class:`VoiceFileError`."""
+def _sniff(data: bytes, where: str = "voice file", *, whole: bool = True) -> str:
+    """``"safetensors"`` or ``"pt"`` from the bytes (never the file name), else :class:`VoiceFileError`.
+    ``whole``: ``data`` is the whole file (else only its head), so the header length can be checked."""
     if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
         return "pt"
-    if len(data) >= 10 and data[8:9] == b"{" and int.from_bytes(data[:8], "little") <= len(data) - 8:
+    if len(data) >= 9 and data[8:9] == b"{" and (not whole or int.from_bytes(data[:8], "little") <= len(data) - 8):
         return "safetensors"
     raise VoiceFileError(f"{where}: not a voice file (neither safetensors nor a torch .pt file, whatever its name)")
 
@@ -436,7 +437,7 @@ def voice_file_format(path: str | os.PathLike[str]) -> str:
     with open(path, "rb") as f:
         head = f.read(16)
     try:
-        return "voicebank safetensors" if _sniff(head + b"{") == "safetensors" else "upstream .pt"
+        return "voicebank safetensors" if _sniff(head, whole=False) == "safetensors" else "upstream .pt"
     except VoiceFileError:
         return "unknown"
 
