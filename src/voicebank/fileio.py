@@ -47,13 +47,14 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
         parent = parent.parent
     if not parent.is_dir():
         raise OutputPathError(f"{what} {path}: {parent} is a file, not a directory")
+    try:
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        read_only = False
+    if read_only:
+        raise OutputPathError(f"{what} {path}: {parent} is on a read-only file system")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputPathError(f"{what} {path}: the directory {parent} is not writable")
-    try:
-        if os.statvfs(parent).f_flag & os.ST_RDONLY:
-            raise OutputPathError(f"{what} {path}: {parent} is on a read-only file system")
-    except (AttributeError, OSError):  # no statvfs (Windows)
-        pass
     return path
 
 
