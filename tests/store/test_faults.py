@@ -98,7 +98,7 @@ FILE_DAMAGE: dict[str, Callable[[Path], None]] = {
 
 COMMANDS = [["list"], ["show", "alice"], ["add", "CLIP", "--name", "dave"], ["export", "alice", "-o", "OUT.npy"],
             ["rm", "bob"], ["rename", "bob", "robert"], ["import", str(OTHER_VOICE_FILE), "--name", "erin"],
-            ["library", "check"], ["library", "check", "--repair", "--delete-orphans"], ["library", "stale"]]
+            ["library", "check"], ["library", "check", "--delete-orphans"], ["library", "stale"]]
 
 
 def fill_in(args: list[str], root: Path, tmp_path: Path) -> list[str]:
@@ -205,11 +205,34 @@ def test_check_and_repair_keep_unreferenced_files_unless_asked(root, capsys):
 def test_a_lost_catalogue_is_not_replaced_by_an_empty_one(root, capsys):
     (root / CATALOGUE_NAME).unlink()
     before = blobs(root)
-    for args in (["list"], ["library", "check", "--repair", "--delete-orphans"]):
+    for args in (["list"], ["library", "check", "--delete-orphans"]):
         rc, _out, err = run_cli(capsys, [*args, "--library", root])
         assert_one_line_error(rc, err, "missing while the library holds voice files", "voicebank library check")
     assert not (root / CATALOGUE_NAME).exists()
     assert_nothing_lost(root, before)
+
+
+@pytest.mark.parametrize("damage", sorted(FILE_DAMAGE))
+def test_repair_rebuilds_a_damaged_catalogue_from_the_content_files(root, capsys, damage):
+    from voicebank.voice.voice import Voice
+
+    FILE_DAMAGE[damage](root)
+    before = blobs(root)
+    rc, out, err = run_cli(capsys, ["library", "check", "--repair", "--library", root])
+    assert rc == 0, err
+    assert "set aside" in out and out.count("recovered: ") == 3, out
+    assert_nothing_lost(root, before)
+    kept = [p for p in root.iterdir() if p.name.startswith(CATALOGUE_NAME + ".damaged-")]
+    assert kept or damage == "deleted"  # the damaged catalogue is kept for inspection, never deleted
+    with Library(root, engine=FakeEngine()) as lib:
+        report = lib.check()
+        assert report.ok and len(lib) == 3 and not report.unreferenced
+        conditionals = [v for v in lib.list() if v.mode == "conditionals"]
+        assert len(conditionals) == 1 and len([v for v in lib.list() if v.mode == "audio"]) == 2
+        got = lib.get(conditionals[0].name)
+        assert got.gen.prompt_feat.equal(Voice.load(VOICE_FILE).gen.prompt_feat)
+        if damage in ("cut-by-one-byte", "dropped-tags", "dropped-column"):  # the names could be salvaged
+            assert sorted(lib.names()) == ["alice", "bob", "carol"]
 
 
 def test_a_new_library_still_starts_empty(tmp_path):

@@ -46,8 +46,22 @@ def check(
     weights: WeightsOpt = None,
 ) -> None:
     """Verify every file's hash and the catalogue; clean what a crash left; exit 1 if problems remain."""
-    report = open_library(library, weights).check(repair=repair, verify_hashes=not quick,
-                                                  delete_orphans=delete_orphans)
+    from ..errors import CatalogueDamagedError
+
+    try:
+        lib = open_library(library, weights)
+        report = lib.check(repair=repair, verify_hashes=not quick, delete_orphans=delete_orphans)
+    except CatalogueDamagedError as e:
+        if not repair:
+            raise CatalogueDamagedError(str(e).split("; run voicebank library check")[0] + "; nothing was deleted: "
+                                        "voicebank library check --repair sets it aside and rebuilds it from the "
+                                        "voice and audio files") from e
+        _rebuild(library, as_json)
+        return
+    if repair and any(not p.voice and "is damaged" in p.problem for p in report.problems):
+        lib.close()
+        _rebuild(library, as_json)
+        return
     if as_json:
         echo_json(report.to_dict())
     else:
@@ -65,6 +79,24 @@ def check(
     if not report.ok:
         n = sum(1 for p in report.problems if not p.repaired)
         raise LibraryError(f"the library at {report_path(library)} has {n} problem(s) (listed above)")
+
+
+def _rebuild(library: Path | None, as_json: bool) -> None:
+    from ..library.recover import rebuild
+
+    result = rebuild(report_path(library))
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        typer.echo(f"the damaged catalogue was set aside as {clean(result.set_aside or '(none)')}; a new one was "
+                   f"built from the content files")
+        for name, mode in result.recovered:
+            typer.echo(f"recovered: {clean(name)} ({mode})")
+        for file, why in result.skipped:
+            typer.echo(clean(f"left out: {file}: {why}"))
+        typer.echo("audio voices need their embeddings again: voicebank library reextract NAME...")
+    if result.skipped and not result.recovered:
+        raise LibraryError(f"nothing could be recovered from the content files of {report_path(library)}")
 
 
 @library_app.command("stale")

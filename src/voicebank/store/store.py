@@ -130,7 +130,9 @@ class VoiceStore(Upkeep):
     writer at a time).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, rebuilding: bool = False) -> None:
+        """``rebuilding``: a new catalogue may be started beside existing content files (a rebuild, see
+        :mod:`voicebank.store.recovery`); otherwise a lost or emptied catalogue is refused as damaged."""
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise LibraryError(f"{self.path}: not a directory; pass a directory for the voice library")
@@ -140,7 +142,8 @@ class VoiceStore(Upkeep):
             raise LibraryError(f"{self.path}: cannot create the voice library here ({e}); pass another directory "
                                "with --library or $VOICEBANK_LIBRARY") from e
         self.blobs = BlobStore(self.path)
-        self.catalogue = Catalogue(self.path / CATALOGUE_NAME, holds_content=self.blobs.holds_content)
+        self.catalogue = Catalogue(self.path / CATALOGUE_NAME,
+                                   holds_content=None if rebuilding else self.blobs.holds_content)
         self._written = threading.local()
         self.catalogue.connection()  # create / migrate now, so errors surface here (a lost catalogue first)
         try:
