@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from voicebank import errors
 from voicebank.library import Library
@@ -83,6 +85,8 @@ def test_the_api_uses_the_same_check(tmp_path, value):
         assert lib.names() == []
     with pytest.raises(errors.InvalidOptionError):
         Library(tmp_path / "lib2", engine=FakeEngine(), duplicate_threshold=float("nan"))
+    with Library(tmp_path / "lib3", engine=FakeEngine()) as lib, pytest.raises(errors.InvalidOptionError):
+        lib.add_many([CLIP], workers=value if value != "x" else 0)
 
 
 @pytest.mark.parametrize("args", [["add", CLIP, "-j", "0"], ["add", CLIP, "--variant", "../../x"],
@@ -184,7 +188,7 @@ def test_every_error_line_is_capped(tmp_path, capsys, root):
     save_file(many, str(path))
     rc, _out, err = run_cli(capsys, ["import", path, "--library", root])
     text = assert_one_line_error(rc, err)
-    assert len(text) <= 520 and text.endswith("...")
+    assert len(text) <= 520 and "more" in text
 
 
 # --- names: what is reported is what is stored ---------------------------------------------------------------
@@ -242,3 +246,22 @@ def test_a_clip_is_added_under_the_name_reported(tmp_path, capsys, engine_weight
     rc, out, err = run_cli(capsys, ["list", "--library", lib])
     assert name in out
     np.testing.assert_equal(Library(lib).names(), [name])
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=2000))
+def test_error_lines_are_one_escaped_capped_line(text):
+    import io
+    from contextlib import redirect_stderr
+
+    from voicebank.cli.common import MAX_MESSAGE_CHARS, clean, error_line
+
+    buf = io.StringIO()
+    with redirect_stderr(buf):
+        error_line(text)
+    line = buf.getvalue()
+    assert line.count("\n") == 1 and line.endswith("\n")
+    body = line[:-1]
+    assert len(body) <= len("voicebank: error: ") + MAX_MESSAGE_CHARS
+    assert_no_control(body)
+    assert_no_control(clean(text))

@@ -252,7 +252,8 @@ def audio_blob(root: Path, name: str = "alice") -> Path:
         return next(f.path for f in lib.show(name).files if f.role == "audio")
 
 
-@pytest.mark.parametrize("fault", ["blob-is-a-directory", "blob-missing", "blob-dir-is-a-file"])
+@pytest.mark.parametrize("fault", ["blob-is-a-directory", "blob-missing", "blob-dir-is-a-file", "blob-garbage",
+                                   "blob-empty"])
 def test_blob_faults_are_typed_and_point_to_repair(root, tmp_path, capsys, fault):
     path = audio_blob(root)
     if fault == "blob-is-a-directory":
@@ -260,6 +261,8 @@ def test_blob_faults_are_typed_and_point_to_repair(root, tmp_path, capsys, fault
         path.mkdir()
     elif fault == "blob-missing":
         path.unlink()
+    elif fault in ("blob-garbage", "blob-empty"):
+        path.write_bytes(b"" if fault == "blob-empty" else b"\x00garbage" * 100)
     else:
         shutil.rmtree(path.parent)
         path.parent.write_bytes(b"stray")
@@ -267,6 +270,13 @@ def test_blob_faults_are_typed_and_point_to_repair(root, tmp_path, capsys, fault
     rc, out, err = run_cli(capsys, ["export", "alice", "-o", out_file, "--library", root])
     assert_one_line_error(rc, err, "alice", "voicebank library check --repair")
     assert "system error" not in err.lower() and not out_file.exists()
+    rc, out, err = run_cli(capsys, ["export", "alice", "-o", tmp_path / "out.safetensors", "--library", root,
+                                    "--weights", tmp_path / "nw"])
+    out_file = tmp_path / "out.safetensors"
+    assert_one_line_error(rc, err, "alice", "voicebank library check --repair")
+    assert "system error" not in err.lower() and not out_file.exists()
+    with Library(root, engine=FakeEngine()) as lib, pytest.raises(errors.LibraryError, match="check --repair"):
+        lib.get("alice")
     rc, out, err = run_cli(capsys, ["library", "check", "--library", root])
     assert rc == 1 and "alice" in out
     for args in (["rename", "bob", "robert"], ["rm", "robert"], ["import", OTHER_VOICE_FILE, "--name", "erin"]):
@@ -276,6 +286,8 @@ def test_blob_faults_are_typed_and_point_to_repair(root, tmp_path, capsys, fault
     assert rc == 0 or "voicebank: error:" in err
     if path.parent.is_file() or path.is_dir():
         shutil.rmtree(path) if path.is_dir() else path.parent.unlink()
+    if path.is_file():
+        path.unlink()
     with Library(root, engine=FakeEngine()) as lib:
         lib.remove("alice") if "alice" in lib else None
         assert lib.check().ok and lib.names() == ["carol", "erin"]

@@ -230,7 +230,7 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     same voice file was imported before, or its source audio (by sha256) is already stored.
     """
     from ..store.blobs import sha256_bytes
-    from ..voice.voice import Voice
+    from ..voice.voice import Voice, voice_file_format
     from .search import DUPLICATE_THRESHOLD, similar_voices, similar_warnings
 
     voice = Voice.load(path)
@@ -244,8 +244,8 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     warnings = similar_warnings(similar, threshold=limit)
     if meta.hybrid:
         warnings.append(f"the imported voice is a hybrid ({meta.hybrid})")
-    provenance = {"imported_from": path.name, "format": "voicebank" if path.suffix.lower() == ".safetensors"
-                  else "upstream .pt", "hybrid": meta.hybrid}
+    provenance = {"imported_from": path.name, "format": "voicebank" if voice_file_format(path).startswith(
+                  "voicebank") else "upstream .pt", "hybrid": meta.hybrid}
     info = store.insert(NewVoice(
         name=name, mode="conditionals", variant=meta.variant, exaggeration=ex if voice.t3 is not None else None,
         speaker_emb=speaker, xvector=xvector, weights_fingerprint=meta.weights_fingerprint, origin="import",

@@ -287,7 +287,7 @@ class Library:
             if progress:
                 progress(1)
 
-        n_workers = max(1, int(workers))
+        n_workers = int(check_number(workers, "workers", 1, 256, integer=True))
         with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="voicebank-add") as pool:
             pending: dict[int, Future[Prepared]] = {}
             next_i = done_i = 0
@@ -431,6 +431,8 @@ class Library:
         fails with the reason.
         """
         targets = sorted({s.name for s in self.stale()}) if names is None else builtins.list(names)
+        if targets:
+            self.store.check_writable()  # read-only or locked: say so before the costly extraction
         return maintenance.reextract(self.store, lambda: self.engine, targets, progress=progress)
 
 

@@ -371,7 +371,8 @@ def validate(tensors: Mapping[str, Any], where: str) -> tuple[T3Conditioning | N
     """Check names, shapes, dtypes and value ranges; build the two parts.  Raises :class:`VoiceFileError`."""
     unknown = sorted(set(tensors) - set(_SPEC))
     if unknown:
-        raise VoiceFileError(f"{where}: unexpected entries {', '.join(unknown)}; not a Chatterbox voice file")
+        shown = ", ".join(k[:40] for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise VoiceFileError(f"{where}: unexpected entries {shown}; not a Chatterbox voice file")
     gen_required = ("gen.prompt_token", "gen.prompt_token_len", "gen.prompt_feat", "gen.embedding")
     missing = [k for k in gen_required if k not in tensors]
     has_t3 = any(k.startswith("t3.") for k in tensors)
@@ -511,9 +512,10 @@ def _load_pt(data: bytes, path: str) -> Voice:
         parts = [("gen", obj, GEN_FIELDS)]
         variant = "vc"
     for prefix, part, allowed in parts:
-        unknown = sorted(str(k) for k in part if k not in allowed)
+        unknown = sorted(str(k)[:40] for k in part if k not in allowed)
         if unknown:
-            raise VoiceFileError(f"{path}: unexpected {prefix} entries {', '.join(unknown)}")
+            raise VoiceFileError(f"{path}: unexpected {prefix} entries {', '.join(unknown[:5])}"
+                                 + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
         for k, v in part.items():
             if v is None:
                 continue
