@@ -180,15 +180,19 @@ def test_export_import_roundtrip(capsys, lib, tmp_path, golden_weights_dir, extr
 def test_compare_search_blend(capsys, lib, golden_weights_dir):
     root = lib.path
     code, out, _ = run(capsys, "compare", "c", C, "--library", root, "--weights", golden_weights_dir)
-    assert code == 0 and out.startswith("speaker cosine 1.0000") and "same speaker" in out
+    assert code == 0 and out.startswith("score ") and "speaker cosine 1.0000" in out and "same speaker" in out
     res = json.loads(run(capsys, "compare", "c", "b", "--library", root, "--json")[1])
     assert res["a"] == "c" and res["b"] == "b" and -1 <= res["speaker_cosine"] <= 1
     code, _, err = run(capsys, "compare", "c", "nobody", "--library", root)
     assert code == 1 and "neither a voice" in err
     code, out, _ = run(capsys, "search", "c", "--library", root)
-    assert code == 0 and out.split() == [f"{res['speaker_cosine']:.4f}", "b"]
-    hits = json.loads(run(capsys, "search", C, "--library", root, "--weights", golden_weights_dir, "--json")[1])
-    assert hits[0]["name"] == "c" and hits[0]["score"] > 0.9999
+    assert code == 0 and out.split() == [f"{res['score']:.2f}", f"{res['speaker_cosine']:.4f}", "b"]
+    found = json.loads(run(capsys, "search", C, "b", "--library", root, "--weights", golden_weights_dir, "--json")[1])
+    assert [f["query"] for f in found] == [str(C), "b"]
+    hits = found[0]["matches"]
+    assert hits[0]["name"] == "c" and hits[0]["speaker_cosine"] > 0.9999
+    assert set(hits[0]) == {"name", "score", "speaker_cosine", "xvector_cosine"}
+    assert [m["name"] for m in found[1]["matches"]] == ["c"]
     code, _, err = run(capsys, "blend", "c", "b", "--mix", "0.7,0.3", "--name", "mix", "--library", root)
     assert code == 0 and "EXPERIMENTAL" in err and "from c" in err and "deprecated" not in err
     listed = json.loads(run(capsys, "list", "--library", root, "--json")[1])

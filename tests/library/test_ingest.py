@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
 import pickle
 
 import numpy as np
@@ -33,6 +34,16 @@ class FakeEngine:
         rng = np.random.default_rng(int(source.sha256[:8], 16))
         s, x = rng.standard_normal(256).astype(np.float32), rng.standard_normal(192).astype(np.float32)
         return s / np.linalg.norm(s), x
+
+    def embed(self, sources, *, variant: str = "english"):
+        """(len(sources), 256) unit vectors from each source's bytes (the built-in cohort)."""
+        self.calls.append(f"embed:{variant}:{len(sources)}")
+        out = []
+        for src in sources:
+            rng = np.random.default_rng(int(hashlib.sha256(bytes(src)).hexdigest()[:8], 16))
+            s = rng.standard_normal(256).astype(np.float32)
+            out.append(s / np.linalg.norm(s))
+        return np.stack(out)
 
     def extract(self, source, variant: str = "english", *, exaggeration: float = 0.5):
         raise AssertionError("the fake engine extracts nothing")
@@ -94,8 +105,44 @@ def test_duplicates_and_names_are_refused_before_computing(lib):
     assert [r.status for r in results] == ["skipped", "added"]
 
 
+class NoWeightsEngine(FakeEngine):
+    """An engine whose weights cannot be found (a library opened without weights)."""
+
+    def weights_fingerprint(self, variant: str = "english") -> str:
+        raise errors.WeightsNotFoundError("no weights here")
+
+
+def test_scores_without_weights_use_the_cached_cohort_else_raw_cosine(tmp_path):
+    import shutil
+
+    from voicebank.library.search import DUPLICATE_THRESHOLD
+    from voicebank.similarity import DUPLICATE_SCORE
+
+    with Library(tmp_path / "lib", engine=FakeEngine()) as lib:
+        lib.add(A, name="a", mode="embedding")
+        lib.add(B, name="b", mode="embedding")  # embeds the built-in cohort: cached for "fake-english"
+        with_weights = lib.compare("a", "b")
+    with Library(tmp_path / "lib", engine=NoWeightsEngine()) as bare:
+        cached = bare.compare("a", "b")
+        assert cached.score == pytest.approx(with_weights.score) and cached.threshold == DUPLICATE_SCORE
+        shutil.rmtree(bare.store.cache_dir)
+        raw = bare.compare("a", "b")
+        assert raw.score is None and raw.threshold == DUPLICATE_THRESHOLD
+        (hit,) = bare.search("a")
+        assert hit.name == "b" and hit.score == pytest.approx(hit.speaker_cosine) == pytest.approx(raw.speaker_cosine)
+        assert hit.to_dict() == {"name": "b", "score": hit.score, "speaker_cosine": hit.speaker_cosine,
+                                 "xvector_cosine": hit.xvector_cosine}
+
+
 def test_same_speaker_warning_uses_the_stored_embeddings(tmp_path):
-    lib = Library(tmp_path / "lib", engine=FakeEngine(), duplicate_threshold=-1.0)  # everything "sounds alike"
+    # the threshold is on the normalised score (unbounded below): -inf makes everything "sound alike"
+    engine = FakeEngine()
+    lib = Library(tmp_path / "lib", engine=engine, duplicate_threshold=float("-inf"))
     lib.add(A, mode="embedding")
+    assert not any(c.startswith("embed:") for c in engine.calls)  # nothing to compare the first voice with
     result = lib.add(B, mode="embedding")
     assert result.similar and result.similar[0][0] == "short_3s_22k" and "sounds like" in result.warnings[0]
+    _, score, cos = result.similar[0]
+    assert -1 <= cos <= 1 and np.isfinite(score)
+    # the built-in cohort was embedded once through the engine and cached in the library
+    assert engine.calls.count("embed:english:26") == 1 and len(list(lib.store.cache_dir.glob("cohort-*.npy"))) == 1

@@ -15,6 +15,7 @@ from voicebank.audio import read_audio
 from voicebank.engine import Extractor
 from voicebank.library import Library
 from voicebank.library import library as library_module
+from voicebank.similarity import DUPLICATE_SCORE
 from voicebank.voice.voice import Voice
 
 from audio_fixtures import GOLDEN_INPUTS, REALSPEECH, speechlike
@@ -252,8 +253,17 @@ def test_same_speaker_under_another_name_is_a_warning_and_audio_is_shared(lib, t
     lib.add(C, name="one")
     result = lib.add(copy, name="two")
     assert result.status == "added"
-    assert result.similar[0][0] == "one" and result.similar[0][1] > 0.9999
+    assert result.similar[0][0] == "one" and result.similar[0][2] > 0.9999
     assert any("'one'" in w and "same speaker" in w for w in result.warnings)
+    similar = result.to_dict()["similar"]
+    assert similar[0]["name"] == "one" and set(similar[0]) == {"name", "score", "speaker_cosine"}
+    # the built-in cohort was embedded once and cached in the library; check leaves the cache alone
+    cached = list((lib.path / "cache").glob("cohort-*.npy"))
+    assert len(cached) == 1 and lib.check().ok and cached[0].is_file()
+    # without weights the cached cohort still normalises stored voices' scores
+    with Library(lib.path, weights=tmp_path / "no-weights-here") as bare:
+        c = bare.compare("one", "two")
+    assert c.score is not None and c.same_speaker and c.threshold == pytest.approx(DUPLICATE_SCORE)
     one, two = lib.show("one"), lib.show("two")
     assert one.files[0].sha256 == two.files[0].sha256  # one file for both: content-addressed
     shared = one.files[0].path
@@ -301,8 +311,9 @@ def test_compare_and_search(lib):
     assert -1 <= other.speaker_cosine < same.speaker_cosine
     assert lib.compare(str(C), str(B)).speaker_cosine == pytest.approx(other.speaker_cosine, abs=1e-6)
     hits = lib.search("c")
-    assert [h.name for h in hits] == sorted(["b", "m"], key=lambda n: -lib.compare("c", n).speaker_cosine)
+    assert [h.name for h in hits] == sorted(["b", "m"], key=lambda n: -(lib.compare("c", n).score or 0.0))
     assert hits[0].score >= hits[1].score
+    assert hits[0].speaker_cosine == pytest.approx(lib.compare("c", hits[0].name).speaker_cosine, abs=1e-6)
     by_clip = lib.search(str(C), k=1)
     assert len(by_clip) == 1 and by_clip[0].name == "c" and by_clip[0].score > 0.99999
     assert [h.name for h in lib.search("c", tag="t")] == ["m"]

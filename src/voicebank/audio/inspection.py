@@ -2,7 +2,7 @@
 
 :func:`inspect_reference` decodes a clip once and measures what makes a reference good or poor:
 duration (against Chatterbox Turbo's more-than-5-s rule and the 10 s that S3Gen conditions on),
-channels, sample rate, peak and clipping, integrated loudness (ITU-R BS.1770 via pyloudnorm),
+channels, sample rate, peak and clipping, integrated loudness (ITU-R BS.1770, :mod:`.loudness`),
 leading and trailing silence, and a frame-energy estimate of the signal-to-noise ratio.
 
 Each observation is a :class:`Finding` of one of three levels:
@@ -133,13 +133,9 @@ def _frame_db(wav: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 def _integrated_loudness(wav: np.ndarray, sample_rate: int) -> float | None:
-    import pyloudnorm
+    from .loudness import integrated_loudness
 
-    try:
-        value = float(pyloudnorm.Meter(sample_rate).integrated_loudness(wav.astype(np.float64)))
-    except ValueError:  # shorter than one 400 ms gating block
-        return None
-    return value if math.isfinite(value) else None
+    return integrated_loudness(np.asarray(wav, dtype=np.float64), sample_rate)
 
 
 def inspect_samples(wav: np.ndarray, sample_rate: int, *, channels: int = 1, source: str = "<array>",

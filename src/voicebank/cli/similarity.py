@@ -34,20 +34,19 @@ def compare(
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
 ) -> None:
-    """Cosine similarity of two voices or clips (speaker embeddings, and CAM++ x-vectors)."""
+    """Similarity of two voices or clips: the normalised score, with the raw speaker and x-vector cosines."""
     c = open_library(library, weights, device, download).compare(a, b, variant=variant_option(variant) or "english")
     if as_json:
-        echo_json({"a": c.a, "b": c.b, "speaker_cosine": c.speaker_cosine, "xvector_cosine": c.xvector_cosine,
-                    "threshold": c.threshold, "same_speaker": c.same_speaker})
+        echo_json(c.to_dict())
         return
     verdict = "likely the same speaker" if c.same_speaker else "likely different speakers"
-    typer.echo(f"speaker cosine {c.speaker_cosine:.4f}  x-vector cosine {fmt(c.xvector_cosine, '.4f')}  "
-               f"({verdict}; threshold {c.threshold:.2f})")
+    typer.echo(f"score {fmt(c.score, '.2f')}  speaker cosine {c.speaker_cosine:.4f}  "
+               f"x-vector cosine {fmt(c.xvector_cosine, '.4f')}  ({verdict}; threshold {c.threshold:.2f})")
 
 
 def search(
-    query: Annotated[str, typer.Argument(help="A voice name or an audio file.", show_default=False)],
-    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many voices to list.")] = 5,
+    queries: Annotated[list[str], typer.Argument(help="Voice names or audio files.", show_default=False)],
+    k: Annotated[int, typer.Option("-k", "--top", min=1, help="How many voices to list per query.")] = 5,
     tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only voices with this tag.",
                                             show_default=False)] = None,
     variant: Annotated[str, typer.Option("--variant", help="Variant whose pipeline embeds an audio file.")] = "english",
@@ -57,16 +56,20 @@ def search(
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
 ) -> None:
-    """The stored voices nearest to a voice or a clip, by speaker-embedding cosine."""
-    matches = open_library(library, weights, device, download).search(query, k=k, tag=tag,
-                                                               variant=variant_option(variant) or "english")
+    """The stored voices most similar to each query, by normalised score (raw speaker cosine beside it)."""
+    lib = open_library(library, weights, device, download)
+    v = variant_option(variant) or "english"
+    results = [(q, lib.search(q, k=k, tag=tag, variant=v)) for q in queries]
     if as_json:
-        echo_json([{"name": m.name, "score": m.score, "xvector_score": m.xvector_score} for m in matches])
+        echo_json([{"query": q, "matches": [m.to_dict() for m in matches]} for q, matches in results])
         return
-    if not matches:
-        typer.echo("no voices to compare with", err=True)
-    for m in matches:
-        typer.echo(f"{m.score:.4f}  {m.name}")
+    for q, matches in results:
+        if len(queries) > 1:
+            typer.echo(f"{q}:")
+        if not matches:
+            typer.echo(f"{q}: no voices to compare with", err=True)
+        for m in matches:
+            typer.echo(f"{m.score:8.2f}  {m.speaker_cosine:.4f}  {m.name}")
 
 
 def _parse_mix(text: str, n: int, option: str = "--mix") -> list[float]:

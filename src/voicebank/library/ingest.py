@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol, cast
 import numpy as np
 
 from ..audio.clip import Clip
+from ..audio.decode import AudioSource
 from ..audio.inspection import inspect_clip
 from ..errors import ReferenceRejectedError
 from ..store.records import MODES, Mode, VoiceInfo
@@ -40,6 +41,10 @@ class Computes(Protocol):
     def weights_fingerprint(self, variant: str = "english") -> str: ...
 
     def embeddings(self, source: Clip | Reference, variant: str = "english") -> tuple[np.ndarray, np.ndarray]: ...
+
+    def embed(self, sources: Sequence[AudioSource | Clip], *, variant: str = "english") -> np.ndarray:
+        """Speaker embeddings of several clips, ``(len(sources), 256)`` (the built-in similarity cohort)."""
+        ...
 
     def extract(self, source: Clip, variant: str = "english", *, exaggeration: float = DEFAULT_EXAGGERATION,
                 ) -> Voice: ...
@@ -187,12 +192,12 @@ def prepare(clip: Clip, options: AddOptions, engine: Computes, *, name: str) -> 
         warnings=[f"poor reference (forced): {w}" for w in warnings])
 
 
-def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float]] = (),
+def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float, float]] = (),
            similar_warnings: Sequence[str] = ()) -> AddResult:
     """Store a prepared clip in one transaction (files written under the write lock).
 
-    ``similar`` / ``similar_warnings``: the stored voices that sound alike (see
-    :func:`~voicebank.library.search.similar_voices`), reported in the result.
+    ``similar`` / ``similar_warnings``: the stored voices that sound alike, ``(name, score, speaker_cosine)``
+    (see :func:`~voicebank.library.search.find_similar`), reported in the result.
     """
     opts = p.options
     source_name = Path(p.source).name if p.source and not p.source.startswith("<") else p.source
@@ -223,15 +228,19 @@ def remember(known: Mapping[str, np.ndarray], p: Prepared) -> None:
 
 def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterable[str] = (), consent: str = "",
                       added_by: str = "", exaggeration: float | None = None,
-                      known: Mapping[str, np.ndarray] | None = None, threshold: float | None = None) -> AddResult:
+                      known: Mapping[str, np.ndarray] | None = None, threshold: float | None = None,
+                      engine: Computes | None = None, cohorts: dict[str, np.ndarray] | None = None) -> AddResult:
     """Add a voice file (voicebank ``.safetensors`` or upstream ``.pt``) as a ``conditionals`` voice without audio.
 
     The file is validated (an unsafe ``.pt`` is refused, never run).  Refused when the name is taken, the
-    same voice file was imported before, or its source audio (by sha256) is already stored.
+    same voice file was imported before, or its source audio (by sha256) is already stored.  Stored voices
+    that may be the same speaker are reported (:func:`~voicebank.library.search.find_similar`: ``threshold``
+    is the normalised duplicate score, ``engine`` embeds the built-in cohort, ``cohorts`` memoises it).
     """
+    from ..similarity import DUPLICATE_SCORE
     from ..store.blobs import sha256_bytes
     from ..voice.voice import Voice, voice_file_format
-    from .search import DUPLICATE_THRESHOLD, similar_voices, similar_warnings
+    from .search import find_similar, similar_warnings
 
     voice = Voice.load(path)
     meta = voice.metadata
@@ -239,9 +248,10 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     ex = check_exaggeration(exaggeration) if exaggeration is not None else meta.exaggeration
     speaker = voice.speaker_embedding.float().cpu().numpy() if voice.t3 is not None else None
     xvector = voice.xvector.float().cpu().numpy()
-    limit = DUPLICATE_THRESHOLD if threshold is None else threshold
-    similar = similar_voices(speaker, known if known is not None else store.speaker_embeddings(), threshold=limit)
-    warnings = similar_warnings(similar, threshold=limit)
+    similar = find_similar(store, engine, speaker, known if known is not None else store.speaker_embeddings(),
+                           meta.variant, duplicate_threshold=DUPLICATE_SCORE if threshold is None else threshold,
+                           memo=cohorts)
+    warnings = similar_warnings(similar)
     if meta.hybrid:
         warnings.append(f"the imported voice is a hybrid ({meta.hybrid})")
     provenance = {"imported_from": path.name, "format": "voicebank" if voice_file_format(path).startswith(

@@ -34,6 +34,7 @@ from ..audio.clip import Clip
 from ..audio.decode import AudioSource, describe
 from ..errors import DuplicateAudioError, InvalidVoiceNameError, VoicebankError, WeightsError
 from ..settings import Settings
+from ..similarity import DUPLICATE_SCORE
 from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue
 from ..store.records import VoiceInfo
@@ -43,7 +44,7 @@ from . import ingest, maintenance, materialise, search
 from .ingest import AddOptions, Computes, Prepared
 from .names import check_name, default_name
 from .results import AddResult, CheckReport, Comparison, Match, ReextractResult, StaleVoice
-from .search import DUPLICATE_THRESHOLD
+from .search import DUPLICATE_THRESHOLD, CohortMemo
 
 if TYPE_CHECKING:
     import torch
@@ -76,13 +77,17 @@ class Library:
     copied); without one, an engine is built on first need from ``weights``, ``device`` and
     ``allow_download``.  Listing, showing and getting ``conditionals`` voices never build one.
 
+    ``duplicate_threshold``: the normalised similarity score at or above which a new voice is reported as
+    possibly the same speaker as a stored one (see :mod:`.search`; raw cosine
+    :data:`~voicebank.library.search.DUPLICATE_THRESHOLD` applies when there are no weights to normalise with).
+
     Safe to share between threads; several processes may use the same library at once.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, weights: str | os.PathLike[str] | None = None,
                  device: str = "cpu", allow_download: bool = False, engine: Engine | Computes | None = None,
                  extractors: Mapping[str, Extractor] | None = None,
-                 duplicate_threshold: float = DUPLICATE_THRESHOLD) -> None:
+                 duplicate_threshold: float = DUPLICATE_SCORE) -> None:
         self.path = resolve_library_path(path)
         self.store = VoiceStore(self.path)
         self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", -1.0, 1.0)
@@ -95,6 +100,8 @@ class Library:
         self._device = device
         self._allow_download = allow_download
         self._current: dict[str, str | None] = {}
+        self._cohorts: CohortMemo = {}
+        """The built-in similarity cohort's embeddings per weights fingerprint (see :func:`.search.normaliser`)."""
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -197,8 +204,8 @@ class Library:
         ``force``.  Refusals raise and write nothing: :class:`~voicebank.errors.VoiceExistsError` (name
         taken), :class:`~voicebank.errors.DuplicateAudioError` (same audio already stored),
         :class:`~voicebank.errors.ReferenceRejectedError`, :class:`~voicebank.errors.AudioError`.  A stored voice
-        whose speaker embedding is close to the new one is not an error: it is reported in
-        ``AddResult.similar`` and ``warnings``.
+        whose normalised similarity score with the new one reaches ``duplicate_threshold`` is not an error: it
+        is reported in ``AddResult.similar`` and ``warnings``.
         """
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
         self.store.check_writable()  # read-only or locked: say so before the costly extraction
@@ -235,9 +242,11 @@ class Library:
     def commit(self, prepared: Prepared, *, known: dict[str, np.ndarray] | None = None) -> AddResult:
         """Store a prepared clip in one transaction: step two of :meth:`add`."""
         known = self.store.speaker_embeddings() if known is None else known
-        similar = search.similar_voices(prepared.speaker_emb, known, threshold=self.duplicate_threshold)
+        similar = search.find_similar(self.store, self.engine, prepared.speaker_emb, known,
+                                      prepared.options.variants[0], duplicate_threshold=self.duplicate_threshold,
+                                      memo=self._cohorts)
         result = ingest.commit(self.store, prepared, similar=similar,
-                               similar_warnings=search.similar_warnings(similar, threshold=self.duplicate_threshold))
+                               similar_warnings=search.similar_warnings(similar))
         if prepared.speaker_emb is not None:
             known[prepared.name] = prepared.speaker_emb
         return result
@@ -312,7 +321,7 @@ class Library:
         return ingest.import_voice_file(
             self.store, path, check_name(name if name is not None else path.stem), tags=tags, consent=consent,
             added_by=ingest.current_user() if added_by is None else added_by, exaggeration=exaggeration,
-            threshold=self.duplicate_threshold)
+            threshold=self.duplicate_threshold, engine=self.engine, cohorts=self._cohorts)
 
     # --- getting conditionals --------------------------------------------------------------------------
 
@@ -371,13 +380,26 @@ class Library:
     # --- similarity ------------------------------------------------------------------------------------
 
     def compare(self, a: str | AudioSource, b: str | AudioSource, *, variant: str = "english") -> Comparison:
-        """Cosine similarity of two voices or clips (a name is looked up first; otherwise it is read as a file)."""
-        return search.compare(self.store, self.engine, a, b, variant=variant, threshold=self.duplicate_threshold)
+        """Similarity of two voices or clips (a name is looked up first; otherwise it is read as a file).
+
+        The score is normalised against the library's cohort (see :meth:`search`); the raw speaker and x-vector
+        cosines come with it.
+        """
+        return search.compare(self.store, self.engine, a, b, variant=variant,
+                              duplicate_threshold=self.duplicate_threshold, memo=self._cohorts)
 
     def search(self, query: str | AudioSource, *, k: int = 5, tag: str | None = None,
                variant: str = "english") -> builtins.list[Match]:
-        """The ``k`` stored voices closest to ``query`` (a voice name or a clip), best first, the query excluded."""
-        return search.search(self.store, self.engine, query, k=k, tag=tag, variant=variant)
+        """The ``k`` stored voices most similar to ``query`` (a voice name or a clip), best first, the query
+        excluded.
+
+        Ranked by the normalised score (:class:`~voicebank.similarity.ScoreNormaliser`; the cohort is the
+        library's voices topped up with the built-in cohort, :func:`voicebank.cohort.library_normaliser`).
+        Voices without a speaker embedding (VC) are not ranked; a query without one raises
+        :class:`~voicebank.errors.LibraryError`.
+        """
+        return search.search(self.store, self.engine, query, k=k, tag=tag, variant=variant,
+                             duplicate_threshold=self.duplicate_threshold, memo=self._cohorts)
 
     nearest = search
     """Alias of :meth:`search`."""

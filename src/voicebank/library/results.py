@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from ..similarity import SAME_RECORDING_COSINE
 from ..store.records import VoiceInfo
 
 Status = Literal["added", "skipped", "failed"]
@@ -14,8 +15,9 @@ Status = Literal["added", "skipped", "failed"]
 class AddResult:
     """What happened to one clip: ``added``, ``skipped`` (its audio is already stored) or ``failed``.
 
-    ``warnings``: inspection warnings that ``force`` overrode, and possible duplicates (``similar``: names of
-    stored voices whose speaker embedding is close, with the cosine).
+    ``warnings``: inspection warnings that ``force`` overrode, and possible duplicates (``similar``: stored
+    voices whose normalised similarity score reaches the duplicate threshold, best first, as
+    ``(name, score, speaker_cosine)``).
     """
 
     source: str
@@ -23,7 +25,7 @@ class AddResult:
     status: Status
     reason: str = ""
     warnings: tuple[str, ...] = ()
-    similar: tuple[tuple[str, float], ...] = ()
+    similar: tuple[tuple[str, float, float], ...] = ()
     voice: VoiceInfo | None = None
 
     @property
@@ -32,32 +34,59 @@ class AddResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "name": self.name, "status": self.status, "reason": self.reason,
-                "warnings": list(self.warnings), "similar": [[n, round(c, 6)] for n, c in self.similar]}
+                "warnings": list(self.warnings),
+                "similar": [{"name": n, "score": round(s, 6), "speaker_cosine": round(c, 6)}
+                            for n, s, c in self.similar]}
 
 
 @dataclass(frozen=True)
 class Match:
-    """A voice found by :meth:`Library.search`: cosine of speaker embeddings and of x-vectors."""
+    """A voice found by :meth:`Library.search <voicebank.Library.search>`.
+
+    ``score``: the normalised similarity score (:class:`~voicebank.similarity.ScoreNormaliser`; the raw speaker
+    cosine when no weights were available to normalise with); ``speaker_cosine``: the raw cosine of the speaker
+    embeddings; ``xvector_cosine``: of the CAM++ x-vectors, reported only (it never enters the score).
+    """
 
     name: str
     score: float
-    xvector_score: float | None
+    speaker_cosine: float
+    xvector_cosine: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "score": self.score, "speaker_cosine": self.speaker_cosine,
+                "xvector_cosine": self.xvector_cosine}
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """Cosine similarity of two voices or clips (speaker embeddings; x-vectors when both have one)."""
+    """Similarity of two voices or clips.
+
+    ``score``: the normalised similarity score of the speaker embeddings (``None`` when it could not be
+    computed: no speaker embedding, or no weights to embed the cohort with); ``threshold``: the duplicate
+    threshold on the scale ``same_speaker`` uses (the score's, else the raw cosine's).  ``speaker_cosine`` and
+    ``xvector_cosine`` are the raw cosines (the x-vector is reported only).
+    """
 
     a: str
     b: str
     speaker_cosine: float
     xvector_cosine: float | None
     threshold: float
+    score: float | None = None
 
     @property
     def same_speaker(self) -> bool:
-        """Whether the speaker cosine reaches the library's duplicate threshold."""
-        return self.speaker_cosine >= self.threshold
+        """Whether the score (else the speaker cosine) reaches the duplicate threshold, or the speaker cosine
+        :data:`~voicebank.similarity.SAME_RECORDING_COSINE`."""
+        if self.speaker_cosine >= SAME_RECORDING_COSINE:
+            return True
+        return (self.score if self.score is not None else self.speaker_cosine) >= self.threshold
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "score": self.score, "speaker_cosine": self.speaker_cosine,
+                "xvector_cosine": self.xvector_cosine, "threshold": self.threshold,
+                "same_speaker": self.same_speaker}
 
 
 @dataclass(frozen=True)

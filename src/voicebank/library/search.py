@@ -1,4 +1,9 @@
-"""Comparing voices: duplicate warnings, ``compare``, ``search`` and the experimental ``blend``."""
+"""Comparing voices: duplicate warnings, ``compare``, ``search`` and the experimental ``blend``.
+
+Scores are cohort-normalised (:class:`~voicebank.similarity.ScoreNormaliser`, AS-norm): the cohort is the
+library's own voices topped up with the built-in LibriSpeech cohort (:mod:`voicebank.cohort`), whose
+embeddings are computed by the engine once per weights fingerprint and cached in the library's ``cache/``.
+"""
 
 from __future__ import annotations
 
@@ -12,42 +17,119 @@ import numpy as np
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
-from ..errors import LibraryError, VoiceNotFoundError
+from ..cohort import builtin_cohort_embeddings, cached_builtin_cohort, library_normaliser
+from ..errors import LibraryError, VoicebankError, VoiceNotFoundError
+from ..similarity import DUPLICATE_SCORE, SAME_RECORDING_COSINE, ScoreNormaliser, cosine, cosine_matrix
 from ..similarity import blend as blend_vectors
-from ..similarity import cosine, cosine_matrix
 from ..store.records import VoiceInfo
 from ..store.store import NewVoice, VoiceStore
+from ..variants import embedding_variant
 from .ingest import Computes, clean_tags
 from .results import Comparison, Match
 
 log = logging.getLogger(__name__)
 
 DUPLICATE_THRESHOLD = 0.80
-"""Speaker-embedding cosine at or above which a new voice is reported as possibly the same speaker as a stored
-one.  With a trained voice encoder same-speaker pairs of real speech score about 0.88 on average and different
-speakers about 0.55 (equal error rate near 0.76: see ``tests/library/test_realspeech.py``)."""
+"""Raw speaker-embedding cosine at or above which two voices count as possibly the same speaker when there are
+no weights (nor a cached cohort) to normalise scores with; otherwise the normalised score is compared with
+:data:`~voicebank.similarity.DUPLICATE_SCORE` (see README, "Similarity scores")."""
+
+Similar = tuple[str, float, float]
+"""A stored voice that may be the same speaker: ``(name, score, speaker_cosine)``."""
+CohortMemo = dict[str, np.ndarray]
+"""``weights fingerprint -> built-in cohort embeddings (26, 256)``, kept by the caller between calls."""
 
 
-def similar_voices(speaker_emb: np.ndarray | None, known: Mapping[str, np.ndarray], *,
-                   threshold: float = DUPLICATE_THRESHOLD, exclude: str = "") -> list[tuple[str, float]]:
-    """Stored voices whose speaker embedding is at least ``threshold`` close to ``speaker_emb`` (best 5 first)."""
-    if speaker_emb is None or not known:
-        return []
+# --- normalised scores ---------------------------------------------------------------------------------
+
+
+def normaliser(store: VoiceStore, engine: Computes | None, variant: str, known: Mapping[str, np.ndarray], *,
+               duplicate_threshold: float = DUPLICATE_SCORE, memo: CohortMemo | None = None,
+               ) -> ScoreNormaliser | None:
+    """The score normaliser of the library's voices ``known`` (name -> (256,)) for ``variant``'s voice encoder.
+
+    The built-in cohort (:mod:`voicebank.cohort`) is embedded by ``engine.embed`` and cached in
+    ``store.cache_dir`` per weights fingerprint (and in ``memo``, when given).  Without an engine or weights,
+    the cache of the fingerprint most stored voices carry serves; with neither, ``None`` (logged): scores are
+    then raw speaker cosines, compared with :data:`DUPLICATE_THRESHOLD`.
+    """
+    v = embedding_variant(variant)
+    builtin: np.ndarray | None = None
+    reason = "the library has no engine"
+    if engine is not None:
+        try:
+            fp = engine.weights_fingerprint(v)
+            builtin = memo.get(fp) if memo is not None else None
+            if builtin is None:
+                eng = engine
+                builtin = builtin_cohort_embeddings(lambda files: eng.embed(files, variant=v), fp, store.cache_dir)
+                if memo is not None:
+                    memo[fp] = builtin
+        except VoicebankError as e:
+            reason = str(e)
+    if builtin is None:
+        common = store.common_fingerprint()
+        builtin = cached_builtin_cohort(common, store.cache_dir) if common is not None else None
+    if builtin is None:
+        log.warning("similarity scores are raw speaker cosines (threshold %.2f): no weights to embed the "
+                    "built-in cohort with (%s)", DUPLICATE_THRESHOLD, reason)
+        return None
+    library = (np.stack(list(known.values())) if known
+               else np.zeros((0, builtin.shape[1]), dtype=np.float32))
+    return library_normaliser(library, builtin, duplicate_threshold=duplicate_threshold)
+
+
+def scores(query: np.ndarray, candidates: np.ndarray, norm: ScoreNormaliser | None,
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, speaker_cosine)`` of a (256,) query against (M, 256) candidates, each (M,) float64.
+
+    The score is the normalised one, or the raw cosine when ``norm`` is ``None``.
+    """
+    cos = cosine_matrix(query[None, :], candidates)[0].astype(np.float64)
+    return (norm.scores(query, candidates) if norm is not None else cos), cos
+
+
+def similar_voices(speaker_emb: np.ndarray | None, known: Mapping[str, np.ndarray],
+                   norm: ScoreNormaliser | None, *, exclude: str = "") -> list[Similar]:
+    """Stored voices that may be the same speaker as ``speaker_emb`` (256,): ``(name, score, speaker_cosine)``,
+    best first, at most 5.
+
+    A voice is listed when its score reaches ``norm.duplicate_threshold`` (:data:`DUPLICATE_THRESHOLD` on the
+    raw cosine when ``norm`` is ``None``), or its raw cosine
+    :data:`~voicebank.similarity.SAME_RECORDING_COSINE` (the same recording, whatever the encoder).
+    """
     names = [n for n in known if n != exclude]
-    if not names:
+    if speaker_emb is None or not names:
         return []
-    sims = cosine_matrix(speaker_emb[None, :], np.stack([known[n] for n in names]))[0]
-    hits = [(n, float(s)) for n, s in zip(names, sims, strict=True) if s >= threshold]
+    threshold = norm.duplicate_threshold if norm is not None else DUPLICATE_THRESHOLD
+    s, cos = scores(speaker_emb, np.stack([known[n] for n in names]), norm)
+    hits = [(n, float(a), float(c)) for n, a, c in zip(names, s, cos, strict=True)
+            if a >= threshold or c >= SAME_RECORDING_COSINE]
     return sorted(hits, key=lambda t: -t[1])[:5]
 
 
-def similar_warnings(similar: Sequence[tuple[str, float]], *, threshold: float = DUPLICATE_THRESHOLD) -> list[str]:
-    """One warning naming the closest stored voice (and how many more are above the threshold)."""
+def find_similar(store: VoiceStore, engine: Computes | None, speaker_emb: np.ndarray | None,
+                 known: Mapping[str, np.ndarray], variant: str, *, duplicate_threshold: float = DUPLICATE_SCORE,
+                 memo: CohortMemo | None = None, exclude: str = "") -> list[Similar]:
+    """:func:`similar_voices` with the library's :func:`normaliser` (built only when there is something to
+    compare: no cohort is embedded for the first voice or a voice without speaker embedding)."""
+    if speaker_emb is None or not any(n != exclude for n in known):
+        return []
+    norm = normaliser(store, engine, variant, known, duplicate_threshold=duplicate_threshold, memo=memo)
+    return similar_voices(speaker_emb, known, norm, exclude=exclude)
+
+
+def similar_warnings(similar: Sequence[Similar]) -> list[str]:
+    """One warning naming the closest stored voice (and how many more reach the threshold)."""
     if not similar:
         return []
-    (other, cos), more = similar[0], len(similar) - 1
-    also = f"; {more} more above {threshold:.2f}" if more else ""
-    return [f"sounds like {other!r} (speaker cosine {cos:.3f}{also}): the same speaker under another name?"]
+    (other, score, cos), more = similar[0], len(similar) - 1
+    also = f"; {more} more" if more else ""
+    return [f"sounds like {other!r} (score {score:.2f}, speaker cosine {cos:.3f}{also}): the same speaker "
+            "under another name?"]
+
+
+# --- compare and search --------------------------------------------------------------------------------
 
 
 def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSource, variant: str,
@@ -70,34 +152,48 @@ def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSour
 
 
 def compare(store: VoiceStore, engine: Computes | None, a: str | AudioSource, b: str | AudioSource, *,
-            variant: str = "english", threshold: float = DUPLICATE_THRESHOLD) -> Comparison:
-    """Cosine similarity of two voices or clips."""
+            variant: str = "english", duplicate_threshold: float = DUPLICATE_SCORE,
+            memo: CohortMemo | None = None) -> Comparison:
+    """Similarity of two voices or clips: the normalised score (against the library's cohort, see
+    :func:`normaliser`) with the raw speaker and x-vector cosines beside it.
+
+    Two VC voices (no speaker embedding) get no score; their x-vector cosine is reported on both cosines.
+    """
     la, sa, xa = vectors_of(store, engine, a, variant)
     lb, sb, xb = vectors_of(store, engine, b, variant)
     if sa is None or sb is None:
         if xa is None or xb is None:
             raise LibraryError(f"cannot compare {la!r} and {lb!r}: an embedding is missing")
         cos = cosine(xa, xb)
-        return Comparison(la, lb, cos, cos, threshold)
+        return Comparison(la, lb, cos, cos, DUPLICATE_THRESHOLD)
     xcos = cosine(xa, xb) if xa is not None and xb is not None else None
-    return Comparison(la, lb, cosine(sa, sb), xcos, threshold)
+    norm = normaliser(store, engine, variant, store.speaker_embeddings(), duplicate_threshold=duplicate_threshold,
+                      memo=memo)
+    if norm is None:
+        return Comparison(la, lb, cosine(sa, sb), xcos, DUPLICATE_THRESHOLD)
+    return Comparison(la, lb, cosine(sa, sb), xcos, norm.duplicate_threshold, norm.score(sa, sb))
 
 
 def search(store: VoiceStore, engine: Computes | None, query: str | AudioSource, *, k: int = 5,
-           tag: str | None = None, variant: str = "english") -> list[Match]:
-    """The ``k`` stored voices closest to ``query`` (a voice name or a clip), best first, the query excluded."""
+           tag: str | None = None, variant: str = "english", duplicate_threshold: float = DUPLICATE_SCORE,
+           memo: CohortMemo | None = None) -> list[Match]:
+    """The ``k`` stored voices most similar to ``query`` (a voice name or a clip), best first, the query excluded.
+
+    Ranked by the normalised score (:func:`normaliser`); the raw speaker cosine and the x-vector cosine (which
+    never enters the score) come with each match.  Voices without a speaker embedding (VC) are not ranked; a
+    query without one raises :class:`~voicebank.errors.LibraryError`.
+    """
     label, speaker, xvector = vectors_of(store, engine, query, variant)
-    rows = [(n, s, x) for n, s, x in store.vectors(tag=tag) if n != label]
-    use_speaker = speaker is not None
-    q = speaker if use_speaker else xvector
-    cands = [(n, s if use_speaker else x, x) for n, s, x in rows if (s if use_speaker else x) is not None]
-    if not cands or q is None:
+    if speaker is None:
+        raise LibraryError(f"{label!r} has no speaker embedding (a VC voice), so it cannot be searched with")
+    cands = [(n, s, x) for n, s, x in store.vectors(tag=tag) if n != label and s is not None]
+    if not cands:
         return []
-    sims = cosine_matrix(q[None, :], np.stack([c[1] for c in cands if c[1] is not None]))[0]
-    out = []
-    for (n, _, x), score in zip(cands, sims, strict=True):
-        xs = cosine(xvector, x) if xvector is not None and x is not None else None
-        out.append(Match(n, float(score), xs))
+    norm = normaliser(store, engine, variant, store.speaker_embeddings(), duplicate_threshold=duplicate_threshold,
+                      memo=memo)
+    s, cos = scores(speaker, np.stack([c[1] for c in cands]), norm)
+    out = [Match(n, float(a), float(c), cosine(xvector, x) if xvector is not None and x is not None else None)
+           for (n, _, x), a, c in zip(cands, s, cos, strict=True)]
     out.sort(key=lambda m: -m.score)
     return out[: max(0, int(k))]
 
@@ -150,4 +246,5 @@ def blend(store: VoiceStore, names: Sequence[str], mix: Sequence[float] | None =
     return info
 
 
-__all__ = ["DUPLICATE_THRESHOLD", "blend", "compare", "search", "similar_voices", "similar_warnings", "vectors_of"]
+__all__ = ["DUPLICATE_THRESHOLD", "CohortMemo", "Similar", "blend", "compare", "find_similar", "normaliser", "scores",
+           "search", "similar_voices", "similar_warnings", "vectors_of"]

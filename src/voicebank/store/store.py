@@ -53,6 +53,8 @@ SPEAKER_EMB_DIM = 256
 XVECTOR_DIM = 192
 AUDIO_SUFFIX = ".wav"
 VOICE_SUFFIX = ".safetensors"
+CACHE_DIR = "cache"
+"""Directory of the library for derived files that are not voices (the similarity cohort's embeddings)."""
 
 
 def nfc(name: str) -> str:
@@ -284,6 +286,18 @@ class VoiceStore(Upkeep):
     def speaker_embeddings(self) -> dict[str, np.ndarray]:
         """``name -> speaker_emb (256,)`` of every voice that has one."""
         return {n: s for n, s, _ in self.vectors() if s is not None}
+
+    @property
+    def cache_dir(self) -> Path:
+        """``<library>/cache``: derived files that can be computed again (not created here; never checked)."""
+        return self.path / CACHE_DIR
+
+    def common_fingerprint(self) -> str | None:
+        """The weights fingerprint most voices with a speaker embedding were extracted with (``None``: none)."""
+        row = self.catalogue.connection().execute(
+            "SELECT weights_fingerprint FROM voices WHERE speaker_emb IS NOT NULL AND weights_fingerprint != '' "
+            "GROUP BY weights_fingerprint ORDER BY COUNT(*) DESC, weights_fingerprint LIMIT 1").fetchone()
+        return str(row[0]) if row is not None else None
 
     def read_file(self, f: StoredFile, *, voice: str) -> bytes:
         """The bytes of one of ``voice``'s files.  A missing or unreadable file is a :class:`LibraryError` that
