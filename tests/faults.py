@@ -33,6 +33,15 @@ class FakeEngine:
         s, x = rng.standard_normal(256).astype(np.float32), rng.standard_normal(192).astype(np.float32)
         return s / np.linalg.norm(s), x
 
+    def embed(self, sources, *, variant: str = "english"):
+        """(len(sources), 256) unit vectors from each source's bytes (the built-in cohort)."""
+        out = []
+        for src in sources:
+            rng = np.random.default_rng(int(hashlib.sha256(bytes(src)).hexdigest()[:8], 16))
+            s = rng.standard_normal(256).astype(np.float32)
+            out.append(s / np.linalg.norm(s))
+        return np.stack(out)
+
     def extract(self, source, variant: str = "english", *, exaggeration: float = 0.5):
         raise AssertionError("the fake engine extracts nothing")
 

@@ -57,11 +57,12 @@ def embedding_variant(variant: str) -> Variant:
 
 
 def check_number(value: object, name: str, lo: float | None = None, hi: float | None = None, *,
-                 integer: bool = False) -> float:
+                 integer: bool = False, allow_infinite: bool = False) -> float:
     """``value`` as a float if it is a finite number (an integer when ``integer``) within ``[lo, hi]``, else
     :class:`~voicebank.errors.InvalidOptionError` (a ``ValueError``) naming ``name`` and the range.
 
-    The one check of every numeric option, for the API and the CLI alike.
+    The one check of every numeric option, for the API and the CLI alike.  ``allow_infinite``: for thresholds,
+    where -inf / inf mean "always" / "never".
     """
     if isinstance(value, bool):
         raise InvalidOptionError(f"{name} must be a number, got {value!r}")
@@ -69,7 +70,7 @@ def check_number(value: object, name: str, lo: float | None = None, hi: float | 
         x = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
         raise InvalidOptionError(f"{name} must be a number, got {repr(value)[:40]}") from None
-    if not math.isfinite(x):
+    if math.isnan(x) or (math.isinf(x) and not allow_infinite):
         raise InvalidOptionError(f"{name} must be a finite number, got {value!r}")
     if integer and x != int(x):
         raise InvalidOptionError(f"{name} must be a whole number, got {value!r}")

@@ -103,3 +103,20 @@ def test_accepted_loud_audio_gives_finite_embeddings_or_a_typed_error(golden_wei
         except errors.NonFiniteOutputError:
             continue
         assert np.isfinite(emb).all()
+
+
+@pytest.mark.parametrize("rate", [0, -16000, 1, 999, 768_001, 10**9])
+def test_absurd_sample_rates_are_audio_decode_errors(tmp_path, rate):
+    x = speechlike(1.0, 16000, seed=7)
+    with pytest.raises(errors.AudioDecodeError, match="sample rate"):
+        Clip.read((x, rate))
+    with pytest.raises(errors.AudioDecodeError, match="sample rate"):
+        Clip.from_samples(x, rate)
+    if rate > 0:
+        path = tmp_path / "odd.wav"
+        try:
+            sf.write(path, x, rate)
+        except (ValueError, RuntimeError, sf.LibsndfileError):
+            return
+        with pytest.raises(errors.AudioDecodeError):
+            Clip.read(path)

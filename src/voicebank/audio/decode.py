@@ -40,6 +40,8 @@ MAX_SECONDS = 600.0
 """Longest reference accepted (10 minutes); longer input is refused before it is read."""
 MIN_SECONDS = 0.5
 """Shortest reference accepted; the models need a few frames (3-10 s of clean speech is best)."""
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
+"""Sample rates read (the rates a voice file's metadata may record)."""
 MAX_PEAK = 1000.0
 """Float samples beyond this (+60 dBFS) are not a recording: refused (1e30 would overflow the features to NaN)."""
 SILENCE_PEAK = 1e-5
@@ -215,9 +217,14 @@ def _array_to_mono(samples: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _check_rate(sr: int, name: str) -> None:
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(f"{name}: a sample rate of {sr} Hz is not audio voicebank reads ({MIN_SAMPLE_RATE}-"
+                               f"{MAX_SAMPLE_RATE} Hz); resample the clip", source=name)
+
+
 def _check_duration(frames: int, sr: int, name: str, max_seconds: float) -> None:
-    if sr <= 0:
-        raise AudioDecodeError(f"{name}: invalid sample rate {sr}", source=name)
+    _check_rate(sr, name)
     if frames <= 0:
         raise EmptyAudioError(f"{name}: the clip holds no audio samples; record or export it again", source=name)
     seconds = frames / sr
@@ -228,7 +235,8 @@ def _check_duration(frames: int, sr: int, name: str, max_seconds: float) -> None
 
 
 def check_samples(wav: np.ndarray, sample_rate: int, name: str) -> None:
-    """Refuse non-finite, too short or silent mono audio with a typed error."""
+    """Refuse non-finite, out-of-range, too short or silent mono audio (or an absurd rate) with a typed error."""
+    _check_rate(sample_rate, name)
     if wav.size == 0:
         raise EmptyAudioError(f"{name}: the clip holds no audio samples; record or export it again", source=name)
     if not np.isfinite(wav).all():

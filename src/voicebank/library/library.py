@@ -90,7 +90,7 @@ class Library:
                  duplicate_threshold: float = DUPLICATE_SCORE) -> None:
         self.path = resolve_library_path(path)
         self.store = VoiceStore(self.path)
-        self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", -1.0, 1.0)
+        self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", allow_infinite=True)
         if engine is None and extractors:
             warnings.warn("Library(extractors=...) is deprecated: pass engine=Engine(...)", DeprecationWarning,
                           stacklevel=2)

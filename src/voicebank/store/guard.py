@@ -135,6 +135,11 @@ _CONFUSABLE = str.maketrans({
 })
 
 
+def nfc(name: str) -> str:
+    """A voice name as the catalogue keeps it: Unicode NFC (so ``é`` typed either way is one name)."""
+    return unicodedata.normalize("NFC", name) if isinstance(name, str) else name
+
+
 def name_skeleton(name: str) -> str:
     """What a name looks like: compatibility forms folded (NFKC: full-width letters, ligatures), letters drawn
     alike mapped together (Cyrillic ``а`` and Latin ``a``, Greek ``Ο`` and Latin ``O``).  Two names with one
@@ -184,5 +189,5 @@ def row_problem(row: sqlite3.Row) -> str | None:
     return None
 
 
-__all__ = ["check_schema", "damaged", "dir_writable", "json_object", "name_skeleton", "os_error", "read_only",
+__all__ = ["check_schema", "damaged", "dir_writable", "json_object", "name_skeleton", "nfc", "os_error", "read_only",
            "row_problem", "sqlite_error"]

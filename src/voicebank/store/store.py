@@ -24,7 +24,6 @@ import logging
 import os
 import sqlite3
 import threading
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -43,7 +42,7 @@ from ..errors import (
 )
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue
-from .guard import KNOWN_VARIANTS, damaged, dir_writable, json_object, name_skeleton, os_error, row_problem
+from .guard import KNOWN_VARIANTS, damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
 from .records import Mode, StoredFile, VoiceInfo
 from .upkeep import Upkeep
 
@@ -55,11 +54,6 @@ AUDIO_SUFFIX = ".wav"
 VOICE_SUFFIX = ".safetensors"
 CACHE_DIR = "cache"
 """Directory of the library for derived files that are not voices (the similarity cohort's embeddings)."""
-
-
-def nfc(name: str) -> str:
-    """A voice name as the catalogue keeps it: Unicode NFC (so ``é`` typed either way is one name)."""
-    return unicodedata.normalize("NFC", name) if isinstance(name, str) else name
 
 
 def now() -> str:
@@ -294,10 +288,10 @@ class VoiceStore(Upkeep):
 
     def common_fingerprint(self) -> str | None:
         """The weights fingerprint most voices with a speaker embedding were extracted with (``None``: none)."""
-        row = self.catalogue.connection().execute(
+        rows = self._query(
             "SELECT weights_fingerprint FROM voices WHERE speaker_emb IS NOT NULL AND weights_fingerprint != '' "
-            "GROUP BY weights_fingerprint ORDER BY COUNT(*) DESC, weights_fingerprint LIMIT 1").fetchone()
-        return str(row[0]) if row is not None else None
+            "GROUP BY weights_fingerprint ORDER BY COUNT(*) DESC, weights_fingerprint LIMIT 1")
+        return str(rows[0][0]) if rows else None
 
     def read_file(self, f: StoredFile, *, voice: str) -> bytes:
         """The bytes of one of ``voice``'s files.  A missing or unreadable file is a :class:`LibraryError` that
