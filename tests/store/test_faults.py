@@ -461,8 +461,16 @@ def test_immutable_catalogue_files_are_a_typed_error(root, capsys):
             rc, _out, err = run_cli(capsys, [*args, "--library", root])
             text = assert_one_line_error(rc, err)
             assert "read-only" in text or "locked" in text, text
+        calls = []
+
+        class Counting(FakeEngine):
+            def embeddings(self, source, variant="english"):
+                calls.append(1)
+                return super().embeddings(source, variant)
+
         with pytest.raises(errors.LibraryError):
-            Library(root, engine=FakeEngine()).add(clip(8), name="dave")
+            Library(root, engine=Counting()).add(clip(8), name="dave")
+        assert not calls  # refused before anything was computed
         assert_nothing_lost(root, before)
     finally:
         for f in done:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LibraryError
 from .blobs import BlobStore
-from .catalogue import CATALOGUE_NAME, Catalogue
+from .catalogue import Catalogue
 from .guard import check_schema, dir_writable, os_error, read_only
 
 if TYPE_CHECKING:
@@ -46,18 +46,18 @@ class Upkeep:
                 raise read_only(self.path, f"{self.blobs.relative(d) if d != self.path else 'its directory'} is "
                                 "not writable")
         try:  # permissions alone miss immutable files and directories (chattr +i), even for root
-            fd, probe = tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=".tmp",
-                                                       dir=self.blobs.tmp_dir)
+            fd, probe = tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=".tmp", dir=self.blobs.tmp_dir)
             os.close(fd)
             os.unlink(probe)
-            for f in (self.catalogue.path, *(self.catalogue.path.with_name(CATALOGUE_NAME + x)
-                                            for x in ("-wal", "-shm"))):
-                if f.exists():
-                    os.close(os.open(f, os.O_WRONLY))
+            # (the catalogue's own files are not opened here: closing a second descriptor of a file drops this
+            # process's SQLite locks on it; the write transaction below finds a read-only catalogue instead)
         except OSError as e:
             raise os_error(e, self.path) from e
-        with self._write():
-            pass  # the write lock can be had (waits as a write would, then says who holds it)
+        with self._write() as conn:  # the write lock can be had (waits as a write would, then says who holds it)
+            # and a write reaches the files: rewrite the schema version as it is (one WAL frame), which fails on
+            # a read-only or immutable catalogue, -wal or -shm as the real write would
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute(f"PRAGMA user_version = {version}")
 
     def integrity_problem(self) -> str | None:
         """SQLite's quick check of the catalogue: ``None`` when it is sound, else what is wrong."""
