@@ -265,3 +265,22 @@ def test_error_lines_are_one_escaped_capped_line(text):
     assert len(body) <= len("voicebank: error: ") + MAX_MESSAGE_CHARS
     assert_no_control(body)
     assert_no_control(clean(text))
+
+
+@needs_mount
+@pytest.mark.parametrize("leave", [0, 20_000])
+@pytest.mark.parametrize("command", ["extract-safetensors", "extract-pt", "embed"])
+def test_a_full_disk_fails_extract_and_embed_cleanly(tmp_path, capsys, engine_weights, command, leave):
+    from faults import fill
+
+    with tmpfs(tmp_path / "mnt", "256k") as mnt:
+        fill(mnt, leave)
+        suffix = {"extract-safetensors": ".safetensors", "extract-pt": ".pt", "embed": ".npy"}[command]
+        out = mnt / "sub" / f"v{suffix}"
+        verb = "embed" if command == "embed" else "extract"
+        rc, _stdout, err = run_cli(capsys, [verb, CLIP, "-o", out, "--weights", engine_weights])
+        if leave and rc == 0:  # it fitted: then it is whole
+            assert out.stat().st_size > 0
+            return
+        assert_one_line_error(rc, err, "full")
+        assert sorted(p.name for p in mnt.iterdir()) == ["filler"]

@@ -434,7 +434,8 @@ class VoiceStore(Upkeep):
         dropped: builtins.list[str] = []
         try:
             with self._write() as conn:
-                if conn.execute("SELECT 1 FROM voices WHERE id = ? AND name = ?", (voice_id, name)).fetchone() is None:
+                row = conn.execute("SELECT 1 FROM voices WHERE id = ? AND name = ?", (voice_id, nfc(name))).fetchone()
+                if row is None:
                     return  # removed or renamed meanwhile: nothing to cache
                 old = conn.execute("SELECT blob FROM voice_files WHERE voice_id = ? AND role = 'cache' AND variant = ?",
                                    (voice_id, variant)).fetchone()
