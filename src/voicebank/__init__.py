@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # pragma: no cover
     from .audio import Clip, Waveform, load_audio
+    from .client import Client
     from .engine import Engine, Extractor, extract_speaker_embedding, speaker_embedding
     from .errors import VoicebankError
     from .library import Library, get
@@ -35,6 +36,7 @@ _LAZY = {
     "VoiceStore": "store",
     "Library": "library",
     "get": "library",
+    "Client": "client",
 }
 
 
@@ -50,6 +52,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Client",
     "Clip",
     "Engine",
     "Extractor",

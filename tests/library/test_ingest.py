@@ -146,3 +146,12 @@ def test_same_speaker_warning_uses_the_stored_embeddings(tmp_path):
     assert -1 <= cos <= 1 and np.isfinite(score)
     # the built-in cohort was embedded once through the engine and cached in the library
     assert engine.calls.count("embed:english:26") == 1 and len(list(lib.store.cache_dir.glob("cohort-*.npy"))) == 1
+
+
+def test_names_only_never_reads_a_path(lib, tmp_path, monkeypatch):
+    lib.add(A, name="a", mode="embedding")
+    monkeypatch.chdir(A.parent)  # a file named like the query exists in the working directory
+    with pytest.raises(errors.VoiceNotFoundError):
+        lib.compare("a", A.name, names_only=True)
+    with pytest.raises(errors.VoiceNotFoundError):
+        lib.search(A.name, names_only=True)

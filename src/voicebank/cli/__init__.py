@@ -4,7 +4,8 @@
 * :mod:`.files` -- ``embed``, ``extract``, ``inspect-voice`` (audio and voice files, no library);
 * :mod:`.voices` -- ``add``, ``list``, ``show``, ``rm``, ``rename``, ``export``, ``import``;
 * :mod:`.similarity` -- ``compare``, ``search``, ``blend``;
-* :mod:`.maintenance` -- ``inspect-audio`` and the ``library`` group (``check``, ``stale``, ``reextract``, ``path``).
+* :mod:`.maintenance` -- ``inspect-audio`` and the ``library`` group (``check``, ``stale``, ``reextract``, ``path``);
+* :mod:`.service` -- ``serve``, ``keys``, ``pull`` (the HTTP service and its client).
 """
 
 from __future__ import annotations

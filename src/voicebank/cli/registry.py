@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import files, maintenance, similarity, voices
+from . import files, maintenance, service, similarity, voices
 
 
 def register(app: typer.Typer) -> None:
@@ -29,3 +29,4 @@ def register(app: typer.Typer) -> None:
     app.command("inspect", hidden=True)(files.inspect_voice_deprecated)
     maintenance.library_app.command("inspect", hidden=True)(maintenance.inspect_audio_deprecated)
     app.add_typer(maintenance.library_app, name="library")
+    service.register(app)  # serve, keys, pull (the service itself is the voicebank[service] extra)

@@ -181,6 +181,11 @@ class Library:
         """Everything the library holds about ``name``.  Raises :class:`~voicebank.errors.VoiceNotFoundError`."""
         return self.store.info(name)
 
+    def vectors(self, name: str) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """``(speaker_emb (256,) float32 or None, xvector (192,) float32 or None)`` stored for voice ``name``."""
+        stored = self.store.voice(name)
+        return stored.speaker_emb, stored.xvector
+
     def list(self, *, tag: str | None = None, mode: str | None = None) -> builtins.list[VoiceInfo]:
         """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name."""
         return self.store.list(tag=tag, mode=ingest.check_mode(mode) if mode is not None else None)
@@ -379,17 +384,19 @@ class Library:
 
     # --- similarity ------------------------------------------------------------------------------------
 
-    def compare(self, a: str | AudioSource, b: str | AudioSource, *, variant: str = "english") -> Comparison:
-        """Similarity of two voices or clips (a name is looked up first; otherwise it is read as a file).
+    def compare(self, a: str | AudioSource, b: str | AudioSource, *, variant: str = "english",
+                names_only: bool = False) -> Comparison:
+        """Similarity of two voices or clips (a name is looked up first; otherwise it is read as a file, unless
+        ``names_only``: servers pass it so that a client's string is never read as a path).
 
         The score is normalised against the library's cohort (see :meth:`search`); the raw speaker and x-vector
         cosines come with it.
         """
         return search.compare(self.store, self.engine, a, b, variant=variant,
-                              duplicate_threshold=self.duplicate_threshold, memo=self._cohorts)
+                              duplicate_threshold=self.duplicate_threshold, memo=self._cohorts, names_only=names_only)
 
     def search(self, query: str | AudioSource, *, k: int = 5, tag: str | None = None,
-               variant: str = "english") -> builtins.list[Match]:
+               variant: str = "english", names_only: bool = False) -> builtins.list[Match]:
         """The ``k`` stored voices most similar to ``query`` (a voice name or a clip), best first, the query
         excluded.
 
@@ -399,7 +406,7 @@ class Library:
         :class:`~voicebank.errors.LibraryError`.
         """
         return search.search(self.store, self.engine, query, k=k, tag=tag, variant=variant,
-                             duplicate_threshold=self.duplicate_threshold, memo=self._cohorts)
+                             duplicate_threshold=self.duplicate_threshold, memo=self._cohorts, names_only=names_only)
 
     nearest = search
     """Alias of :meth:`search`."""

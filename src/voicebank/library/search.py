@@ -132,13 +132,16 @@ def similar_warnings(similar: Sequence[Similar]) -> list[str]:
 # --- compare and search --------------------------------------------------------------------------------
 
 
-def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSource, variant: str,
-               ) -> tuple[str, np.ndarray | None, np.ndarray | None]:
-    """``(label, speaker_emb, xvector)`` of a voice name or an audio source (a name is looked up first)."""
+def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSource, variant: str, *,
+               names_only: bool = False) -> tuple[str, np.ndarray | None, np.ndarray | None]:
+    """``(label, speaker_emb, xvector)`` of a voice name or an audio source (a name is looked up first; with
+    ``names_only`` a string is only ever a voice name, never read as a file path)."""
     if isinstance(item, str):
         if store.contains(item):
             v = store.voice(item)
             return v.info.name, v.speaker_emb, v.xvector
+        if names_only:
+            store.voice(item)  # raises VoiceNotFoundError with suggestions
         if not Path(item).exists():
             close = difflib.get_close_matches(item, store.names(), n=3)
             hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
@@ -153,14 +156,14 @@ def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSour
 
 def compare(store: VoiceStore, engine: Computes | None, a: str | AudioSource, b: str | AudioSource, *,
             variant: str = "english", duplicate_threshold: float = DUPLICATE_SCORE,
-            memo: CohortMemo | None = None) -> Comparison:
+            memo: CohortMemo | None = None, names_only: bool = False) -> Comparison:
     """Similarity of two voices or clips: the normalised score (against the library's cohort, see
     :func:`normaliser`) with the raw speaker and x-vector cosines beside it.
 
     Two VC voices (no speaker embedding) get no score; their x-vector cosine is reported on both cosines.
     """
-    la, sa, xa = vectors_of(store, engine, a, variant)
-    lb, sb, xb = vectors_of(store, engine, b, variant)
+    la, sa, xa = vectors_of(store, engine, a, variant, names_only=names_only)
+    lb, sb, xb = vectors_of(store, engine, b, variant, names_only=names_only)
     if sa is None or sb is None:
         if xa is None or xb is None:
             raise LibraryError(f"cannot compare {la!r} and {lb!r}: an embedding is missing")
@@ -176,14 +179,14 @@ def compare(store: VoiceStore, engine: Computes | None, a: str | AudioSource, b:
 
 def search(store: VoiceStore, engine: Computes | None, query: str | AudioSource, *, k: int = 5,
            tag: str | None = None, variant: str = "english", duplicate_threshold: float = DUPLICATE_SCORE,
-           memo: CohortMemo | None = None) -> list[Match]:
+           memo: CohortMemo | None = None, names_only: bool = False) -> list[Match]:
     """The ``k`` stored voices most similar to ``query`` (a voice name or a clip), best first, the query excluded.
 
     Ranked by the normalised score (:func:`normaliser`); the raw speaker cosine and the x-vector cosine (which
     never enters the score) come with each match.  Voices without a speaker embedding (VC) are not ranked; a
     query without one raises :class:`~voicebank.errors.LibraryError`.
     """
-    label, speaker, xvector = vectors_of(store, engine, query, variant)
+    label, speaker, xvector = vectors_of(store, engine, query, variant, names_only=names_only)
     if speaker is None:
         raise LibraryError(f"{label!r} has no speaker embedding (a VC voice), so it cannot be searched with")
     cands = [(n, s, x) for n, s, x in store.vectors(tag=tag) if n != label and s is not None]

@@ -1,0 +1,169 @@
+"""The service commands of the ``voicebank`` CLI: ``serve``, ``keys create|list|revoke`` and ``pull``.
+
+Cheap to import: FastAPI, uvicorn and httpx (the ``voicebank[service]`` extra) load inside the commands.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..errors import VoicebankError
+from .common import DeviceOpt, JsonOpt, WeightsOpt
+
+log = logging.getLogger("voicebank.service")
+
+LibraryOpt = Annotated[Path | None, typer.Option(
+    "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
+    show_default=False)]
+KeysFileOpt = Annotated[Path | None, typer.Option(
+    "--keys-file", help="API keys file (default: service-keys.json in the library directory).", show_default=False)]
+
+keys_app = typer.Typer(name="keys", help="API keys of `voicebank serve`: create, list, revoke.", no_args_is_help=True)
+
+
+class ServeError(VoicebankError):
+    """``voicebank serve`` cannot start as asked."""
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``keys`` and ``pull`` to ``app`` (idempotent)."""
+    if any(c.name == "serve" for c in app.registered_commands):
+        return
+    app.command("serve")(serve)
+    app.command("pull")(pull)
+    app.add_typer(keys_app, name="keys")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _keystore(library: Path | None, keys_file: Path | None):  # -> KeyStore
+    from ..library import resolve_library_path
+    from ..service.security import KeyStore
+
+    return KeyStore(keys_file if keys_file is not None else resolve_library_path(library) / "service-keys.json")
+
+
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs API keys.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.", min=0, max=65535)] = 8000,
+    library: LibraryOpt = None,
+    weights: WeightsOpt = None,
+    device: DeviceOpt = "cpu",
+    workers: Annotated[int, typer.Option(help="Extraction worker threads.", min=1, max=64)] = 1,
+    queue: Annotated[int, typer.Option(help="Extractions that may wait; beyond that uploads get 429.", min=0)] = 8,
+    cache_mb: Annotated[float, typer.Option(help="Memory budget of the ready-conditionals cache (MiB).", min=0)] = 256,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest request body (MiB).", min=0.001)] = 25,
+    max_audio_seconds: Annotated[float, typer.Option(help="Longest reference clip (seconds).", min=0.1)] = 300,
+    body_timeout: Annotated[float, typer.Option(help="Seconds to wait for the next piece of an upload.",
+                                                min=0.1)] = 30,
+    variant: Annotated[list[str] | None, typer.Option("--variant", help="Variants to load at start (repeat).")] = None,
+    keys_file: KeysFileOpt = None,
+    cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow this origin (repeat); "
+                                                          "CORS is off without it.")] = None,
+    no_page: Annotated[bool, typer.Option("--no-page", help="Do not serve the web page at /.")] = False,
+    log_format: Annotated[str, typer.Option(help="Log lines: json or text.")] = "json",
+    graceful_timeout: Annotated[float, typer.Option(help="Seconds to let requests finish on shutdown.")] = 30,
+) -> None:
+    """Serve the voice library over HTTP (OpenAI-style voices API, ready conditionals, web page at /)."""
+    try:
+        import uvicorn
+
+        from ..service import Settings, create_app
+        from ..service.logs import configure
+    except ImportError as e:
+        raise ServeError(f"`voicebank serve` needs the service extra ({e}); pip install 'voicebank[service]'") from e
+    if log_format not in ("json", "text"):
+        raise typer.BadParameter("--log-format must be json or text")
+    configure(json_logs=log_format == "json")
+    from ..library import resolve_library_path
+
+    lib_path = resolve_library_path(library)
+    settings = Settings(library=lib_path, weights=weights, device=device, workers=workers, queue_size=queue,
+                        cache_mb=cache_mb, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds,
+                        body_timeout_s=body_timeout, variants=tuple(variant or ["english"]), keys_file=keys_file,
+                        cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page,
+                        log_json=log_format == "json")
+    keys = _keystore(lib_path, keys_file)
+    if not keys.enabled:
+        if not is_loopback(host):
+            log.error("refusing to bind %s: no API keys exist, so anyone who can reach this address could change "
+                      "the library; create one with `voicebank keys create NAME --scope read-write`", host)
+            raise ServeError(f"refusing to bind {host} without API keys; create one with `voicebank keys create "
+                             "NAME --scope read-write`, or bind 127.0.0.1")
+        log.warning("no API keys: serving on loopback %s only, without authentication", host)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+                            timeout_graceful_shutdown=max(1, round(graceful_timeout)), server_header=False,
+                            limit_concurrency=1000, timeout_keep_alive=5)
+    server = uvicorn.Server(config)
+    server.run()
+
+
+@keys_app.command("create")
+def keys_create(
+    name: Annotated[str, typer.Argument(help="A label for the key (who or what uses it).")],
+    scope: Annotated[str, typer.Option(help="read or read-write.")] = "read",
+    library: LibraryOpt = None,
+    keys_file: KeysFileOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API key; the key is printed once (only its hash is stored)."""
+    rec, token = _keystore(library, keys_file).create(name, scope)
+    if as_json:
+        typer.echo(json.dumps({**rec.public(), "key": token}))
+    else:
+        typer.echo(token)
+        typer.echo(f"key {rec.id} ({rec.scope}) for {name!r}: keep it now, it is not shown again", err=True)
+
+
+@keys_app.command("list")
+def keys_list(library: LibraryOpt = None, keys_file: KeysFileOpt = None, as_json: JsonOpt = False) -> None:
+    """List API keys (ids, labels, scopes; never the keys)."""
+    keys = _keystore(library, keys_file).list()
+    if as_json:
+        typer.echo(json.dumps([k.public() for k in keys]))
+        return
+    if not keys:
+        typer.echo("no API keys (the server binds loopback only)", err=True)
+    for k in keys:
+        state = "active" if k.active else f"revoked {k.revoked_at}"
+        typer.echo(f"{k.id}  {k.scope:10s}  {k.created_at}  {state:30s}  {k.name}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (`voicebank keys list`).")],
+                library: LibraryOpt = None, keys_file: KeysFileOpt = None) -> None:
+    """Revoke an API key (a running server stops accepting it within a second)."""
+    rec = _keystore(library, keys_file).revoke(key_id)
+    typer.echo(f"revoked {rec.id} ({rec.name})", err=True)
+
+
+def pull(
+    name: Annotated[str, typer.Argument(help="Voice name on the server.")],
+    server: Annotated[str, typer.Option("--server", help="Server URL, e.g. http://voices:8000.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .safetensors or .pt.")],
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="VOICEBANK_API_KEY", show_default=False,
+                                                help="API key (default $VOICEBANK_API_KEY).")] = None,
+    variant: Annotated[str | None, typer.Option(help="Variant (default: the voice's own).")] = None,
+    exaggeration: Annotated[float | None, typer.Option(help="Exaggeration (default: the voice's own).")] = None,
+) -> None:
+    """Download a voice's ready conditionals from a voicebank server."""
+    from ..client import Client
+
+    with Client(server, api_key=api_key) as client:
+        path = client.download(name, output, variant=variant, exaggeration=exaggeration)
+    typer.echo(str(path))

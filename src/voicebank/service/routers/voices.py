@@ -1,0 +1,387 @@
+"""``/v1/audio/voices``: list, add, show, change and delete voices; their ready conditionals (cached, with a
+strong ETag), embedding, kept reference audio and inspection report; compare, search and the 2-D map."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+import numpy as np
+from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi.responses import Response, StreamingResponse
+
+from ...errors import VoicebankError, VoiceNotFoundError
+from ...library import VoiceInfo, check_name
+from ..deps import ReadKey, ServiceDep, WriteKey
+from ..errors import ApiError, from_library
+from ..schemas import (
+    CompareRequest,
+    ComparisonObject,
+    Embedding,
+    ErrorBody,
+    FormatName,
+    ModeName,
+    Report,
+    SearchResult,
+    VariantName,
+    VoiceCreated,
+    VoiceDeleted,
+    VoiceList,
+    VoiceMap,
+    VoiceObject,
+    VoicePatch,
+    voice_object,
+)
+from ..state import Service
+from ..uploads import read_upload
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/audio", tags=["voices"])
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
+
+VoiceId = Annotated[str, "the voice's name (URL-encoded)"]
+MEDIA = {"safetensors": "application/octet-stream", "pt": "application/octet-stream"}
+
+
+def valid_name(name: str, param: str = "name") -> str:
+    """A name the library accepts and a URL can address (not ``.`` or ``..``), else 422."""
+    try:
+        check_name(name)
+    except VoicebankError as e:
+        raise from_library(e, param=param) from e
+    if name in (".", ".."):
+        raise ApiError(422, "invalid_name", f"voice name {name!r} cannot be addressed in a URL; choose another",
+                       param=param)
+    return name
+
+
+def lookup(service: Service, name: str) -> VoiceInfo:
+    """The voice called ``name``: always 404 when there is none (never a fallback voice)."""
+    try:
+        return service.library.show(name)
+    except VoiceNotFoundError as e:
+        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+
+
+# --- list, add ------------------------------------------------------------------------------------------
+
+
+@router.get("/voices", response_model=VoiceList, responses=ERRORS, summary="List voices (OpenAI shape)")
+def list_voices(service: ServiceDep, _key: ReadKey,
+                limit: Annotated[int | None, Query(ge=1, le=1000, description="Voices per page.")] = None,
+                after: Annotated[str | None, Query(max_length=128, description="Return voices after this id.")] = None,
+                tag: Annotated[str | None, Query(max_length=128, description="Only voices with this tag.")] = None,
+                ) -> dict[str, Any]:
+    """Voices sorted by name, ``limit`` per page; pass the last id as ``after`` for the next page."""
+    n = limit or service.settings.default_page_size
+    infos = service.library.list(tag=tag)
+    if after is not None:
+        infos = [i for i in infos if i.name > after]
+    page = infos[:n]
+    data = [voice_object(i) for i in page]
+    return {"object": "list", "data": data, "has_more": len(infos) > n,
+            "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+@router.post("/voices", response_model=VoiceCreated, status_code=201, responses=ERRORS, summary="Add a voice")
+async def create_voice(
+    request: Request, service: ServiceDep, _key: WriteKey,
+    audio_sample: Annotated[UploadFile, File(description="Reference clip: WAV, FLAC, MP3 or OGG/Vorbis.")],
+    name: Annotated[str, Form(min_length=1, max_length=128, description="The voice's name (its id).")],
+    consent: Annotated[str, Form(min_length=1, max_length=2000,
+                                 description="Who consented to this voice being kept, and how.")],
+    mode: Annotated[ModeName, Form(description="Storage mode.")] = "audio",
+    variant: Annotated[list[VariantName] | None, Form(description="Variant(s); the first is primary.")] = None,
+    exaggeration: Annotated[float, Form(ge=0.0, le=2.0)] = 0.5,
+    tags: Annotated[list[Annotated[str, Form(max_length=128)]] | None, Form(max_length=64)] = None,
+    base: Annotated[str | None, Form(max_length=128, description="Base voice (embedding mode).")] = None,
+    force: Annotated[bool, Form(description="Accept a poor (not unusable) reference.")] = False,
+) -> dict[str, Any]:
+    """Upload a reference clip and keep it as a voice.  The clip is decoded and inspected before anything is
+    stored; unusable clips are refused (422), poor ones too unless ``force``.  The same audio uploaded twice
+    at once is processed once: the second upload waits and is then answered 409 (duplicate)."""
+    valid_name(name)
+    upload = await read_upload(audio_sample, max_seconds=service.settings.max_audio_seconds)
+    variants = list(variant or ["english"])
+    if mode == "conditionals" and len(variants) > 4:
+        raise ApiError(422, "invalid_request", "at most the four variants", param="variant")
+    lib = service.library
+    user = getattr(request.state, "key_id", None) or "service"
+
+    def add() -> Any:
+        return lib.add(upload.source(), name, mode=mode, variant=variants if len(variants) > 1 else variants[0],
+                       exaggeration=exaggeration, tags=tags or (), consent=consent, added_by=f"api:{user}",
+                       base=base, force=force)
+
+    result = await service.pool.serialized(
+        f"add:{upload.sha256}", lambda: service.pool.run("add", add))
+    if result.voice is None:  # add() raises on refusal; a result without a voice would be a library bug
+        raise ApiError(500, "internal_error", "the library reported no voice")
+    log.info("voice added", extra={"voice": name, "mode": mode, "sha256": upload.sha256})
+    return {**voice_object(result.voice), "warnings": list(result.warnings),
+            "similar": [{"id": n, "score": round(sc, 6), "speaker_cosine": round(c, 6)}
+                        for n, sc, c in result.similar]}
+
+
+# --- whole-library views (before /voices/{id} so that they are not read as ids) --------------------------
+
+
+@router.get("/map", response_model=VoiceMap, responses=ERRORS, summary="2-D map of the voices (PCA)")
+async def voice_map(service: ServiceDep, _key: ReadKey,
+                    tag: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
+    """Every voice with a speaker embedding placed on the plane of the first two principal components of the
+    embeddings (centred); near points are similar voices."""
+
+    def build() -> dict[str, Any]:
+        infos = service.library.list(tag=tag)
+        names, tags, vecs = [], [], []
+        for info in infos:
+            try:
+                vec = service.speaker_embedding(info)
+            except VoiceNotFoundError:  # removed meanwhile
+                continue
+            if vec is not None:
+                names.append(info.name)
+                tags.append(list(info.tags))
+                vecs.append(vec)
+        if not vecs:
+            return {"object": "audio.voice.map", "data": [], "explained_variance": []}
+        x = np.stack(vecs).astype(np.float64)
+        x -= x.mean(axis=0, keepdims=True)
+        if len(vecs) == 1:
+            coords, ratio = np.zeros((1, 2)), [0.0, 0.0]
+        else:
+            u, s, _ = np.linalg.svd(x, full_matrices=False)
+            k = min(2, s.shape[0])
+            coords = np.zeros((len(vecs), 2))
+            coords[:, :k] = u[:, :k] * s[:k]
+            total = float((s**2).sum()) or 1.0
+            ratio = [float(s[i] ** 2 / total) if i < k else 0.0 for i in range(2)]
+        return {"object": "audio.voice.map", "explained_variance": [round(r, 6) for r in ratio],
+                "data": [{"id": n, "x": round(float(c[0]), 6), "y": round(float(c[1]), 6), "tags": t}
+                         for n, t, c in zip(names, tags, coords, strict=True)]}
+
+    return await service.run_io(build)
+
+
+@router.post("/voices/compare", response_model=ComparisonObject, responses=ERRORS, summary="Compare two voices")
+async def compare(body: CompareRequest, service: ServiceDep, _key: ReadKey) -> dict[str, Any]:
+    """Cosine similarity of the speaker embeddings (and x-vectors) of two stored voices."""
+    for param, name in (("a", body.a), ("b", body.b)):
+        valid_name(name, param)
+        if name not in service.library:
+            raise ApiError(404, "voice_not_found", f"no voice named {name!r}", param=param)
+    c = await asyncio.to_thread(functools.partial(service.library.compare, body.a, body.b, names_only=True))
+    return {"object": "audio.voice.comparison", "a": c.a, "b": c.b, "score": c.score,
+            "speaker_cosine": c.speaker_cosine,
+            "xvector_cosine": c.xvector_cosine, "threshold": c.threshold, "same_speaker": c.same_speaker}
+
+
+@router.post("/voices/search", response_model=SearchResult, responses=ERRORS, summary="Nearest voices")
+async def search(
+    service: ServiceDep, _key: ReadKey,
+    name: Annotated[str | None, Form(max_length=128, description="A stored voice to search from.")] = None,
+    audio_sample: Annotated[UploadFile | None, File(description="Or a clip to search from.")] = None,
+    k: Annotated[int, Form(ge=1, le=100)] = 5,
+    tag: Annotated[str | None, Form(max_length=128)] = None,
+) -> dict[str, Any]:
+    """The ``k`` stored voices closest to a voice (``name``) or an uploaded clip, best first."""
+    if (name is None) == (audio_sample is None):
+        raise ApiError(422, "invalid_request", "pass exactly one of name and audio_sample", param="name")
+    if name is not None:
+        valid_name(name)
+        if name not in service.library:
+            raise ApiError(404, "voice_not_found", f"no voice named {name!r}", param="name")
+        matches = await asyncio.to_thread(functools.partial(service.library.search, name, k=k, tag=tag,
+                                                            names_only=True))
+        label = name
+    else:
+        assert audio_sample is not None
+        upload = await read_upload(audio_sample, max_seconds=service.settings.max_audio_seconds)
+        matches = await service.pool.run_once(f"search:{upload.sha256}:{k}:{tag}", "embed",
+                                              lambda: service.library.search(upload.source(), k=k, tag=tag))
+        label = upload.filename
+    return {"object": "list", "query": label,
+            "data": [{"id": m.name, "score": m.score, "speaker_cosine": m.speaker_cosine,
+                      "xvector_cosine": m.xvector_cosine} for m in matches]}
+
+
+# --- one voice ------------------------------------------------------------------------------------------
+
+
+@router.get("/voices/{voice_id}", response_model=VoiceObject, responses=ERRORS, summary="One voice")
+def get_voice(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> dict[str, Any]:
+    """Everything the library knows about a voice (no tensors: see ``/conditionals``)."""
+    return voice_object(lookup(service, voice_id))
+
+
+@router.patch("/voices/{voice_id}", response_model=VoiceObject, responses=ERRORS, summary="Change a voice")
+async def patch_voice(voice_id: VoiceId, patch: VoicePatch, service: ServiceDep, _key: WriteKey) -> dict[str, Any]:
+    """Rename, replace tags, change the consent note, default exaggeration or base voice."""
+    lookup(service, voice_id)
+    lib = service.library
+    if patch.name is not None:
+        valid_name(patch.name)
+        if patch.name != voice_id and patch.name in lib:
+            raise ApiError(409, "voice_exists", f"cannot rename {voice_id!r}: {patch.name!r} is taken", param="name")
+    if patch.base is not None:
+        valid_name(patch.base, "base")
+        lookup(service, patch.base)
+
+    def apply() -> VoiceInfo:
+        info = lib.update(voice_id, tags=patch.tags, consent=patch.consent, base=patch.base,
+                          exaggeration=patch.exaggeration)
+        if patch.name is not None and patch.name != voice_id:
+            info = lib.rename(voice_id, patch.name)
+        return info
+
+    try:
+        info = await asyncio.to_thread(apply)
+    except VoiceNotFoundError as e:
+        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+    return voice_object(info)
+
+
+@router.delete("/voices/{voice_id}", response_model=VoiceDeleted, responses=ERRORS, summary="Delete a voice")
+async def delete_voice(voice_id: VoiceId, service: ServiceDep, _key: WriteKey) -> dict[str, Any]:
+    """Remove a voice; its files go when no other voice uses them."""
+    try:
+        dependents = await asyncio.to_thread(service.library.remove, voice_id)
+    except VoiceNotFoundError as e:
+        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+    return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True, "dependents": dependents}
+
+
+def _cache_key(service: Service, info: VoiceInfo, variant: str | None, exaggeration: float | None,
+               fmt: str) -> str:
+    """What decides the bytes of a conditionals file: the voice's stored state and the request."""
+    state: list[Any] = [info.name, info.mode, info.exaggeration, info.base, info.weights_fingerprint,
+                        sorted((f.role, f.variant, f.sha256) for f in info.files)]
+    if info.mode == "embedding" and info.base:
+        try:
+            base = service.library.show(info.base)
+            state.append(sorted((f.role, f.variant, f.sha256) for f in base.files))
+        except VoiceNotFoundError:
+            state.append(None)
+    return json.dumps([state, variant, exaggeration, fmt], separators=(",", ":"))
+
+
+def _needs_extraction(info: VoiceInfo, variant: str | None) -> bool:
+    v = variant or info.variant
+    return info.mode == "audio" and not any(f.role in ("cache", "conditionals") and f.variant == v
+                                            for f in info.files)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    tags = [t.strip() for t in if_none_match.split(",")]
+    return "*" in tags or etag in tags
+
+
+def _voice_bytes(service: Service, name: str, variant: str | None, exaggeration: float | None, fmt: str) -> bytes:
+    voice = service.library.get(name, variant=variant, exaggeration=exaggeration)
+    if fmt == "safetensors":
+        return voice.to_bytes()
+    with tempfile.TemporaryDirectory(prefix="voicebank-pt-") as tmp:
+        return voice.save(Path(tmp) / "voice.pt").read_bytes()
+
+
+@router.get("/voices/{voice_id}/conditionals", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
+                                                                          "description": "The voice file"},
+                                                          304: {"description": "Not modified"}},
+            response_class=Response, summary="Ready conditionals (voice file)")
+async def conditionals(
+    voice_id: VoiceId, service: ServiceDep, _key: ReadKey,
+    variant: Annotated[VariantName | None, Query(description="Default: the voice's own.")] = None,
+    exaggeration: Annotated[float | None, Query(ge=0.0, le=2.0, description="Default: the voice's own.")] = None,
+    format: Annotated[FormatName, Query(description="safetensors (voicebank) or pt (upstream).")] = "safetensors",
+    if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
+) -> Response:
+    """The voice's ready Chatterbox conditionals, whatever its storage mode, with a strong ``ETag`` (the
+    SHA-256 of the bytes): send it back as ``If-None-Match`` to get 304 while the voice is unchanged."""
+    info = lookup(service, voice_id)
+    key = _cache_key(service, info, variant, exaggeration, format)
+    known = service.cache.etag_of(key)
+    if known is not None and _matches(if_none_match, f'"{known}"'):
+        service.metrics.not_modified.inc()
+        return Response(status_code=304, headers={"ETag": f'"{known}"', "Cache-Control": "no-cache"})
+    entry = service.cache.get(key)
+    if entry is None:
+        service.metrics.cache_misses.inc()
+        if _needs_extraction(info, variant):
+            data = await service.pool.run_once(f"get:{key}", "get",
+                                               lambda: _voice_bytes(service, voice_id, variant, exaggeration, format))
+        else:
+            data = await service.run_io(_voice_bytes, service, voice_id, variant, exaggeration, format)
+        entry = service.cache.put(key, data)
+    else:
+        service.metrics.cache_hits.inc()
+    headers = {"ETag": entry.etag, "Cache-Control": "no-cache",
+               "Content-Disposition": f"attachment; filename*=UTF-8''{quote(voice_id + '.' + format, safe='')}"}
+    if _matches(if_none_match, entry.etag):
+        service.metrics.not_modified.inc()
+        return Response(status_code=304, headers={"ETag": entry.etag, "Cache-Control": "no-cache"})
+    return Response(entry.data, media_type=MEDIA[format], headers=headers)
+
+
+@router.get("/voices/{voice_id}/embedding", response_model=Embedding, responses=ERRORS, summary="Speaker embedding")
+async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> dict[str, Any]:
+    """The voice's stored 256-d speaker embedding and 192-d x-vector (``null`` when the voice has none: a VC voice
+    has no speaker embedding).  Read from the catalogue: nothing is extracted."""
+    lookup(service, voice_id)
+    try:
+        speaker, xvector = await service.run_io(service.library.vectors, voice_id)
+    except VoiceNotFoundError as e:
+        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+    info = lookup(service, voice_id)
+    xv = [float(x) for x in xvector.tolist()] if xvector is not None else None
+    return {"object": "embedding", "id": voice_id, "variant": info.variant, "duration": info.duration,
+            "speaker_embedding": [float(x) for x in speaker.tolist()] if speaker is not None else None,
+            "xvector": xv}
+
+
+@router.get("/voices/{voice_id}/audio", response_class=StreamingResponse, summary="The kept reference audio",
+            responses={**ERRORS, 200: {"content": {"audio/wav": {}}, "description": "WAV (float32 mono)"}})
+def audio(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> StreamingResponse:
+    """The decoded reference the voice keeps (float WAV, mono, its own sample rate), for playback."""
+    info = lookup(service, voice_id)
+    f = next((f for f in info.files if f.role == "audio"), None)
+    if f is None:
+        raise ApiError(404, "no_audio_kept", f"voice {voice_id!r} keeps no reference audio ({info.mode} mode)",
+                       param="id")
+    try:  # the open file stays readable even if the voice is deleted while it streams
+        fh = open(f.path, "rb")  # closed by the generator below
+    except FileNotFoundError as e:
+        raise ApiError(404, "voice_not_found", f"voice {voice_id!r} was removed", param="id") from e
+    size = os.fstat(fh.fileno()).st_size
+
+    def chunks() -> Iterator[bytes]:
+        with fh:
+            while block := fh.read(1 << 16):
+                yield block
+
+    return StreamingResponse(chunks(), media_type="audio/wav", headers={
+        "Content-Length": str(size), "Cache-Control": "no-cache",
+        "Content-Disposition": f"inline; filename*=UTF-8''{quote(voice_id + '.wav', safe='')}"})
+
+
+@router.get("/voices/{voice_id}/report", response_model=Report, responses=ERRORS, summary="Inspection report")
+def report(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> dict[str, Any]:
+    """The inspection figures of the voice's reference (duration, level, clipping, loudness, silence, SNR)."""
+    info = lookup(service, voice_id)
+    findings = info.inspection.get("findings") if info.inspection else None
+    usable = None if findings is None else not any(f.get("level") == "error" for f in findings)
+    return {"id": voice_id, "object": "audio.voice.report", "usable": usable, "inspection": info.inspection}
+

@@ -1,0 +1,53 @@
+"""Settings of the voice service (one frozen pydantic model; ``voicebank serve`` fills it from its options)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+"""Hosts that only this machine can reach: the only ones the service binds to while no API key exists."""
+
+
+class Settings(BaseModel):
+    """How the service runs.  Every limit has a unit in its name; every field can be set on ``voicebank serve``."""
+
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+
+    library: Path | None = None
+    """Voice library directory (default ``$VOICEBANK_LIBRARY``, else the user data directory)."""
+    weights: Path | None = None
+    """Directory with the Chatterbox checkpoints (default ``$VOICEBANK_WEIGHTS``, then the Hugging Face cache)."""
+    device: str = "cpu"
+    """Torch device the extractors run on."""
+    variants: tuple[str, ...] = ("english",)
+    """Variants whose models are loaded at start-up (others load on first use)."""
+    workers: int = Field(default=1, ge=1, le=64)
+    """Extraction worker threads (each runs one extraction at a time)."""
+    queue_size: int = Field(default=8, ge=0, le=10_000)
+    """Extractions that may wait for a worker; beyond that uploads are answered 429 with ``Retry-After``."""
+    cache_mb: float = Field(default=256.0, ge=0)
+    """Byte budget of the in-memory cache of ready conditionals files (MiB)."""
+    max_upload_mb: float = Field(default=25.0, gt=0)
+    """Largest request body accepted (MiB), enforced while the body streams in: 413 at the limit."""
+    max_audio_seconds: float = Field(default=300.0, gt=0)
+    """Longest reference clip accepted (seconds), read from the file header before decoding: 413 beyond it."""
+    body_timeout_s: float = Field(default=30.0, gt=0)
+    """Longest wait for the next piece of a request body (a stalled upload is answered 408 and dropped)."""
+    keys_file: Path | None = None
+    """API keys file (default ``service-keys.json`` in the library directory)."""
+    require_keys: bool = False
+    """Ask for an API key even while the keys file is empty (``voicebank serve`` sets it off loopback)."""
+    cors_origins: tuple[str, ...] = ()
+    """Origins allowed by CORS; empty (the default) turns CORS off."""
+    page: bool = True
+    """Serve the web page at ``/``."""
+    log_json: bool = True
+    """Structured JSON logs (one object per line) with a request id."""
+    default_page_size: int = Field(default=100, ge=1, le=1000)
+    """Voices per page of ``GET /v1/audio/voices`` when ``limit`` is not given."""
+
+    def keys_path(self, library_path: Path) -> Path:
+        """Where the API keys live for a library at ``library_path``."""
+        return self.keys_file if self.keys_file is not None else library_path / "service-keys.json"

@@ -1,0 +1,110 @@
+"""The objects one service process owns (built once, in the app's lifespan) and hands to every request."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ..engine import Engine
+from ..library import Library, VoiceInfo
+from .cache import ConditionalsCache
+from .metrics import Metrics
+from .security import KeyStore
+from .settings import Settings
+from .workers import ExtractionPool
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+IO_THREADS = 4
+
+
+def _one_torch_thread() -> None:
+    """Initializer of the I/O threads: torch's intra-op thread count is per calling thread, and the small
+    tensors of a voice file (validation, serialisation) gain nothing from a parallel team, whose wake-up costs
+    milliseconds on a busy machine."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def io_executor() -> ThreadPoolExecutor:
+    """The threads that read and serialise stored voices (not extraction: see :mod:`.workers`)."""
+    return ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="voicebank-io", initializer=_one_torch_thread)
+
+
+@dataclass
+class Service:
+    """The library (with its loaded extractors), the conditionals cache, the worker pool, keys and metrics."""
+
+    settings: Settings
+    _library: Library | None
+    cache: ConditionalsCache
+    pool: ExtractionPool
+    keys: KeyStore
+    metrics: Metrics
+    ready: bool = False
+    io: ThreadPoolExecutor = field(default_factory=io_executor)
+    _embeddings: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
+    _emb_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def library(self) -> Library:
+        """The library being served (opened by the app's lifespan unless the app was given one)."""
+        if self._library is None:
+            from .errors import ApiError
+
+            raise ApiError(503, "not_ready", "the server is starting: the library is not open yet",
+                           headers={"Retry-After": "1"})
+        return self._library
+
+    def open_library(self) -> Library:
+        """Open the library of the settings (in the lifespan), unless one was given."""
+        if self._library is None:
+            s = self.settings
+            # the process's one engine: every variant, request and worker share its models
+            self._library = Library(s.library, engine=Engine(s.weights, device=s.device))
+        return self._library
+
+    async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in an I/O thread (reading the store, loading and serialising voice files)."""
+        return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
+
+    def writable(self) -> bool:
+        """Whether the library directory accepts new files now."""
+        path = self.library.path
+        if not os.access(path, os.W_OK):
+            return False
+        try:
+            with tempfile.TemporaryFile(dir=path):
+                return True
+        except OSError:
+            return False
+
+    def speaker_embedding(self, info: VoiceInfo) -> np.ndarray | None:
+        """The stored (256,) speaker embedding of a voice (``None`` for a VC voice), memoised by its state.
+
+        """
+        key = (info.name, info.added_at, info.source_sha256 or "", info.weights_fingerprint, info.origin)
+        with self._emb_lock:
+            hit = self._embeddings.get(key)
+        if hit is not None:
+            return hit
+        vec, _ = self.library.vectors(info.name)
+        if vec is None:
+            return None
+        with self._emb_lock:
+            if len(self._embeddings) > 50_000:
+                self._embeddings.clear()
+            self._embeddings[key] = vec
+        return vec

@@ -1,0 +1,393 @@
+// voicebank web page: plain JavaScript, no dependencies, talks to the same server's /v1 API.
+"use strict";
+
+const state = { key: localStorage.getItem("voicebank-key") || "", voices: [], selected: null, upload: null,
+                recorder: null, audioUrl: null };
+const $ = (id) => document.getElementById(id);
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  for (const c of children) node.append(c);
+  return node;
+}
+
+function status(message, isError = false) {
+  const s = $("status");
+  s.textContent = message;
+  s.className = isError ? "error" : "";
+}
+
+async function api(path, options = {}) {
+  const headers = Object.assign({}, options.headers || {});
+  if (state.key) headers["Authorization"] = "Bearer " + state.key;
+  const response = await fetch(path, Object.assign({}, options, { headers }));
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try { const body = await response.json(); message = body.error.message; } catch (e) { /* not JSON */ }
+    const err = new Error(message);
+    err.status = response.status;
+    throw err;
+  }
+  return response;
+}
+
+const enc = (name) => encodeURIComponent(name);
+const fmt = (x, digits = 1, unit = "") => (x === null || x === undefined) ? "–" : Number(x).toFixed(digits) + unit;
+
+// --- voices table ------------------------------------------------------------------------------------
+
+async function loadVoices() {
+  try {
+    const voices = [];
+    let after = null;
+    for (;;) {
+      const q = new URLSearchParams({ limit: "500" });
+      if (after) q.set("after", after);
+      const page = await (await api("/v1/audio/voices?" + q)).json();
+      voices.push(...page.data);
+      if (!page.has_more) break;
+      after = page.last_id;
+    }
+    state.voices = voices;
+    renderVoices();
+    renderCompareOptions();
+    await renderMap();
+    status(voices.length + " voices");
+  } catch (e) {
+    status(e.status === 401 ? "This server needs an API key: enter it above." : "Cannot list voices: " + e.message, true);
+  }
+}
+
+function renderVoices() {
+  const filter = $("filter").value.trim().toLowerCase();
+  const body = $("voices").querySelector("tbody");
+  body.replaceChildren();
+  const shown = state.voices.filter((v) => !filter || v.id.toLowerCase().includes(filter) ||
+                                            v.tags.some((t) => t.toLowerCase().includes(filter)));
+  for (const v of shown) {
+    const ins = v.inspection || {};
+    const tags = el("td");
+    for (const t of v.tags) tags.append(el("span", { class: "tag", text: t }));
+    const play = el("button", { class: "small play", type: "button", title: "Play the reference",
+                                onclick: (ev) => { ev.stopPropagation(); openVoice(v.id, true); } }, "▶");
+    if (!v.has_audio) play.disabled = true;
+    const row = el("tr", { "data-id": v.id, onclick: () => openVoice(v.id, false) },
+      el("td", { class: "name", text: v.id }), el("td", { text: v.mode }),
+      el("td", { class: "num", text: fmt(v.duration, 1, " s") }),
+      el("td", { class: "num col-opt", text: fmt(v.loudness_lufs, 1, " LUFS") }),
+      el("td", { class: "num col-opt", text: fmt(ins.peak_dbfs, 1, " dB") }),
+      el("td", { class: "num col-opt", text: fmt(ins.snr_db, 0, " dB") }), tags, el("td", {}, play));
+    if (v.id === state.selected) row.classList.add("selected");
+    body.append(row);
+  }
+  $("voice-count").textContent = "(" + state.voices.length + ")";
+}
+
+// --- one voice ---------------------------------------------------------------------------------------
+
+async function openVoice(id, play) {
+  state.selected = id;
+  renderVoices();
+  highlightMap();
+  try {
+    const v = await (await api("/v1/audio/voices/" + enc(id))).json();
+    if (state.selected !== id) return;  // another voice was opened meanwhile
+    $("detail").hidden = false;
+    $("detail-name").textContent = v.id;
+    const ins = v.inspection || {};
+    const figures = [["mode", v.mode], ["variants", v.variants.join(", ")], ["duration", fmt(v.duration, 2, " s")],
+      ["sample rate", v.sample_rate ? v.sample_rate + " Hz" : "–"], ["channels", v.channels ?? "–"],
+      ["loudness", fmt(v.loudness_lufs, 1, " LUFS")], ["peak", fmt(ins.peak_dbfs, 1, " dBFS")],
+      ["SNR", fmt(ins.snr_db, 1, " dB")], ["silence", fmt(ins.leading_silence, 2, " s") + " / " +
+      fmt(ins.trailing_silence, 2, " s")], ["exaggeration", v.exaggeration ?? "–"], ["tags", v.tags.join(", ") || "–"],
+      ["consent", v.consent || "–"], ["added", new Date(v.created_at * 1000).toISOString().slice(0, 16) + " by " +
+      v.added_by]];
+    $("detail-figures").replaceChildren(...figures.flatMap(([k, val]) => [el("dt", { text: k }),
+                                                                          el("dd", { text: String(val) })]));
+    renderFindings($("detail-findings"), ins.findings || []);
+    $("rename-input").value = v.id;
+    $("tags-input").value = v.tags.join(", ");
+    await loadAudio(v, play);
+    if (state.selected !== id) return;
+    await loadNearest(v.id);
+    $("detail").scrollIntoView({ behavior: "smooth", block: "nearest" });
+  } catch (e) {
+    status("Cannot open " + id + ": " + e.message, true);
+  }
+}
+
+async function loadAudio(v, play) {
+  const player = $("player");
+  if (state.audioUrl) { URL.revokeObjectURL(state.audioUrl); state.audioUrl = null; }
+  player.removeAttribute("src");
+  player.hidden = !v.has_audio;
+  if (!v.has_audio) return;
+  // fetched with the key (an <audio src> cannot send one), then played from memory
+  const blob = await (await api("/v1/audio/voices/" + enc(v.id) + "/audio")).blob();
+  if (state.selected !== v.id) return;
+  state.audioUrl = URL.createObjectURL(blob);
+  player.src = state.audioUrl;
+  if (play) { try { await player.play(); } catch (e) { status("Press play to listen (" + e.message + ")"); } }
+}
+
+async function loadNearest(id) {
+  const form = new FormData();
+  form.append("name", id);
+  form.append("k", "5");
+  const list = $("nearest");
+  const result = await (await api("/v1/audio/voices/search", { method: "POST", body: form })).json();
+  if (state.selected !== id) return;
+  list.replaceChildren();
+  for (const m of result.data) {
+    const link = el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); openVoice(m.id, false); } }, m.id);
+    list.append(el("li", {}, link, " — score " + m.score.toFixed(2) + ", cosine " + m.speaker_cosine.toFixed(3)));
+  }
+  if (!result.data.length) list.append(el("li", { class: "muted", text: "no other voices" }));
+}
+
+function renderFindings(list, findings) {
+  list.replaceChildren(...findings.map((f) => el("li", { class: f.level, text: f.level + ": " + f.message })));
+}
+
+async function renameVoice() {
+  const to = $("rename-input").value.trim();
+  if (!state.selected || !to || to === state.selected) return;
+  try {
+    await api("/v1/audio/voices/" + enc(state.selected), { method: "PATCH",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ name: to }) });
+    status("Renamed " + state.selected + " to " + to);
+    state.selected = to;
+    await loadVoices();
+    await openVoice(to, false);
+  } catch (e) { status("Rename failed: " + e.message, true); }
+}
+
+async function saveTags() {
+  const tags = $("tags-input").value.split(",").map((t) => t.trim()).filter(Boolean);
+  try {
+    await api("/v1/audio/voices/" + enc(state.selected), { method: "PATCH",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ tags }) });
+    status("Tags saved");
+    await loadVoices();
+  } catch (e) { status("Saving tags failed: " + e.message, true); }
+}
+
+async function deleteVoice() {
+  const id = state.selected;
+  if (!id || !confirm("Delete voice " + id + "?")) return;
+  try {
+    await api("/v1/audio/voices/" + enc(id), { method: "DELETE" });
+    status("Deleted " + id);
+    state.selected = null;
+    $("detail").hidden = true;
+    await loadVoices();
+  } catch (e) { status("Delete failed: " + e.message, true); }
+}
+
+// --- adding: a file or the microphone, inspected before saving ----------------------------------------
+
+async function chooseUpload(blob, filename) {
+  state.upload = { blob, filename };
+  $("add-button").disabled = true;
+  $("verdict").hidden = false;
+  $("verdict-text").textContent = "Inspecting…";
+  $("verdict-text").className = "";
+  $("preview").src = URL.createObjectURL(blob);
+  if (!$("add-name").value) $("add-name").value = filename.replace(/\.[^.]+$/, "");
+  const form = new FormData();
+  form.append("audio_sample", blob, filename);
+  try {
+    const result = await (await api("/v1/inspect", { method: "POST", body: form })).json();
+    const ins = result.inspection;
+    const warnings = ins.findings.filter((f) => f.level === "warning").length;
+    $("verdict-text").textContent = (result.usable ? (warnings ? "Usable, with warnings" : "Good reference") :
+      "Unusable reference") + ": " + fmt(ins.duration, 1, " s") + ", " + ins.sample_rate + " Hz, loudness " +
+      fmt(ins.loudness_lufs, 1, " LUFS") + ", SNR " + fmt(ins.snr_db, 0, " dB");
+    $("verdict-text").className = result.usable ? "verdict-ok" : "verdict-bad";
+    renderFindings($("verdict-findings"), ins.findings);
+    $("add-force").checked = result.usable && warnings > 0 ? $("add-force").checked : false;
+    $("add-button").disabled = !result.usable;
+  } catch (e) {
+    $("verdict-text").textContent = "Cannot use this audio: " + e.message;
+    $("verdict-text").className = "verdict-bad";
+    $("verdict-findings").replaceChildren();
+  }
+}
+
+async function saveVoice(ev) {
+  ev.preventDefault();
+  if (!state.upload) return;
+  const form = new FormData();
+  form.append("audio_sample", state.upload.blob, state.upload.filename);
+  form.append("name", $("add-name").value.trim());
+  form.append("consent", $("add-consent").value.trim());
+  form.append("mode", $("add-mode").value);
+  form.append("force", $("add-force").checked ? "true" : "false");
+  for (const t of $("add-tags").value.split(",").map((x) => x.trim()).filter(Boolean)) form.append("tags", t);
+  $("add-button").disabled = true;
+  status("Saving…");
+  try {
+    const v = await (await api("/v1/audio/voices", { method: "POST", body: form })).json();
+    status("Added " + v.id + (v.warnings.length ? " (" + v.warnings.join("; ") + ")" : ""));
+    state.upload = null;
+    $("add-form").reset();
+    $("file-input").value = "";
+    $("verdict").hidden = true;
+    await loadVoices();
+    await openVoice(v.id, false);
+  } catch (e) {
+    status("Adding failed: " + e.message, true);
+    $("add-button").disabled = false;
+  }
+}
+
+function wavFromBuffer(buffer) {
+  // mono 16-bit PCM WAV of an AudioBuffer (channels averaged)
+  const n = buffer.length, rate = buffer.sampleRate, channels = buffer.numberOfChannels;
+  const mono = new Float32Array(n);
+  for (let c = 0; c < channels; c++) {
+    const data = buffer.getChannelData(c);
+    for (let i = 0; i < n; i++) mono[i] += data[i] / channels;
+  }
+  const out = new DataView(new ArrayBuffer(44 + 2 * n));
+  const text = (o, s) => { for (let i = 0; i < s.length; i++) out.setUint8(o + i, s.charCodeAt(i)); };
+  text(0, "RIFF"); out.setUint32(4, 36 + 2 * n, true); text(8, "WAVE"); text(12, "fmt ");
+  out.setUint32(16, 16, true); out.setUint16(20, 1, true); out.setUint16(22, 1, true);
+  out.setUint32(24, rate, true); out.setUint32(28, rate * 2, true); out.setUint16(32, 2, true);
+  out.setUint16(34, 16, true); text(36, "data"); out.setUint32(40, 2 * n, true);
+  for (let i = 0; i < n; i++) {
+    const s = Math.max(-1, Math.min(1, mono[i]));
+    out.setInt16(44 + 2 * i, s < 0 ? s * 0x8000 : s * 0x7fff, true);
+  }
+  return new Blob([out], { type: "audio/wav" });
+}
+
+async function toggleRecording() {
+  const button = $("record-button");
+  if (state.recorder) { state.recorder.stop(); return; }
+  if (!navigator.mediaDevices || !window.MediaRecorder) {
+    status("This browser cannot record audio here (it needs HTTPS or localhost).", true);
+    return;
+  }
+  let stream;
+  try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); }
+  catch (e) { status("No microphone: " + e.message, true); return; }
+  const chunks = [];
+  const recorder = new MediaRecorder(stream);
+  state.recorder = recorder;
+  const started = Date.now();
+  const timer = setInterval(() => { $("record-time").textContent = ((Date.now() - started) / 1000).toFixed(1) + " s"; },
+                            200);
+  recorder.ondataavailable = (ev) => { if (ev.data.size) chunks.push(ev.data); };
+  recorder.onstop = async () => {
+    clearInterval(timer);
+    stream.getTracks().forEach((t) => t.stop());
+    state.recorder = null;
+    button.textContent = "● Record";
+    status("Recorded " + ((Date.now() - started) / 1000).toFixed(1) + " s; inspecting…");
+    try {
+      // the server decodes WAV/FLAC/MP3/OGG: the browser's recording (WebM/Opus) becomes a WAV here
+      const recorded = new Blob(chunks, { type: recorder.mimeType });
+      const ctx = new AudioContext();
+      const buffer = await ctx.decodeAudioData(await recorded.arrayBuffer());
+      await ctx.close();
+      await chooseUpload(wavFromBuffer(buffer), "recording.wav");
+    } catch (e) { status("Cannot decode the recording: " + e.message, true); }
+  };
+  recorder.start(250);
+  button.textContent = "■ Stop";
+  status("Recording… speak for 5-10 s, then press Stop");
+}
+
+// --- compare and map ---------------------------------------------------------------------------------
+
+function renderCompareOptions() {
+  for (const [id, pick] of [["compare-a", 0], ["compare-b", 1]]) {
+    const select = $(id);
+    const keep = select.value;
+    select.replaceChildren(...state.voices.map((v) => el("option", { value: v.id, text: v.id })));
+    if (state.voices.some((v) => v.id === keep)) select.value = keep;
+    else if (state.voices[pick]) select.value = state.voices[pick].id;
+  }
+}
+
+async function compareVoices() {
+  const a = $("compare-a").value, b = $("compare-b").value;
+  if (!a || !b) return;
+  try {
+    const c = await (await api("/v1/audio/voices/compare", { method: "POST",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ a, b }) })).json();
+    $("compare-result").textContent = a + " vs " + b + ": " +
+      (c.score === null ? "" : "score " + c.score.toFixed(2) + ", ") + "speaker cosine " + c.speaker_cosine.toFixed(3) +
+      (c.xvector_cosine === null ? "" : ", x-vector cosine " + c.xvector_cosine.toFixed(3)) + " — " +
+      (c.same_speaker ? "probably the same speaker" : "different speakers") + " (threshold " + c.threshold + ")";
+  } catch (e) { $("compare-result").textContent = "Cannot compare: " + e.message; }
+}
+
+async function renderMap() {
+  const svg = $("map");
+  const ns = "http://www.w3.org/2000/svg";
+  svg.replaceChildren();
+  let map;
+  try { map = await (await api("/v1/audio/map")).json(); } catch (e) { return; }
+  const pts = map.data;
+  if (!pts.length) return;
+  const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const sx = (x) => 40 + (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5) * 520;
+  const sy = (y) => 360 - (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5) * 320;
+  for (const p of pts) {
+    const c = document.createElementNS(ns, "circle");
+    c.setAttribute("cx", sx(p.x)); c.setAttribute("cy", sy(p.y)); c.setAttribute("r", 7);
+    c.setAttribute("data-id", p.id);
+    const title = document.createElementNS(ns, "title");
+    title.textContent = p.id + (p.tags.length ? " [" + p.tags.join(", ") + "]" : "");
+    c.append(title);
+    c.addEventListener("click", () => openVoice(p.id, false));
+    const label = document.createElementNS(ns, "text");
+    label.setAttribute("x", sx(p.x) + 9); label.setAttribute("y", sy(p.y) + 4);
+    label.textContent = p.id;
+    svg.append(c, label);
+  }
+  const caption = document.createElementNS(ns, "text");
+  caption.setAttribute("x", 8); caption.setAttribute("y", 392);
+  caption.textContent = "PC1 " + (100 * map.explained_variance[0]).toFixed(0) + "% · PC2 " +
+    (100 * map.explained_variance[1]).toFixed(0) + "% of the variance";
+  svg.append(caption);
+  highlightMap();
+}
+
+function highlightMap() {
+  for (const c of $("map").querySelectorAll("circle")) {
+    c.classList.toggle("selected", c.getAttribute("data-id") === state.selected);
+  }
+}
+
+// --- wiring ------------------------------------------------------------------------------------------
+
+$("api-key").value = state.key;
+$("key-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  state.key = $("api-key").value.trim();
+  localStorage.setItem("voicebank-key", state.key);
+  loadVoices();
+});
+$("filter").addEventListener("input", renderVoices);
+$("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; renderVoices(); });
+$("rename-button").addEventListener("click", renameVoice);
+$("tags-button").addEventListener("click", saveTags);
+$("delete-button").addEventListener("click", deleteVoice);
+$("file-input").addEventListener("change", (ev) => {
+  const f = ev.target.files[0];
+  if (f) chooseUpload(f, f.name);
+});
+$("record-button").addEventListener("click", toggleRecording);
+$("add-form").addEventListener("submit", saveVoice);
+$("compare-button").addEventListener("click", compareVoices);
+loadVoices();
