@@ -16,6 +16,21 @@ class MissingDependencyError(VoicebankError, ImportError):
     """An optional dependency is needed for this feature; the message names the extra to install."""
 
 
+class InvalidOptionError(VoicebankError, ValueError):
+    """An option or argument value that cannot be used (unknown variant, NaN, out of range); the message names
+    the option and the values it takes.  Raised by the one set of checks in :mod:`voicebank.variants` that both
+    the API and the CLI use."""
+
+
+class OutputPathError(VoicebankError, OSError):
+    """An output file cannot be written there (a directory, under a regular file, unwritable, a full disk).
+    Nothing is left behind: a partly written temp file is removed."""
+
+
+class NonFiniteOutputError(VoicebankError, ValueError):
+    """A computation gave NaN or infinite values (refused rather than returned or written)."""
+
+
 # --- audio -------------------------------------------------------------------------------------------
 
 
@@ -49,6 +64,10 @@ class SilentAudioError(AudioError):
 
 class NonFiniteAudioError(AudioError):
     """The audio holds NaN or infinite samples."""
+
+
+class AudioOutOfRangeError(AudioError):
+    """Float samples far outside [-1, 1] (e.g. 1e30): not a recording voicebank can normalise safely."""
 
 
 class AudioTooLongError(AudioError):
@@ -137,3 +156,13 @@ class NoAudioKeptError(LibraryError):
 
 class CatalogueError(LibraryError):
     """The library's catalogue cannot be opened or used (damaged, locked, or from a newer voicebank)."""
+
+
+class CatalogueDamagedError(CatalogueError):
+    """The catalogue file is damaged (cut short, emptied, a table or row is malformed).  Nothing is deleted
+    while it cannot be read; ``voicebank library check`` explains, ``--repair`` rebuilds what the files allow."""
+
+
+class LibraryWriteError(LibraryError, OSError):
+    """The library directory cannot be written (read-only, a full disk, a stray file or directory where the
+    store expects the other).  What the failed write created is removed; nothing was changed."""

@@ -2,35 +2,125 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from .errors import OutputPathError
+
+
+def _reason(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "the file system is full"
+    if e.errno == errno.EDQUOT:
+        return "the disk quota is exhausted"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    if e.errno == errno.EROFS:
+        return "the file system is read-only"
+    if e.errno == errno.ENOTDIR:
+        return "a part of the path is a regular file, not a directory"
+    if e.errno == errno.EISDIR:
+        return "it is a directory"
+    return e.strerror or type(e).__name__
+
+
+def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """``path`` if a file can be created there; else :class:`~voicebank.errors.OutputPathError` saying why.
+
+    Checked before any work is done: ``path`` must not be a directory, no parent may be a regular file, and the
+    nearest existing parent must be a writable directory.  Creates nothing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{what} {path} is a directory; give a file name inside it")
+    if path.exists() and not path.is_file():
+        raise OutputPathError(f"{what} {path} exists and is not a regular file")
+    parent = path.parent
+    while not parent.exists():
+        if parent.is_symlink():
+            raise OutputPathError(f"{what} {path}: {parent} is a dangling link")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputPathError(f"{what} {path}: {parent} is a file, not a directory")
+    try:
+        read_only = bool(os.statvfs(parent).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):  # no statvfs (Windows)
+        read_only = False
+    if read_only:
+        raise OutputPathError(f"{what} {path}: {parent} is on a read-only file system")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what} {path}: the directory {parent} is not writable")
+    return path
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """``mkdir -p directory``; returns the directories created (deepest last) so a failure can remove them."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    created: list[Path] = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:
+            if not d.is_dir():
+                _remove_dirs(created)
+                raise
+            continue
+        except OSError:
+            _remove_dirs(created)
+            raise
+        created.append(d)
+    return created
+
+
+def _remove_dirs(created: list[Path]) -> None:
+    for d in reversed(created):
+        with contextlib.suppress(OSError):
+            d.rmdir()
+
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, tmp_dir: Path | None = None,
                  prefix: str | None = None, suffix: str = ".tmp") -> None:
     """Create ``path`` atomically: ``write(f)`` fills a temp file, which is fsynced and renamed over ``path``.
 
-    The temp file lives in ``tmp_dir`` (default: beside ``path``; it must be on the same filesystem) and is
-    removed if anything fails, so a crash or an error never leaves half a file at ``path``.
+    The temp file lives in ``tmp_dir`` (default: beside ``path``; it must be on the same filesystem).  On any
+    failure the temp file and the directories this call created are removed, so an error never leaves half a
+    file (or anything else) behind; an ``OSError`` (a full disk, a read-only or unwritable directory, ``path``
+    being a directory or under a regular file) becomes an :class:`~voicebank.errors.OutputPathError` that
+    says which.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tmp_dir) if tmp_dir is not None else path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=prefix if prefix is not None else f".{path.name}.", suffix=suffix,
-                               dir=directory)
+    created: list[Path] = []
+    tmp: str | None = None
     try:
+        if path.is_dir() and not path.is_symlink():
+            raise OutputPathError(f"{path} is a directory; give a file name inside it")
+        created = _make_parents(path.parent)
+        directory = Path(tmp_dir) if tmp_dir is not None else path.parent
+        created += _make_parents(directory)
+        fd, tmp = tempfile.mkstemp(prefix=prefix if prefix is not None else f".{path.name}.", suffix=suffix,
+                                   dir=directory)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        tmp = None
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        _remove_dirs(created)
+        if isinstance(e, OSError) and not isinstance(e, OutputPathError):
+            raise OutputPathError(f"cannot write {path}: {_reason(e)}") from e
         raise

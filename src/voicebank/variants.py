@@ -9,6 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+from .errors import InvalidOptionError
+
 Variant = Literal["english", "multilingual", "turbo", "vc"]
 VARIANTS: tuple[Variant, ...] = ("english", "multilingual", "turbo", "vc")
 
@@ -41,9 +43,11 @@ VARIANT_SPECS: dict[Variant, VariantSpec] = {
 
 
 def check_variant(variant: str) -> Variant:
-    """Return ``variant`` if it is one of :data:`VARIANTS`, else raise ``ValueError`` naming the valid ones."""
+    """Return ``variant`` if it is one of :data:`VARIANTS`, else raise :class:`~voicebank.errors.InvalidOptionError`
+    (a ``ValueError``) naming the valid ones."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        shown = repr(variant)[:40] if isinstance(variant, str) else type(variant).__name__
+        raise InvalidOptionError(f"unknown variant {shown}: choose one of {', '.join(VARIANTS)}")
     return variant  # type: ignore[return-value,unused-ignore]
 
 
@@ -52,16 +56,37 @@ def embedding_variant(variant: str) -> Variant:
     return "english" if variant == "vc" else check_variant(variant)
 
 
-def check_exaggeration(value: object, *, name: str = "exaggeration") -> float:
-    """``value`` as a float if it is a finite number in :data:`EXAGGERATION_RANGE`, else ``ValueError``."""
+def check_number(value: object, name: str, lo: float | None = None, hi: float | None = None, *,
+                 integer: bool = False, allow_infinite: bool = False) -> float:
+    """``value`` as a float if it is a finite number (an integer when ``integer``) within ``[lo, hi]``, else
+    :class:`~voicebank.errors.InvalidOptionError` (a ``ValueError``) naming ``name`` and the range.
+
+    The one check of every numeric option, for the API and the CLI alike.  ``allow_infinite``: for thresholds,
+    where -inf / inf mean "always" / "never".
+    """
+    if isinstance(value, bool):
+        raise InvalidOptionError(f"{name} must be a number, got {value!r}")
     try:
         x = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidOptionError(f"{name} must be a number, got {repr(value)[:40]}") from None
+    if math.isnan(x) or (math.isinf(x) and not allow_infinite):
+        raise InvalidOptionError(f"{name} must be a finite number, got {value!r}")
+    if integer and x != int(x):
+        raise InvalidOptionError(f"{name} must be a whole number, got {value!r}")
+    if (lo is not None and x < lo) or (hi is not None and x > hi):
+        span = (f"from {lo:g} to {hi:g}" if lo is not None and hi is not None
+                else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
+        raise InvalidOptionError(f"{name} {x:g} is out of range: use a value {span}")
+    return x
+
+
+def check_exaggeration(value: object, *, name: str = "exaggeration") -> float:
+    """``value`` as a float if it is a finite number in :data:`EXAGGERATION_RANGE`, else
+    :class:`~voicebank.errors.InvalidOptionError` (a ``ValueError``)."""
     lo, hi = EXAGGERATION_RANGE
-    if not math.isfinite(x):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    x = check_number(value, name)
     if not lo <= x <= hi:
-        raise ValueError(f"{name} {x:g} is out of range: use a value from {lo:g} to {hi:g} (default "
-                         f"{DEFAULT_EXAGGERATION:g})")
+        raise InvalidOptionError(f"{name} {x:g} is out of range: use a value from {lo:g} to {hi:g} (default "
+                                 f"{DEFAULT_EXAGGERATION:g})")
     return x

@@ -472,9 +472,11 @@ def test_check_reports_and_repairs_damage(tmp_path, golden_weights_dir, extracto
 
     damage("aud", "cache")
     damage("cond", "conditionals")
-    report = lib.check()
+    kept = lib.check()  # content files are deleted only on request
+    assert orphan.exists() and not temp.exists() and len(kept.unreferenced) == 1 and not kept.removed_orphans
+    report = lib.check(delete_orphans=True)
     assert not orphan.exists() and not temp.exists()
-    assert report.removed_temp_files == ("tmp/999999999.xyz.tmp",) and len(report.removed_orphans) == 1
+    assert kept.removed_temp_files == ("tmp/999999999.xyz.tmp",) and len(report.removed_orphans) == 1
     assert not report.ok and {p.voice for p in report.problems} == {"aud", "cond"}
     assert all("damaged" in p.problem and not p.repaired for p in report.problems)
     repaired = lib.check(repair=True)

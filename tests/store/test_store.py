@@ -71,7 +71,7 @@ def test_catalogue_from_a_newer_voicebank_is_refused(tmp_path):
 
 def test_damaged_catalogue_is_a_clear_error(tmp_path):
     (tmp_path / catalogue.CATALOGUE_NAME).write_bytes(b"this is not a database" * 100)
-    with pytest.raises(errors.CatalogueError, match=r"catalogue\.sqlite3.*move it away"):
+    with pytest.raises(errors.CatalogueError, match=r"catalogue\.sqlite3 is damaged: .*; run voicebank library check"):
         Library(tmp_path)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from ..errors import (
     AudioDecodeError,
     AudioNotFoundError,
+    AudioOutOfRangeError,
     AudioTooLongError,
     AudioTooShortError,
     EmptyAudioError,
@@ -39,6 +40,10 @@ MAX_SECONDS = 600.0
 """Longest reference accepted (10 minutes); longer input is refused before it is read."""
 MIN_SECONDS = 0.5
 """Shortest reference accepted; the models need a few frames (3-10 s of clean speech is best)."""
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1000, 768_000
+"""Sample rates read (the rates a voice file's metadata may record)."""
+MAX_PEAK = 1000.0
+"""Float samples beyond this (+60 dBFS) are not a recording: refused (1e30 would overflow the features to NaN)."""
 SILENCE_PEAK = 1e-5
 """A clip whose absolute peak is at or below this (-100 dBFS) is digital silence."""
 
@@ -111,7 +116,7 @@ def _sound_file(target: Any, name: str, ext: str, *, from_file: bool):  # -> sou
 
     try:
         return sf.SoundFile(target)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         msg = _decoder_message(err)
         if ext and ext not in _known_extensions():
             raise UnsupportedAudioFormatError(
@@ -164,6 +169,9 @@ def _read_all(f: Any, name: str, max_seconds: float) -> tuple[np.ndarray, int, i
     except (sf.LibsndfileError, RuntimeError) as e:
         raise AudioDecodeError(f"{name}: decoding failed part-way ({e}); the file may be truncated: "
                                "re-export it", source=name) from e
+    except (ValueError, TypeError, MemoryError, OverflowError) as e:  # a codec libsndfile names but cannot stream
+        raise AudioDecodeError(f"{name}: the {f.subtype} codec inside this {f.format} file cannot be decoded ({e}); "
+                               "convert it to PCM WAV or FLAC", source=name) from e
     if data.ndim > 1:
         # librosa.to_mono: mean over channels of the (channels, n) layout
         data = np.mean(data.T, axis=0)
@@ -217,9 +225,14 @@ def _array_to_mono(samples: Any, name: str) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def _check_rate(sr: int, name: str) -> None:
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(f"{name}: a sample rate of {sr} Hz is not audio voicebank reads ({MIN_SAMPLE_RATE}-"
+                               f"{MAX_SAMPLE_RATE} Hz); resample the clip", source=name)
+
+
 def _check_duration(frames: int, sr: int, name: str, max_seconds: float) -> None:
-    if sr <= 0:
-        raise AudioDecodeError(f"{name}: invalid sample rate {sr}", source=name)
+    _check_rate(sr, name)
     if frames <= 0:
         raise EmptyAudioError(f"{name}: the clip holds no audio samples; record or export it again", source=name)
     seconds = frames / sr
@@ -230,17 +243,22 @@ def _check_duration(frames: int, sr: int, name: str, max_seconds: float) -> None
 
 
 def check_samples(wav: np.ndarray, sample_rate: int, name: str) -> None:
-    """Refuse non-finite, too short or silent mono audio with a typed error."""
+    """Refuse non-finite, out-of-range, too short or silent mono audio (or an absurd rate) with a typed error."""
+    _check_rate(sample_rate, name)
     if wav.size == 0:
         raise EmptyAudioError(f"{name}: the clip holds no audio samples; record or export it again", source=name)
     if not np.isfinite(wav).all():
         raise NonFiniteAudioError(f"{name}: the audio holds NaN or infinite samples; re-export it "
                                   "(float files must hold finite values in [-1, 1])", source=name)
+    peak = float(np.max(np.abs(wav)))
+    if peak > MAX_PEAK:
+        raise AudioOutOfRangeError(f"{name}: sample values reach {peak:.3g}, far outside [-1, 1]; float audio must "
+                                   "hold values in [-1, 1]: normalise it and export it again", source=name)
     seconds = wav.shape[0] / sample_rate
     if seconds < MIN_SECONDS:
         raise AudioTooShortError(f"{name}: {seconds:.2f} s is too short; at least {MIN_SECONDS} s is needed "
                                  "(3-10 s of clean speech works best)", source=name)
-    if float(np.max(np.abs(wav))) <= SILENCE_PEAK:
+    if peak <= SILENCE_PEAK:
         raise SilentAudioError(f"{name}: the clip is silent (peak at or below -100 dBFS); there is no voice "
                                "to extract: check the recording", source=name)
 

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..variants import GEN_REFERENCE_SECONDS, TURBO_MIN_SECONDS
 from .clip import Clip
-from .decode import MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, AudioSource, describe, read_audio
+from .decode import MAX_PEAK, MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, AudioSource, describe, read_audio
 
 Level = Literal["info", "warning", "error"]
 
@@ -158,6 +158,10 @@ def inspect_samples(wav: np.ndarray, sample_rate: int, *, channels: int = 1, sou
         add("error", "empty", "the clip holds no audio samples; record or export it again")
     elif not finite:
         add("error", "non_finite", "the audio holds NaN or infinite samples; re-export it")
+    elif float(np.max(np.abs(wav))) > MAX_PEAK:
+        finite = False
+        add("error", "out_of_range", f"sample values reach {float(np.max(np.abs(wav))):.3g}, far outside [-1, 1]; "
+            "normalise the audio and export it again")
     if not finite or n == 0:
         return Inspection(source, duration, sample_rate, channels, 0.0, 0.0, None, 0.0, 0.0, None, tuple(findings))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,9 @@ VariantOpt = Annotated[str, typer.Option("--variant", help="Chatterbox variant: 
 
 
 def _err(message: str) -> None:
-    typer.echo(f"voicebank: error: {message}", err=True)
+    from .common import error_line
+
+    error_line(message)
 
 
 _OWN_PROCESS = False
@@ -95,8 +98,6 @@ def quick_exit_ok() -> None:
 def _exit_quickly(code: int) -> None:
     """End the process now: tearing down torch's modules and libraries takes ~0.1 s, 5 % of a cold
     ``voicebank extract``.  Only for commands whose results are all on disk and on the terminal."""
-    import logging
-
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -107,8 +108,14 @@ def _exit_quickly(code: int) -> None:
 
 
 def _run(argv: list[str] | None) -> int:
+    """Run the command line: the one error boundary of the CLI.
+
+    Every failure ends as one escaped line ``voicebank: error: ...`` (at most 500 characters) and exit 1
+    (usage errors: click's message and exit 2); never a traceback.
+    """
     from ..errors import VoicebankError
 
+    _install_log_handler()
     try:
         rc = app(args=argv, standalone_mode=False)
     except VoicebankError as e:
@@ -119,12 +126,53 @@ def _run(argv: list[str] | None) -> int:
     except typer.Abort:
         _err("aborted")
         return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except MemoryError:
+        _err("out of memory")
+        return 1
     except Exception as e:  # usage errors (click's ClickException, vendored or not, by duck typing)
         show, exit_code = getattr(e, "show", None), getattr(e, "exit_code", None)
         if callable(show) and isinstance(exit_code, int):
             show()
             return exit_code
-        raise
+        _err(_describe_unexpected(e))
+        return 1
     return rc if isinstance(rc, int) else 0
 
 
+def _describe_unexpected(e: BaseException) -> str:
+    """A one-line message for an error no layer below turned into a :class:`VoicebankError`."""
+    import sqlite3
+
+    if isinstance(e, sqlite3.DatabaseError):
+        return f"the library catalogue cannot be used ({e}); run voicebank library check"
+    if isinstance(e, OSError):
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror or e}"
+    text = str(e).strip().splitlines()
+    return f"unexpected {type(e).__name__}: {text[0] if text else ''}"
+
+
+_LOG_HANDLER: logging.Handler | None = None
+
+
+class _CleanHandler(logging.Handler):
+    """Warnings of the library as ``voicebank: warning: ...`` lines, escaped like every other output."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from .common import error_line
+
+        try:
+            error_line(record.getMessage(), kind="warning")
+        except Exception:  # a logging handler never raises
+            self.handleError(record)
+
+
+def _install_log_handler() -> None:
+    global _LOG_HANDLER
+    if _LOG_HANDLER is None:
+        _LOG_HANDLER = _CleanHandler(logging.WARNING)
+        logger = logging.getLogger("voicebank")
+        logger.addHandler(_LOG_HANDLER)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,47 @@ LibraryOpt = Annotated[Path | None, typer.Option(
 VariantOpt = Annotated[str | None, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, "
                                                 "vc (default: the voice's own).", show_default=False)]
 
+
+
+MAX_MESSAGE_CHARS = 500
+"""One-line errors and warnings are cut to this many characters."""
+
+
+def _escape_char(c: str) -> str:
+    if c in "\t\n\r":
+        return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}[c]
+    n = ord(c)
+    return f"\\x{n:02x}" if n < 0x100 else f"\\u{n:04x}" if n < 0x10000 else f"\\U{n:08x}"
+
+
+def clean(text: object, limit: int | None = None) -> str:
+    """``text`` safe to print on a terminal: every control, format (bidi overrides, zero-width), surrogate,
+    private-use, unassigned or line-separator character is shown as an escape (``\\x1b``, ``\\u202e``), so
+    nothing that came from a file or a user can move the cursor, retitle the terminal or hide text.  With
+    ``limit``, cut to that many characters (ending in ``...``).
+
+    The one helper every command uses for names, metadata, paths and messages.
+    """
+    s = str(text)
+    if not s.isprintable() or any(unicodedata.category(c) in ("Cf", "Co", "Cn", "Cs", "Zl", "Zp") for c in s):
+        s = "".join(_escape_char(c) if (unicodedata.category(c)[0] == "C" or unicodedata.category(c) in ("Zl", "Zp"))
+                    and c != " " else c for c in s)
+    if limit is not None and len(s) > limit:
+        s = s[: max(0, limit - 3)] + "..."
+    return s
+
+
+def cell(text: object) -> Any:
+    """A table cell for rich: :func:`clean` text, with rich markup in it shown literally."""
+    from rich.text import Text
+
+    return Text(clean(text))
+
+
+def error_line(message: object, *, kind: str = "error") -> None:
+    """Print ``voicebank: error: MESSAGE`` on stderr: one line, escaped, at most :data:`MAX_MESSAGE_CHARS`."""
+    text = " ".join(str(message).split())  # one line: torch's and sqlite's multi-line texts joined
+    typer.echo(f"voicebank: {kind}: {clean(text, MAX_MESSAGE_CHARS)}", err=True)
 
 
 @contextmanager
@@ -81,7 +123,25 @@ def variant_option(variant: str | None) -> str | None:
     try:
         return check_variant(variant)
     except ValueError as e:
+        raise typer.BadParameter(clean(e)) from e
+
+
+def check_exaggeration_option(value: float) -> float:
+    """``--exaggeration`` checked by the API's own check (finite, in range) before any work: usage error."""
+    from ..errors import InvalidOptionError
+    from ..variants import check_exaggeration
+
+    try:
+        return check_exaggeration(value, name="--exaggeration")
+    except InvalidOptionError as e:
         raise typer.BadParameter(str(e)) from e
+
+
+def check_output(path: Path) -> Path:
+    """``-o PATH`` checked before any work (not a directory, not under a regular file, writable)."""
+    from ..fileio import check_output_path
+
+    return check_output_path(path, "--output")
 
 
 def make_console(stderr: bool = False) -> Any:

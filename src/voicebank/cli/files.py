@@ -9,7 +9,16 @@ from typing import Annotated, Any
 import typer
 
 from .app import VariantOpt, heavy_imports, quick_exit_ok
-from .common import DeviceOpt, DownloadOpt, WeightsOpt, check_device, progress
+from .common import (
+    DeviceOpt,
+    DownloadOpt,
+    WeightsOpt,
+    check_device,
+    check_exaggeration_option,
+    check_output,
+    clean,
+    progress,
+)
 
 
 def embed(
@@ -35,6 +44,8 @@ def embed(
         raise typer.BadParameter(f"--output {output}: the output must end in .npy")
     if output is not None and jsonl:
         raise typer.BadParameter("give --jsonl or --output, not both")
+    if output is not None:
+        check_output(output)
     extractor = Extractor(ve_weights or weights, device=check_device(device), allow_download=download)
     with progress(len(audio), "embedding") as advance:
         embeddings = extractor.embed([str(p) for p in audio], progress=advance)
@@ -44,7 +55,7 @@ def embed(
         from ..fileio import atomic_write
 
         atomic_write(output, lambda f: np.save(f, embeddings))
-        typer.echo(f"wrote {embeddings.shape[0]} embeddings to {output}", err=True)
+        typer.echo(f"wrote {embeddings.shape[0]} embeddings to {clean(output)}", err=True)
         return
     for path, row in zip(audio, embeddings, strict=True):
         typer.echo(json.dumps({"path": str(path), "embedding": [round(float(x), 8) for x in row]}))
@@ -67,15 +78,17 @@ def extract(
     from ..models.weights import check_variant
 
     if output.suffix.lower() not in (".safetensors", ".pt"):
-        raise typer.BadParameter(f"--output {output}: use a .safetensors or .pt file name")
+        raise typer.BadParameter(f"--output {clean(output)}: use a .safetensors or .pt file name")
     try:
         v = check_variant(variant)
     except ValueError as e:
-        raise typer.BadParameter(str(e)) from e
+        raise typer.BadParameter(clean(e)) from e
+    check_exaggeration_option(exaggeration)
+    check_output(output)
     voice = Extractor(weights, variant=v, device=check_device(device), allow_download=download).extract(
         str(audio), exaggeration=exaggeration)
     voice.save(output)
-    typer.echo(f"wrote {v} voice of {audio} to {output}", err=True)
+    typer.echo(f"wrote {v} voice of {clean(audio)} to {clean(output)}", err=True)
 
 
 def inspect_voice(
@@ -100,19 +113,19 @@ def inspect_voice_deprecated(
 
 def _inspect_voice(file: Path, as_json: bool) -> None:
     with heavy_imports():
-        from ..voice.voice import Voice
+        from ..voice.voice import Voice, voice_file_format
 
     voice = Voice.load(file)
     info: dict[str, Any] = voice.describe()
     info["file"] = str(file)
-    info["format"] = "voicebank safetensors" if file.suffix.lower() == ".safetensors" else "upstream .pt"
+    info["format"] = voice_file_format(file)
     if as_json:
-        typer.echo(json.dumps(info, indent=2))
+        typer.echo(json.dumps(info, indent=2))  # JSON escapes control characters itself
         return
-    typer.echo(f"{file}  ({info['format']})")
+    typer.echo(f"{clean(file)}  ({info['format']})")
     for k, val in info["metadata"].items():
         if val:
-            typer.echo(f"  {k}: {val}")
+            typer.echo(f"  {clean(k)}: {clean(val)}")
     for k, t in info["tensors"].items():
         typer.echo(f"  {k:32s} {t['dtype']:8s} {tuple(t['shape'])}")
 

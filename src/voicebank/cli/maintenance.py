@@ -14,7 +14,9 @@ from .common import (
     JsonOpt,
     LibraryOpt,
     WeightsOpt,
+    clean,
     echo_json,
+    error_line,
     fmt,
     open_library,
     progress,
@@ -36,27 +38,65 @@ def check(
     repair: Annotated[bool, typer.Option("--repair", help="Drop damaged caches, re-extract damaged voice files from "
                                          "kept audio.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Check that files exist, without hashing them.")] = False,
+    delete_orphans: Annotated[bool, typer.Option("--delete-orphans", help="Delete content files no voice references "
+                                                 "(never done otherwise; refused while the catalogue is "
+                                                 "damaged).")] = False,
     as_json: JsonOpt = False,
     library: LibraryOpt = None,
     weights: WeightsOpt = None,
 ) -> None:
     """Verify every file's hash and the catalogue; clean what a crash left; exit 1 if problems remain."""
-    report = open_library(library, weights).check(repair=repair, verify_hashes=not quick)
+    from ..errors import CatalogueDamagedError
+
+    try:
+        lib = open_library(library, weights)
+        report = lib.check(repair=repair, verify_hashes=not quick, delete_orphans=delete_orphans)
+    except CatalogueDamagedError as e:
+        if not repair:
+            raise CatalogueDamagedError(str(e).split("; run voicebank library check")[0] + "; nothing was deleted: "
+                                        "voicebank library check --repair sets it aside and rebuilds it from the "
+                                        "voice and audio files") from e
+        _rebuild(library, as_json)
+        return
+    if repair and any(not p.voice and "is damaged" in p.problem for p in report.problems):
+        lib.close()
+        _rebuild(library, as_json)
+        return
     if as_json:
         echo_json(report.to_dict())
     else:
         typer.echo(f"{report.voices} voice(s), {report.files_checked} file(s) checked")
         for p in report.removed_temp_files:
-            typer.echo(f"removed temp file {p}")
+            typer.echo(f"removed temp file {clean(p)}")
         for p in report.removed_orphans:
-            typer.echo(f"removed unreferenced file {p}")
+            typer.echo(f"removed unreferenced file {clean(p)}")
+        for p in report.unreferenced:
+            typer.echo(f"unreferenced file kept: {clean(p)} (--delete-orphans deletes it)")
         for prob in report.problems:
             state = "repaired" if prob.repaired else "PROBLEM"
-            typer.echo(f"{state}: {prob.voice or '(library)'}: {prob.problem}; {prob.fix}")
+            typer.echo(clean(f"{state}: {prob.voice or '(library)'}: {prob.problem}; {prob.fix}"))
         typer.echo("library is consistent" if report.ok else "library has problems")
     if not report.ok:
         n = sum(1 for p in report.problems if not p.repaired)
         raise LibraryError(f"the library at {report_path(library)} has {n} problem(s) (listed above)")
+
+
+def _rebuild(library: Path | None, as_json: bool) -> None:
+    from ..library.recover import rebuild
+
+    result = rebuild(report_path(library))
+    if as_json:
+        echo_json(result.to_dict())
+    else:
+        typer.echo(f"the damaged catalogue was set aside as {clean(result.set_aside or '(none)')}; a new one was "
+                   f"built from the content files")
+        for name, mode in result.recovered:
+            typer.echo(f"recovered: {clean(name)} ({mode})")
+        for file, why in result.skipped:
+            typer.echo(clean(f"left out: {file}: {why}"))
+        typer.echo("audio voices need their embeddings again: voicebank library reextract NAME...")
+    if result.skipped and not result.recovered:
+        raise LibraryError(f"nothing could be recovered from the content files of {report_path(library)}")
 
 
 @library_app.command("stale")
@@ -74,7 +114,7 @@ def stale(
     if not entries:
         typer.echo("no stale voices", err=True)
     for e in entries:
-        typer.echo(f"{e.name}  {e.variant}  {e.what}  {e.stored} -> {e.current}")
+        typer.echo(clean(f"{e.name}  {e.variant}  {e.what}  {e.stored} -> {e.current}"))
 
 
 @library_app.command("reextract")
@@ -96,9 +136,9 @@ def reextract(
     for r in results:
         if r.status == "failed":
             failed += 1
-            typer.echo(f"voicebank: error: {r.reason}", err=True)
+            error_line(r.reason)
         else:
-            typer.echo(f"{r.status}: {r.name}")
+            typer.echo(f"{r.status}: {clean(r.name)}")
     if not results:
         typer.echo("nothing to re-extract", err=True)
     if failed:
@@ -141,12 +181,12 @@ def _inspect_audio(audio: list[Path], variant: list[str] | None, as_json: bool) 
         echo_json([r.to_dict() for r in reports])
     else:
         for r in reports:
-            typer.echo(f"{r.source}: {r.duration:.2f} s, {r.sample_rate} Hz, {r.channels} ch, peak "
+            typer.echo(f"{clean(r.source)}: {r.duration:.2f} s, {r.sample_rate} Hz, {r.channels} ch, peak "
                        f"{fmt(r.peak_dbfs, '.1f', ' dBFS')}, clipped {r.clipped_fraction:.2%}, loudness "
                        f"{fmt(r.loudness_lufs, '.1f', ' LUFS')}, silence {r.leading_silence:.2f} s / "
                        f"{r.trailing_silence:.2f} s, SNR {fmt(r.snr_db, '.1f', ' dB')}")
             for f in r.findings:
-                typer.echo(f"  {f.level}: {f.message}")
+                typer.echo(f"  {f.level}: {clean(f.message)}")
             if not r.findings:
                 typer.echo("  good reference")
     bad = [r.source for r in reports if r.errors]

@@ -19,7 +19,12 @@ from .common import (
     LibraryOpt,
     VariantOpt,
     WeightsOpt,
+    cell,
+    check_exaggeration_option,
+    check_output,
+    clean,
     echo_json,
+    error_line,
     fmt,
     make_console,
     open_library,
@@ -69,6 +74,7 @@ def add(
     """Add reference clips as named voices; a summary table at the end, exit 1 if any clip failed."""
     from ..library import MODES, collect_audio
 
+    check_exaggeration_option(exaggeration)
     if from_dataset is not None:
         if audio:
             raise typer.BadParameter("give audio files or --from-dataset, not both")
@@ -114,7 +120,7 @@ def add(
         _summary(results, mode)
     failed = [r for r in results if r.status == "failed"]
     for r in failed:
-        typer.echo(f"voicebank: error: {r.reason}", err=True)
+        error_line(r.reason)
     if failed:
         raise LibraryError(f"{len(failed)} of {len(results)} clip(s) failed (listed above); the others were stored")
 
@@ -132,7 +138,7 @@ def _summary(results: list[AddResult], mode: str) -> None:
         dur = r.voice.duration if r.voice is not None else None
         notes = r.reason if r.status != "added" else "; ".join(r.warnings)
         style = {"added": "green", "skipped": "yellow", "failed": "red"}[r.status]
-        table.add_row(f"[{style}]{r.status}[/{style}]", r.name or r.source, fmt(dur, ".2f", " s"), notes)
+        table.add_row(f"[{style}]{r.status}[/{style}]", cell(r.name or r.source), fmt(dur, ".2f", " s"), cell(notes))
     console = make_console()
     console.print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
@@ -158,8 +164,8 @@ def list_voices(
     table.add_column("tags", overflow="fold")
     for v in voices:
         name = v.name + (" (experimental)" if v.experimental else "")
-        table.add_row(name, v.mode, ",".join(v.variants), fmt(v.duration, ".2f"), fmt(v.sample_rate, "d"),
-                      fmt(v.loudness_lufs, ".1f"), v.added_at[:10], ",".join(v.tags))
+        table.add_row(cell(name), v.mode, ",".join(v.variants), fmt(v.duration, ".2f"), fmt(v.sample_rate, "d"),
+                      fmt(v.loudness_lufs, ".1f"), cell(v.added_at[:10]), cell(",".join(v.tags)))
     make_console().print(table)
 
 
@@ -175,7 +181,7 @@ def show(
     if as_json:
         echo_json(data)
         return
-    typer.echo(f"{info.name}  ({info.mode}{', EXPERIMENTAL' if info.experimental else ''})")
+    typer.echo(f"{clean(info.name)}  ({info.mode}{', EXPERIMENTAL' if info.experimental else ''})")
     for key in ("variant", "variants", "exaggeration", "source_name", "source_sha256", "duration", "sample_rate",
                 "channels", "loudness_lufs", "weights_fingerprint", "base", "origin", "tags", "added_by", "added_at",
                 "consent"):
@@ -184,14 +190,16 @@ def show(
             continue
         if isinstance(value, (list, tuple)):
             value = ", ".join(str(x) for x in value)
-        typer.echo(f"  {key}: {value}")
+        typer.echo(f"  {key}: {clean(value)}")
     for k, val in info.provenance.items():
-        typer.echo(f"  {k}: {val}")
+        typer.echo(f"  {clean(k)}: {clean(val)}")
     for f in info.files:
         label = f.role + (f" ({f.variant})" if f.variant else "")
-        typer.echo(f"  file {label}: {f.path} ({f.size} bytes)")
-    for finding in info.inspection.get("findings", []):
-        typer.echo(f"  {finding['level']}: {finding['message']}")
+        typer.echo(f"  file {label}: {clean(f.path)} ({f.size} bytes)")
+    findings = info.inspection.get("findings", [])
+    for finding in findings if isinstance(findings, list) else []:
+        if isinstance(finding, dict):
+            typer.echo(f"  {clean(finding.get('level', ''))}: {clean(finding.get('message', ''))}")
 
 
 def rm(
@@ -202,12 +210,13 @@ def rm(
     """Remove voices; their files go when no other voice uses them."""
     lib = open_library(library, weights)
     for n in names:
-        lib.show(n)  # every name must exist before anything is removed
+        if n not in lib:  # every name must exist before anything is removed (a damaged row can still be removed)
+            lib.show(n)
     for n in names:
         dependents = lib.remove(n)
-        typer.echo(f"removed {n}", err=True)
+        typer.echo(f"removed {clean(n)}", err=True)
         for d in dependents:
-            typer.echo(f"note: {d!r} used {n!r} as its base voice; pass --base when exporting it", err=True)
+            typer.echo(clean(f"note: {d!r} used {n!r} as its base voice; pass --base when exporting it"), err=True)
 
 
 def rename(
@@ -217,8 +226,8 @@ def rename(
     weights: WeightsOpt = None,
 ) -> None:
     """Rename a voice."""
-    open_library(library, weights).rename(old, new)
-    typer.echo(f"renamed {old} to {new}", err=True)
+    info = open_library(library, weights).rename(old, new)
+    typer.echo(f"renamed {clean(old)} to {clean(info.name)}", err=True)
 
 
 def export(
@@ -239,10 +248,13 @@ def export(
 ) -> None:
     """Write a voice to a file: ready conditionals whatever the storage mode."""
     if output.suffix.lower() not in (".safetensors", ".pt", ".wav", ".npy"):
-        raise typer.BadParameter(f"--output {output}: use a .safetensors, .pt, .wav or .npy file name")
+        raise typer.BadParameter(f"--output {clean(output)}: use a .safetensors, .pt, .wav or .npy file name")
+    if exaggeration is not None:
+        check_exaggeration_option(exaggeration)
+    check_output(output)
     lib = open_library(library, weights, device, download)
     lib.export(name, output, variant=variant_option(variant), exaggeration=exaggeration, base=base)
-    typer.echo(f"wrote {name} to {output}", err=True)
+    typer.echo(f"wrote {clean(name)} to {clean(output)}", err=True)
 
 
 def import_voice(
@@ -261,7 +273,7 @@ def import_voice(
     """Add a voice file (conditionals, no audio) to the library."""
     result = open_library(library, weights).import_file(file, name, tags=tag or (), consent=consent, added_by=added_by)
     for w in result.warnings:
-        typer.echo(f"warning: {w}", err=True)
-    typer.echo(f"imported {file} as {result.name}", err=True)
+        error_line(w, kind="warning")
+    typer.echo(f"imported {clean(file)} as {clean(result.name)}", err=True)
 
 

@@ -30,6 +30,7 @@ import torch
 from ..audio.clip import Clip
 from ..audio.decode import S3_SR, S3GEN_SR, AudioSource
 from ..audio.reference import Reference, prepare_reference
+from ..errors import NonFiniteOutputError
 from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprints, find_weights, read_tensors, strip_prefix
 from ..variants import (
     DEFAULT_EXAGGERATION,
@@ -38,6 +39,7 @@ from ..variants import (
     VARIANTS,
     Variant,
     check_exaggeration,
+    check_number,
     check_variant,
     embedding_variant,
 )
@@ -62,6 +64,11 @@ ModelKind = Literal["voice_encoder", "speech_tokenizer", "speaker_encoder"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def _check_finite(x: np.ndarray, what: str) -> None:
+    if not np.isfinite(x).all():
+        raise NonFiniteOutputError(f"{what} came out as NaN or infinite; check the audio and the weights")
 
 
 def decoded_ahead(fn: Callable[[T], R], items: Sequence[T], lookahead: int) -> Iterator[R]:
@@ -264,7 +271,9 @@ class Engine:
                 progress(1)
         if not partials:
             return np.zeros((0, 256), dtype=np.float32)
-        return ve.embed_partials(partials).numpy()
+        out = ve.embed_partials(partials).numpy()
+        _check_finite(out, "the speaker embeddings")
+        return out
 
     @torch.inference_mode()
     def embeddings(self, source: AudioSource | Clip | Reference, variant: str = "english",
@@ -282,7 +291,10 @@ class Engine:
         speaker = ve.embed_partials([ve.prepare(ref.wav16)])[0]
         ref24 = torch.from_numpy(ref.wav24[: GEN_REFERENCE_SECONDS * S3GEN_SR]).to(self.device)
         xvector = self.speaker_encoder(v).xvector(sinc_resample(ref24, S3GEN_SR, S3_SR)).reshape(-1)
-        return speaker.float().cpu().numpy(), xvector.float().cpu().numpy()
+        s, x = speaker.float().cpu().numpy(), xvector.float().cpu().numpy()
+        _check_finite(s, f"{ref.name}: the speaker embedding")
+        _check_finite(x, f"{ref.name}: the x-vector")
+        return s, x
 
     # --- conditionals -------------------------------------------------------------------------------
 
@@ -305,7 +317,7 @@ class Engine:
         """Conditionals of several clips; the tokenizer and voice encoder run batched over ``batch_size`` clips."""
         v = check_variant(variant)
         exaggeration = check_exaggeration(exaggeration)
-        batch_size = max(1, batch_size)
+        batch_size = int(check_number(batch_size, "batch_size", 1, 4096, integer=True))
         voices: list[Voice] = []
         refs: list[Reference] = []
         # the next batch decodes on worker threads while this one runs through the models
@@ -390,7 +402,7 @@ class Engine:
                 source_duration=round(ref.duration, 6),
                 source_sample_rate=ref.source_sample_rate,
             )
-            voices.append(Voice(t3, gen, meta))
+            voices.append(Voice(t3, gen, meta).check(ref.name))  # never return NaN/inf or a malformed voice
         return voices
 
     def _tokenize(self, variant: str, gen_windows: Sequence[torch.Tensor], t3_windows: Sequence[torch.Tensor],

@@ -239,7 +239,7 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     """
     from ..similarity import DUPLICATE_SCORE
     from ..store.blobs import sha256_bytes
-    from ..voice.voice import Voice
+    from ..voice.voice import Voice, voice_file_format
     from .search import find_similar, similar_warnings
 
     voice = Voice.load(path)
@@ -254,8 +254,8 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     warnings = similar_warnings(similar)
     if meta.hybrid:
         warnings.append(f"the imported voice is a hybrid ({meta.hybrid})")
-    provenance = {"imported_from": path.name, "format": "voicebank" if path.suffix.lower() == ".safetensors"
-                  else "upstream .pt", "hybrid": meta.hybrid}
+    provenance = {"imported_from": path.name, "format": "voicebank" if voice_file_format(path).startswith(
+                  "voicebank") else "upstream .pt", "hybrid": meta.hybrid}
     info = store.insert(NewVoice(
         name=name, mode="conditionals", variant=meta.variant, exaggeration=ex if voice.t3 is not None else None,
         speaker_emb=speaker, xvector=xvector, weights_fingerprint=meta.weights_fingerprint, origin="import",

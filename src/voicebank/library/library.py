@@ -39,7 +39,7 @@ from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
-from ..variants import DEFAULT_EXAGGERATION, check_exaggeration, check_variant
+from ..variants import DEFAULT_EXAGGERATION, check_exaggeration, check_number, check_variant
 from . import ingest, maintenance, materialise, search
 from .ingest import AddOptions, Computes, Prepared
 from .names import check_name, default_name
@@ -90,7 +90,7 @@ class Library:
                  duplicate_threshold: float = DUPLICATE_SCORE) -> None:
         self.path = resolve_library_path(path)
         self.store = VoiceStore(self.path)
-        self.duplicate_threshold = float(duplicate_threshold)
+        self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", allow_infinite=True)
         if engine is None and extractors:
             warnings.warn("Library(extractors=...) is deprecated: pass engine=Engine(...)", DeprecationWarning,
                           stacklevel=2)
@@ -213,6 +213,7 @@ class Library:
         is reported in ``AddResult.similar`` and ``warnings``.
         """
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
+        self.store.check_writable()  # read-only or locked: say so before the costly extraction
         prepared = self.prepare(source, name, opts)
         return self.commit(prepared)
 
@@ -273,6 +274,7 @@ class Library:
         if names is not None and len(names) != len(srcs):
             raise ValueError(f"names has {len(names)} entries for {len(srcs)} sources")
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
+        self.store.check_writable()  # read-only or locked: say so before the costly extraction
         results: builtins.list[AddResult] = []
         known = self.store.speaker_embeddings()
 
@@ -299,7 +301,7 @@ class Library:
             if progress:
                 progress(1)
 
-        n_workers = max(1, int(workers))
+        n_workers = int(check_number(workers, "workers", 1, 256, integer=True))
         with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="voicebank-add") as pool:
             pending: dict[int, Future[Prepared]] = {}
             next_i = done_i = 0
@@ -428,17 +430,19 @@ class Library:
 
     # --- maintenance -----------------------------------------------------------------------------------
 
-    def check(self, *, repair: bool = False, verify_hashes: bool = True) -> CheckReport:
+    def check(self, *, repair: bool = False, verify_hashes: bool = True, delete_orphans: bool = False) -> CheckReport:
         """Verify the library and clean what is provably garbage.
 
-        Always: SQLite's integrity check; removes temp files of writers that are gone and files no voice
-        references (both left by a crash); verifies every referenced file exists with the right size and
+        Always: SQLite's integrity check (a damaged catalogue is reported and nothing is touched); removes temp
+        files of writers that are gone; lists content files no voice references (a crash's leftovers), which
+        only ``delete_orphans`` deletes; verifies every referenced file exists with the right size and
         (``verify_hashes``) sha256, every stored embedding is well-formed and every voice has what its mode
         needs.  With ``repair``: drops damaged cached conditionals (they are extracted again on use),
         re-extracts a damaged voice file from the kept audio, and drops damaged kept audio of a
         ``conditionals`` voice (which stays usable).  What cannot be repaired is reported with the fix.
         """
-        return maintenance.check(self.store, lambda: self.engine, repair=repair, verify_hashes=verify_hashes)
+        return maintenance.check(self.store, lambda: self.engine, repair=repair, verify_hashes=verify_hashes,
+                                 delete_orphans=delete_orphans)
 
     def stale(self, *, names: Iterable[str] | None = None) -> builtins.list[StaleVoice]:
         """Voice parts whose weights fingerprint differs from the weights at hand now.
@@ -456,6 +460,8 @@ class Library:
         fails with the reason.
         """
         targets = sorted({s.name for s in self.stale()}) if names is None else builtins.list(names)
+        if targets:
+            self.store.check_writable()  # read-only or locked: say so before the costly extraction
         return maintenance.reextract(self.store, lambda: self.engine, targets, progress=progress)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import numpy as np
 
 from ..errors import NoAudioKeptError, VoicebankError
+from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
 from ..variants import embedding_variant
 from .ingest import Computes
@@ -14,21 +16,36 @@ from .materialise import extract_kept
 from .results import CheckProblem, CheckReport, ReextractResult, StaleVoice
 
 Progress = Callable[[int], None]
+log = logging.getLogger(__name__)
 
 
 def check(store: VoiceStore, engine: Callable[[], Computes], *, repair: bool = False,
-          verify_hashes: bool = True) -> CheckReport:
-    """Verify the library and clean what is provably garbage (see :meth:`Library.check <voicebank.Library.check>`)."""
+          verify_hashes: bool = True, delete_orphans: bool = False) -> CheckReport:
+    """Verify the library and clean what is provably garbage (see :meth:`Library.check <voicebank.Library.check>`).
+
+    Nothing is deleted while the catalogue is damaged (then the report says so and stops), and content files
+    no voice references are deleted only with ``delete_orphans``.
+    """
     problems: list[CheckProblem] = []
     integrity = store.integrity_problem()
     if integrity is not None:
-        problems.append(CheckProblem("", f"catalogue integrity check failed: {integrity}",
-                                     "restore the catalogue from a backup, or move it away and re-add the voices"))
+        what = integrity if "is damaged" in integrity else f"the catalogue is damaged: {integrity}"
+        problems.append(CheckProblem("", what, "nothing was deleted; restore "
+                                     "catalogue.sqlite3 from a backup, or import the voice files under blobs/ into "
+                                     "a new library"))
+        return CheckReport(0, 0, tuple(problems), (), ())
+    bad_rows: list[tuple[str, str]] = []
+    voices = store.all_voices(on_bad=lambda name, why: bad_rows.append((name, why)))
+    for name, why in bad_rows:
+        problems.append(CheckProblem(name, why, f"voicebank rm {name!r}, then add or import it again (its files "
+                                     "are kept until then)"))
     removed_temp = store.remove_stale_temp()
-    removed_orphans = store.remove_orphans()
+    orphans, stray = store.remove_orphans(delete=delete_orphans and not bad_rows)
+    for entry in stray:
+        problems.append(CheckProblem("", f"{entry} is a directory where a content file belongs",
+                                     "move it out of the library's blobs/ directory"))
     n_files, damage = store.damaged_files(verify_hashes=verify_hashes)
     refs = store.file_references()
-    voices = store.all_voices()
     modes = {v.id: v.info.mode for v in voices}
     for name, voice_id, role, variant, digest in refs:
         if digest in damage:
@@ -49,7 +66,9 @@ def check(store: VoiceStore, engine: Callable[[], Computes], *, repair: bool = F
         if v.info.mode == "embedding" and v.xvector is None:
             problems.append(CheckProblem(name, "embedding voice without an embedding",
                                          f"voicebank rm {name!r} and add the clip again"))
-    return CheckReport(len(voices), n_files, tuple(problems), tuple(removed_temp), tuple(removed_orphans))
+    deleted = delete_orphans and not bad_rows
+    return CheckReport(len(voices), n_files, tuple(problems), tuple(removed_temp), tuple(orphans if deleted else ()),
+                       tuple(() if deleted else orphans))
 
 
 def _repair_file(store: VoiceStore, engine: Callable[[], Computes], name: str, voice_id: int, mode: str, role: str,
@@ -92,15 +111,24 @@ def stale(store: VoiceStore, current: Callable[[str], str], *, names: Iterable[s
         info = v.info
         if wanted is not None and info.name not in wanted:
             continue
-        if info.weights_fingerprint:
-            cur = current(embedding_variant(info.variant))
-            if info.weights_fingerprint != cur:
-                out.append(StaleVoice(info.name, info.variant, "embedding", info.weights_fingerprint, cur))
-        for f in info.files:
-            if f.role != "audio" and f.weights_fingerprint:
-                cur = current(f.variant)
-                if f.weights_fingerprint != cur:
-                    out.append(StaleVoice(info.name, f.variant, f.role, f.weights_fingerprint, cur))
+        try:
+            out.extend(_stale_parts(info, current))
+        except VoicebankError as e:  # one odd voice never stops a library-wide command
+            log.warning("skipped voice %r: %s", info.name, e)
+    return out
+
+
+def _stale_parts(info: VoiceInfo, current: Callable[[str], str]) -> list[StaleVoice]:
+    out = []
+    if info.weights_fingerprint:
+        cur = current(embedding_variant(info.variant))
+        if info.weights_fingerprint != cur:
+            out.append(StaleVoice(info.name, info.variant, "embedding", info.weights_fingerprint, cur))
+    for f in info.files:
+        if f.role != "audio" and f.weights_fingerprint:
+            cur = current(f.variant)
+            if f.weights_fingerprint != cur:
+                out.append(StaleVoice(info.name, f.variant, f.role, f.weights_fingerprint, cur))
     return out
 
 

@@ -41,8 +41,9 @@ def kept_clip(store: VoiceStore, stored: StoredVoice) -> Clip:
     data = store.read_file(f, voice=info.name)
     try:
         samples, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=False)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise LibraryError(f"voice {info.name!r}: its audio file {store.blobs.relative(f.path)} is unreadable ({e}); "
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as e:
+        raise LibraryError(f"voice {info.name!r}: its audio file {store.blobs.relative(f.path)} is damaged (not a "
+                           "readable WAV); "
                            "run `voicebank library check --repair`") from e
     return Clip.from_samples(samples, int(sample_rate), sha256=info.source_sha256 or "", channels=info.channels or 1,
                              name=info.name)
@@ -144,6 +145,11 @@ def export(store: VoiceStore, get: Callable[[], Voice], name: str, path: str | o
             raise NoAudioKeptError(f"voice {name!r} keeps no audio ({stored.info.mode} mode); export .safetensors "
                                    "or .pt")
         data = store.read_file(f, voice=name)
+        from ..store.blobs import sha256_bytes
+
+        if sha256_bytes(data) != f.sha256:  # an export never copies a damaged file
+            raise LibraryError(f"voice {name!r}: its audio file {store.blobs.relative(f.path)} is damaged; run "
+                               "voicebank library check --repair")
         atomic_write(path, lambda out: out.write(data))
         return path
     if suffix == ".npy":

@@ -14,7 +14,10 @@ MAX_NAME_LENGTH = 128
 
 
 def check_name(name: str) -> str:
-    """Return ``name`` if it can name a voice, else raise :class:`~voicebank.errors.InvalidVoiceNameError`."""
+    """Return ``name`` in Unicode NFC (the one form names are kept and looked up in) if it can name a voice, else
+    raise :class:`~voicebank.errors.InvalidVoiceNameError`."""
+    if isinstance(name, str):
+        name = unicodedata.normalize("NFC", name)
     if not isinstance(name, str) or not name.strip():
         raise InvalidVoiceNameError(f"voice name {name!r} is empty; pass a name such as 'alice'")
     if name != name.strip():

@@ -108,6 +108,8 @@ class CheckReport:
     problems: tuple[CheckProblem, ...]
     removed_temp_files: tuple[str, ...]
     removed_orphans: tuple[str, ...]
+    unreferenced: tuple[str, ...] = ()
+    """Content files no voice references, kept (``check(delete_orphans=True)`` deletes them)."""
 
     @property
     def ok(self) -> bool:
@@ -116,7 +118,7 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "voices": self.voices, "files_checked": self.files_checked,
                 "problems": [asdict(p) for p in self.problems], "removed_temp_files": list(self.removed_temp_files),
-                "removed_orphans": list(self.removed_orphans)}
+                "removed_orphans": list(self.removed_orphans), "unreferenced": list(self.unreferenced)}
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,13 @@ class BlobStore:
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
 
+    def holds_content(self) -> bool:
+        """Whether any file lies under ``blobs/`` (then the library is not new, whatever its catalogue says)."""
+        try:
+            return any(True for _ in self.files())
+        except OSError:
+            return True
+
     def path(self, sha256: str, suffix: str) -> Path:
         """Where the blob ``sha256`` with ``suffix`` (``.wav``, ``.safetensors``) lives."""
         return self.blob_dir / sha256[:2] / f"{sha256}{suffix}"
@@ -89,11 +96,16 @@ class BlobStore:
     def verify(self, sha256: str, suffix: str, size: int | None = None) -> str | None:
         """``None`` when the blob is present and intact, else what is wrong with it."""
         path = self.path(sha256, suffix)
+        if path.is_dir():
+            return f"{self.relative(path)} is a directory, not a file"
         if not path.is_file():
             return f"{self.relative(path)} is missing"
         if size is not None and path.stat().st_size != size:
             return f"{self.relative(path)} has {path.stat().st_size} bytes, expected {size}"
-        actual = sha256_file(path)
+        try:
+            actual = sha256_file(path)
+        except OSError as e:
+            return f"{self.relative(path)} is unreadable ({e.strerror or e})"
         if actual != sha256:
             return f"{self.relative(path)} is damaged (its sha256 is {actual[:16]}...)"
         return None

@@ -28,10 +28,11 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from ..errors import CatalogueError
+from ..errors import CatalogueError, LibraryError
+from .guard import check_schema, damaged, sqlite_error
 
 CATALOGUE_NAME = "catalogue.sqlite3"
 BUSY_TIMEOUT_SECONDS = 60.0
@@ -98,9 +99,12 @@ def schema_version() -> int:
 class Catalogue:
     """Connections to one catalogue file: one per thread (and per process after a fork)."""
 
-    def __init__(self, path: Path, *, timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+    def __init__(self, path: Path, *, timeout: float = BUSY_TIMEOUT_SECONDS,
+                 holds_content: Callable[[], bool] | None = None) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self._holds_content = holds_content
+        """Whether the library has content files: then a missing or empty catalogue is damage, not a new library."""
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
@@ -109,6 +113,8 @@ class Catalogue:
     # --- connections ------------------------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
+        self._refuse_lost()
+        conn: sqlite3.Connection | None = None
         try:
             # each connection stays with the thread that opened it; check_same_thread=False only lets close()
             # release connections of threads that are gone
@@ -118,14 +124,28 @@ class Catalogue:
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = FULL")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.DatabaseError as e:
-            raise CatalogueError(f"{self.path}: cannot open the voice library catalogue ({e}); if the file is "
-                                 "damaged, move it away and re-add the voices") from e
+        except sqlite3.Error as e:
+            if conn is not None:
+                conn.close()
+            raise sqlite_error(e, self.path, timeout=self.timeout) from e
         if str(mode).lower() != "wal":
             conn.close()
             raise CatalogueError(f"{self.path}: the catalogue cannot use WAL mode (got {mode}); put the library on "
                                  "a local file system")
         return conn
+
+    def _refuse_lost(self) -> None:
+        """Never start a new, empty catalogue over a lost or emptied one while content files exist."""
+        if self.path.exists() and not self.path.is_file():
+            raise damaged(self.path, "it is not a regular file")
+        size = self.path.stat().st_size if self.path.exists() else None
+        if size and size >= 100:  # at least an SQLite header: SQLite itself judges the rest
+            return
+        if self._holds_content is not None and self._holds_content():
+            what = "missing" if size is None else f"cut to {size} bytes"
+            raise damaged(self.path, f"the file is {what} while the library holds voice files")
+        if size:
+            raise damaged(self.path, f"the file is cut to {size} bytes")
 
     def connection(self) -> sqlite3.Connection:
         """This thread's connection, opened (and the schema migrated) on first use."""
@@ -136,7 +156,11 @@ class Catalogue:
             with self._lock:
                 self._all.append(conn)
         if not self._migrated:
-            self.migrate(conn)
+            try:
+                self.migrate(conn)
+                check_schema(conn, self.path)
+            except sqlite3.Error as e:
+                raise sqlite_error(e, self.path, timeout=self.timeout) from e
         return conn
 
     def close(self) -> None:
@@ -157,16 +181,19 @@ class Catalogue:
         self._begin(conn, "BEGIN IMMEDIATE")
         try:
             yield conn
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            if isinstance(e, sqlite3.Error):
+                raise sqlite_error(e, self.path, timeout=self.timeout) from e
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            raise CatalogueError(f"{self.path}: could not commit ({e}); nothing was changed") from e
+            err = sqlite_error(e, self.path, timeout=self.timeout)
+            raise type(err)(f"{err} (could not commit: nothing was changed)") from e
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -175,6 +202,8 @@ class Catalogue:
         self._begin(conn, "BEGIN")
         try:
             yield conn
+        except sqlite3.Error as e:
+            raise sqlite_error(e, self.path, timeout=self.timeout) from e
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("COMMIT")
@@ -182,9 +211,8 @@ class Catalogue:
     def _begin(self, conn: sqlite3.Connection, statement: str) -> None:
         try:
             conn.execute(statement)
-        except sqlite3.OperationalError as e:
-            raise CatalogueError(f"{self.path}: the catalogue stayed locked for {self.timeout:.0f} s ({e}); another "
-                                 "process holds it: try again when it is done") from e
+        except sqlite3.Error as e:
+            raise sqlite_error(e, self.path, timeout=self.timeout) from e
 
     # --- schema -----------------------------------------------------------------------------------------
 
@@ -199,6 +227,8 @@ class Catalogue:
         if version == target:
             self._migrated = True
             return
+        if version < 0:
+            raise damaged(self.path, f"its schema version {version} is invalid")
         if version > target:
             raise CatalogueError(f"{self.path}: the catalogue has schema version {version}, newer than this voicebank "
                                  f"reads ({target}); upgrade voicebank")
@@ -213,6 +243,10 @@ class Catalogue:
                     conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {int(target)}")
             conn.execute("COMMIT")
+        except LibraryError:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")

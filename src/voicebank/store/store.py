@@ -17,13 +17,15 @@ consistent library):
 from __future__ import annotations
 
 import builtins
+import contextlib
 import difflib
 import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,7 +42,9 @@ from ..errors import (
 )
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue
+from .guard import KNOWN_VARIANTS, damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
 from .records import Mode, StoredFile, VoiceInfo
+from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +119,16 @@ class NewVoice:
     """``variant -> (voice file bytes, weights fingerprint)`` stored as role ``conditionals``."""
 
 
-class VoiceStore:
+class VoiceStore(Upkeep):
     """The catalogue and content files of one library directory (created if missing).
 
     Safe to share between threads; several processes may use the same directory at once (SQLite WAL with one
     writer at a time).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, rebuilding: bool = False) -> None:
+        """``rebuilding``: a new catalogue may be started beside existing content files (a rebuild, see
+        :mod:`voicebank.store.recovery`); otherwise a lost or emptied catalogue is refused as damaged."""
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise LibraryError(f"{self.path}: not a directory; pass a directory for the voice library")
@@ -132,9 +138,15 @@ class VoiceStore:
             raise LibraryError(f"{self.path}: cannot create the voice library here ({e}); pass another directory "
                                "with --library or $VOICEBANK_LIBRARY") from e
         self.blobs = BlobStore(self.path)
-        self.blobs.ensure_dirs()
-        self.catalogue = Catalogue(self.path / CATALOGUE_NAME)
-        self.catalogue.connection()  # create / migrate now, so errors surface here
+        self.catalogue = Catalogue(self.path / CATALOGUE_NAME,
+                                   holds_content=None if rebuilding else self.blobs.holds_content)
+        self._written = threading.local()
+        self.catalogue.connection()  # create / migrate now, so errors surface here (a lost catalogue first)
+        try:
+            self.blobs.ensure_dirs()
+        except OSError as e:
+            if dir_writable(self.path) or not (self.blobs.blob_dir.is_dir() and self.blobs.tmp_dir.is_dir()):
+                raise os_error(e, self.path, "set up") from e
 
     def __repr__(self) -> str:
         return f"VoiceStore({str(self.path)!r})"
@@ -146,6 +158,7 @@ class VoiceStore:
     # --- reading ---------------------------------------------------------------------------------------
 
     def _row(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+        name = nfc(name)
         row = conn.execute("SELECT * FROM voices WHERE name = ?", (name,)).fetchone()
         if row is None:
             names = [r[0] for r in conn.execute("SELECT name FROM voices")]
@@ -155,10 +168,15 @@ class VoiceStore:
         return row
 
     def _info(self, conn: sqlite3.Connection, row: sqlite3.Row) -> VoiceInfo:
+        problem = row_problem(row)
+        if problem is not None:
+            raise damaged(self.catalogue.path, f"the row of voice {str(row['name'])[:60]!r} is unusable: {problem}")
         files = []
         for f in conn.execute("SELECT vf.role, vf.variant, vf.blob, vf.weights_fingerprint, b.size, b.suffix "
                               "FROM voice_files vf JOIN blobs b ON b.sha256 = vf.blob WHERE vf.voice_id = ? "
                               "ORDER BY vf.role, vf.variant", (row["id"],)):
+            if f["variant"] not in ("", *KNOWN_VARIANTS) or not isinstance(f["size"], int):
+                raise damaged(self.catalogue.path, f"a file row of voice {str(row['name'])[:60]!r} is unusable")
             files.append(StoredFile(f["role"], f["variant"], f["blob"], int(f["size"]),
                                     self.blobs.path(f["blob"], f["suffix"]), f["weights_fingerprint"]))
         tags = tuple(r[0] for r in conn.execute("SELECT tag FROM tags WHERE voice_id = ? ORDER BY tag", (row["id"],)))
@@ -176,8 +194,8 @@ class VoiceStore:
             duration=row["duration"], sample_rate=row["sample_rate"], channels=row["channels"],
             loudness_lufs=row["loudness_lufs"], weights_fingerprint=row["weights_fingerprint"], base=base,
             origin=row["origin"], experimental=bool(row["experimental"]), tags=tags, added_by=row["added_by"],
-            added_at=row["added_at"], consent=row["consent"], provenance=json.loads(row["provenance"] or "{}"),
-            inspection=json.loads(row["inspection"] or "{}"), files=tuple(files))
+            added_at=row["added_at"], consent=row["consent"], provenance=json_object(row["provenance"]),
+            inspection=json_object(row["inspection"]), files=tuple(files))
 
     def _stored(self, conn: sqlite3.Connection, row: sqlite3.Row) -> StoredVoice:
         s, x = vec(row["speaker_emb"], SPEAKER_EMB_DIM), vec(row["xvector"], XVECTOR_DIM)
@@ -185,18 +203,37 @@ class VoiceStore:
                            speaker_emb_malformed=row["speaker_emb"] is not None and s is None,
                            xvector_malformed=row["xvector"] is not None and x is None)
 
+    def _query(self, sql: str, args: Sequence[object] = ()) -> builtins.list[sqlite3.Row]:
+        with self.catalogue.read() as conn:
+            return conn.execute(sql, args).fetchall()
+
     def contains(self, name: str) -> bool:
         """Whether a voice is called ``name``."""
-        conn = self.catalogue.connection()
-        return conn.execute("SELECT 1 FROM voices WHERE name = ?", (name,)).fetchone() is not None
+        return bool(self._query("SELECT 1 FROM voices WHERE name = ?", (nfc(name),)))
 
     def count(self) -> int:
         """How many voices there are."""
-        return int(self.catalogue.connection().execute("SELECT COUNT(*) FROM voices").fetchone()[0])
+        return int(self._query("SELECT COUNT(*) FROM voices")[0][0])
 
     def names(self) -> builtins.list[str]:
         """Every voice name, sorted."""
-        return [r[0] for r in self.catalogue.connection().execute("SELECT name FROM voices ORDER BY name")]
+        return [r[0] for r in self._query("SELECT name FROM voices ORDER BY name")]
+
+    def _good(self, conn: sqlite3.Connection, rows: Iterable[sqlite3.Row], make: Callable[..., Any],
+              on_bad: Callable[[str, str], None] | None) -> builtins.list[Any]:
+        """``make(conn, row)`` of every usable row; a damaged row is reported (``on_bad(name, problem)``, default
+        a warning) and skipped, so one bad row never stops a library-wide command."""
+        out = []
+        for row in rows:
+            try:
+                out.append(make(conn, row))
+            except LibraryError as e:
+                name = str(row["name"]) if "name" in row.keys() else "?"
+                if on_bad is not None:
+                    on_bad(name, str(e))
+                else:
+                    log.warning("skipped voice %r: %s", name[:60], e)
+        return out
 
     def voice(self, name: str) -> StoredVoice:
         """The voice called ``name``.  Raises :class:`~voicebank.errors.VoiceNotFoundError` (with suggestions)."""
@@ -208,8 +245,10 @@ class VoiceStore:
         with self.catalogue.read() as conn:
             return self._info(conn, self._row(conn, name))
 
-    def list(self, *, tag: str | None = None, mode: str | None = None) -> builtins.list[VoiceInfo]:
-        """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name."""
+    def list(self, *, tag: str | None = None, mode: str | None = None,
+             on_bad: Callable[[str, str], None] | None = None) -> builtins.list[VoiceInfo]:
+        """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name; damaged rows are
+        reported to ``on_bad(name, problem)`` (default: a warning) and skipped."""
         sql, args = "SELECT * FROM voices", []
         where = []
         if tag is not None:
@@ -221,12 +260,13 @@ class VoiceStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self.catalogue.read() as conn:
-            return [self._info(conn, row) for row in conn.execute(sql + " ORDER BY name", args).fetchall()]
+            return self._good(conn, conn.execute(sql + " ORDER BY name", args).fetchall(), self._info, on_bad)
 
-    def all_voices(self) -> builtins.list[StoredVoice]:
-        """Every voice with its vectors, sorted by name."""
+    def all_voices(self, *, on_bad: Callable[[str, str], None] | None = None) -> builtins.list[StoredVoice]:
+        """Every voice with its vectors, sorted by name (damaged rows reported and skipped, as :meth:`list`)."""
         with self.catalogue.read() as conn:
-            return [self._stored(conn, r) for r in conn.execute("SELECT * FROM voices ORDER BY name").fetchall()]
+            return self._good(conn, conn.execute("SELECT * FROM voices ORDER BY name").fetchall(), self._stored,
+                              on_bad)
 
     def vectors(self, *, tag: str | None = None) -> builtins.list[tuple[str, np.ndarray | None, np.ndarray | None]]:
         """``(name, speaker_emb (256,) or None, xvector (192,) or None)`` of every voice (optionally tagged)."""
@@ -234,7 +274,7 @@ class VoiceStore:
         if tag is not None:
             sql += " WHERE id IN (SELECT voice_id FROM tags WHERE tag = ?)"
             args.append(tag)
-        rows = self.catalogue.connection().execute(sql + " ORDER BY name", args).fetchall()
+        rows = self._query(sql + " ORDER BY name", args)
         return [(n, vec(s, SPEAKER_EMB_DIM), vec(x, XVECTOR_DIM)) for n, s, x in rows]
 
     def speaker_embeddings(self) -> dict[str, np.ndarray]:
@@ -248,10 +288,10 @@ class VoiceStore:
 
     def common_fingerprint(self) -> str | None:
         """The weights fingerprint most voices with a speaker embedding were extracted with (``None``: none)."""
-        row = self.catalogue.connection().execute(
+        rows = self._query(
             "SELECT weights_fingerprint FROM voices WHERE speaker_emb IS NOT NULL AND weights_fingerprint != '' "
-            "GROUP BY weights_fingerprint ORDER BY COUNT(*) DESC, weights_fingerprint LIMIT 1").fetchone()
-        return str(row[0]) if row is not None else None
+            "GROUP BY weights_fingerprint ORDER BY COUNT(*) DESC, weights_fingerprint LIMIT 1")
+        return str(rows[0][0]) if rows else None
 
     def read_file(self, f: StoredFile, *, voice: str) -> bytes:
         """The bytes of one of ``voice``'s files.  A missing or unreadable file is a :class:`LibraryError` that
@@ -259,8 +299,10 @@ class VoiceStore:
         try:
             return f.path.read_bytes()
         except OSError as e:
-            raise LibraryError(f"voice {voice!r}: its {f.role} file {self.blobs.relative(f.path)} is missing or "
-                               f"unreadable ({e.strerror or e}); run `voicebank library check --repair`") from e
+            what = "is a directory, not a file" if f.path.is_dir() else "is missing" if not f.path.exists() else \
+                f"is unreadable ({e.strerror or e})"
+            raise LibraryError(f"voice {voice!r}: its {f.role} file {self.blobs.relative(f.path)} {what}; run "
+                               "voicebank library check --repair") from e
 
     # --- checks before writing ---------------------------------------------------------------------------
 
@@ -274,11 +316,21 @@ class VoiceStore:
         if conn.execute("SELECT 1 FROM voices WHERE name = ?", (name,)).fetchone() is not None:
             raise VoiceExistsError(f"{label}: a voice named {name!r} is already in the library; choose another name "
                                    "(--name) or remove the old one first")
+        self._refuse_lookalike(conn, name, label)
+
+    def _refuse_lookalike(self, conn: sqlite3.Connection, name: str, label: str, *, but: str | None = None) -> None:
+        """Refuse ``name`` when it looks like a stored name (see :func:`~voicebank.store.guard.name_skeleton`)."""
+        skeleton = name_skeleton(name)
+        for (other,) in conn.execute("SELECT name FROM voices"):
+            if other != name and other != but and isinstance(other, str) and name_skeleton(other) == skeleton:
+                raise VoiceExistsError(f"{label}: the name {name!r} looks the same as the stored voice {other!r}; "
+                                       "choose a name that reads differently")
 
     def refuse_taken(self, name: str, digest: str | None, label: str) -> None:
         """Raise :class:`~voicebank.errors.DuplicateAudioError` when audio ``digest`` is stored, or
         :class:`~voicebank.errors.VoiceExistsError` when ``name`` is taken (a read; :meth:`insert` checks again)."""
-        self._refuse_taken(self.catalogue.connection(), name, digest, label)
+        with self.catalogue.read() as conn:
+            self._refuse_taken(conn, name, digest, label)
 
     def _base_id(self, conn: sqlite3.Connection, base: str) -> int:
         row = self._row(conn, base)
@@ -294,6 +346,28 @@ class VoiceStore:
 
     # --- writing -----------------------------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that cleans up after itself: on any failure (a full disk, a read-only directory,
+        a commit that fails) the content files it created are deleted again and an ``OSError`` becomes a
+        :class:`~voicebank.errors.LibraryWriteError`, so a failed write changes nothing."""
+        created: builtins.list[Path] = []
+        self._written.paths = created
+        try:
+            with self.catalogue.write() as conn:
+                yield conn
+        except BaseException as e:
+            for path in created:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
+            if isinstance(e, OSError) and not isinstance(e, LibraryError):
+                raise os_error(e, self.path) from e
+            raise
+        finally:
+            self._written.paths = None
+
     def _put_blob(self, conn: sqlite3.Connection, data: bytes, suffix: str, kind: str, *,
                   rewrite: bool = False) -> str:
         """Store ``data`` (inside the caller's write transaction) and register it; returns its sha256.
@@ -305,7 +379,11 @@ class VoiceStore:
         path = self.blobs.path(digest, suffix)
         if row is not None and row[0] == suffix and not rewrite and path.is_file() and path.stat().st_size == len(data):
             return digest
+        existed = path.is_file()
         self.blobs.write(data, suffix)
+        created = getattr(self._written, "paths", None)
+        if not existed and created is not None:
+            created.append(path)
         conn.execute("INSERT OR REPLACE INTO blobs (sha256, kind, suffix, size, created_at) VALUES (?, ?, ?, ?, ?)",
                      (digest, kind, suffix, len(data), now()))
         return digest
@@ -316,7 +394,9 @@ class VoiceStore:
         Refused (nothing written) when the name or the source audio is taken, when ``base`` cannot lend a
         reference, or when ``refuse_voice_file`` (a voice file sha256) is already stored as conditionals.
         """
-        with self.catalogue.write() as conn:
+        if nfc(new.name) != new.name:
+            new = replace(new, name=nfc(new.name))
+        with self._write() as conn:
             self._refuse_taken(conn, new.name, new.source_sha256, label or new.name)
             if refuse_voice_file is not None:
                 row = conn.execute("SELECT v.name FROM voice_files vf JOIN voices v ON v.id = vf.voice_id "
@@ -353,8 +433,9 @@ class VoiceStore:
         """
         dropped: builtins.list[str] = []
         try:
-            with self.catalogue.write() as conn:
-                if conn.execute("SELECT 1 FROM voices WHERE id = ? AND name = ?", (voice_id, name)).fetchone() is None:
+            with self._write() as conn:
+                row = conn.execute("SELECT 1 FROM voices WHERE id = ? AND name = ?", (voice_id, nfc(name))).fetchone()
+                if row is None:
                     return  # removed or renamed meanwhile: nothing to cache
                 old = conn.execute("SELECT blob FROM voice_files WHERE voice_id = ? AND role = 'cache' AND variant = ?",
                                    (voice_id, variant)).fetchone()
@@ -374,7 +455,7 @@ class VoiceStore:
     def remove(self, name: str) -> builtins.list[str]:
         """Delete voice ``name``; its files go when no other voice uses them.  Returns the voices that had it as
         their base."""
-        with self.catalogue.write() as conn:
+        with self._write() as conn:
             row = self._row(conn, name)
             blobs = [r[0] for r in conn.execute("SELECT blob FROM voice_files WHERE voice_id = ?", (row["id"],))]
             dependents = [r[0] for r in conn.execute("SELECT name FROM voices WHERE base_id = ?", (row["id"],))]
@@ -398,7 +479,7 @@ class VoiceStore:
         if not dropped:
             return
         try:
-            with self.catalogue.write() as conn:
+            with self._write() as conn:
                 for digest in dropped:
                     if conn.execute("SELECT 1 FROM blobs WHERE sha256 = ?", (digest,)).fetchone() is None:
                         for suffix in (AUDIO_SUFFIX, VOICE_SUFFIX):
@@ -408,17 +489,20 @@ class VoiceStore:
 
     def rename(self, old: str, new: str) -> VoiceInfo:
         """Rename a voice.  Raises :class:`~voicebank.errors.VoiceExistsError` when ``new`` is taken."""
-        with self.catalogue.write() as conn:
+        with self._write() as conn:
             row = self._row(conn, old)
-            if old != new and conn.execute("SELECT 1 FROM voices WHERE name = ?", (new,)).fetchone() is not None:
+            new = nfc(new)
+            taken = conn.execute("SELECT 1 FROM voices WHERE name = ?", (new,)).fetchone() is not None
+            if row["name"] != new and taken:
                 raise VoiceExistsError(f"cannot rename {old!r}: a voice named {new!r} is already in the library")
+            self._refuse_lookalike(conn, new, f"cannot rename {old!r}", but=row["name"])
             conn.execute("UPDATE voices SET name = ? WHERE id = ?", (new, row["id"]))
             return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (row["id"],)).fetchone())
 
     def update(self, name: str, *, tags: Sequence[str] | None = None, consent: str | None = None,
                base: str | None = None, exaggeration: float | None = None) -> VoiceInfo:
         """Replace a voice's tags, consent note, base voice (embedding mode) or default exaggeration."""
-        with self.catalogue.write() as conn:
+        with self._write() as conn:
             row = self._row(conn, name)
             if tags is not None:
                 conn.execute("DELETE FROM tags WHERE voice_id = ?", (row["id"],))
@@ -440,7 +524,7 @@ class VoiceStore:
                            fingerprint: str, voice_files: dict[str, tuple[bytes, str]],
                            drop_cache: bool = True) -> None:
         """Replace a voice's vectors and stored voice files (re-extraction) in one transaction."""
-        with self.catalogue.write() as conn:
+        with self._write() as conn:
             row = self._row(conn, name)
             if row["id"] != voice_id:
                 raise VoiceNotFoundError(f"voice {name!r} was replaced while re-extracting; run it again")
@@ -459,7 +543,7 @@ class VoiceStore:
 
     def drop_file(self, voice_id: int, role: str, variant: str) -> None:
         """Forget one of a voice's files (and delete it when nothing else uses it)."""
-        with self.catalogue.write() as conn:
+        with self._write() as conn:
             row = conn.execute("SELECT blob FROM voice_files WHERE voice_id = ? AND role = ? AND variant = ?",
                                (voice_id, role, variant)).fetchone()
             if row is None:
@@ -468,65 +552,5 @@ class VoiceStore:
                          (voice_id, role, variant))
             dropped = self._drop_unreferenced(conn, [row[0]])
         self._unlink_dropped(dropped)
-
-    # --- maintenance ------------------------------------------------------------------------------------
-
-    def integrity_problem(self) -> str | None:
-        """SQLite's quick check of the catalogue: ``None`` when it is sound, else what is wrong."""
-        rows = self.catalogue.connection().execute("PRAGMA quick_check").fetchall()
-        return None if [r[0] for r in rows] == ["ok"] else str(rows[0][0])
-
-    def remove_stale_temp(self) -> builtins.list[str]:
-        """Delete temp files of writers that are gone; returns their paths relative to the library."""
-        removed = []
-        for tmp in self.blobs.stale_temp_files():
-            try:
-                tmp.unlink()
-                removed.append(self.blobs.relative(tmp))
-            except FileNotFoundError:
-                pass
-        return removed
-
-    def remove_orphans(self) -> builtins.list[str]:
-        """Delete files no voice references (under the write lock, so no writer is between writing a file and
-        registering it); returns their paths relative to the library."""
-        removed: builtins.list[str] = []
-        with self.catalogue.write() as conn:
-            self._drop_unreferenced(conn, [r[0] for r in conn.execute("SELECT sha256 FROM blobs")])
-            registered = {r[0]: r[1] for r in conn.execute("SELECT sha256, suffix FROM blobs")}
-            for digest, suffix, path in list(self.blobs.files()):
-                if not digest or registered.get(digest) != suffix:
-                    path.unlink(missing_ok=True)
-                    removed.append(self.blobs.relative(path))
-                    if path.parent != self.blobs.blob_dir:
-                        try:
-                            path.parent.rmdir()
-                        except OSError:
-                            pass
-        return removed
-
-    def damaged_files(self, *, verify_hashes: bool = True) -> tuple[int, dict[str, str]]:
-        """``(number of files, {sha256: problem})`` over every registered file (missing, wrong size or hash)."""
-        with self.catalogue.read() as conn:
-            blobs = conn.execute("SELECT sha256, suffix, size FROM blobs").fetchall()
-        damage: dict[str, str] = {}
-        for digest, suffix, size in blobs:
-            if verify_hashes:
-                problem = self.blobs.verify(digest, suffix, size)
-            elif not self.blobs.path(digest, suffix).is_file():
-                problem = f"{self.blobs.relative(self.blobs.path(digest, suffix))} is missing"
-            else:
-                problem = None
-            if problem:
-                damage[digest] = problem
-        return len(blobs), damage
-
-    def file_references(self) -> builtins.list[tuple[str, int, str, str, str]]:
-        """``(voice name, voice id, role, variant, sha256)`` of every file reference."""
-        with self.catalogue.read() as conn:
-            return [tuple(r) for r in conn.execute(
-                "SELECT v.name, v.id, vf.role, vf.variant, vf.blob FROM voice_files vf "
-                "JOIN voices v ON v.id = vf.voice_id").fetchall()]
-
 
 __all__ = ["AUDIO_SUFFIX", "VOICE_SUFFIX", "NewVoice", "StoredVoice", "VoiceStore", "now", "vec", "vec_bytes"]

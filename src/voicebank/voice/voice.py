@@ -20,8 +20,11 @@ Two file formats, both ways:
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,7 +33,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..errors import MissingDependencyError, UnsafeVoiceFileError, VoiceFileError
+from ..errors import MissingDependencyError, NonFiniteOutputError, UnsafeVoiceFileError, VoiceFileError
 from ..fileio import atomic_write
 
 FORMAT_NAME = "voicebank.voice"
@@ -40,6 +43,12 @@ SPEAKER_EMB_DIM = 256
 XVECTOR_DIM = 192
 N_MELS_S3GEN = 80
 MAX_T3_PROMPT_TOKENS = 375
+MAX_PROMPT_FEAT_FRAMES = 3000
+"""Most ``gen.prompt_feat`` frames accepted: upstream makes at most 500 (10 s at 50 frames/s); 60 s is absurd."""
+MAX_VOICE_FILE_BYTES = 64 << 20
+"""A voice file is ~160 kB; anything over 64 MiB is refused before it is read."""
+SAMPLE_RATE_RANGE = (1000, 768_000)
+"""Source sample rates a voice file's metadata may record."""
 
 T3_FIELDS = ("speaker_emb", "clap_emb", "cond_prompt_speech_tokens", "cond_prompt_speech_emb", "emotion_adv")
 GEN_FIELDS = ("prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding")
@@ -118,7 +127,7 @@ class VoiceMetadata:
     @classmethod
     def from_strings(cls, meta: Mapping[str, str], where: str) -> VoiceMetadata:
         try:
-            return cls(
+            out = cls(
                 variant=meta.get("variant", "english"),
                 exaggeration=float(meta["exaggeration"]) if "exaggeration" in meta else None,
                 weights_fingerprint=meta.get("weights_fingerprint", ""),
@@ -128,8 +137,36 @@ class VoiceMetadata:
                 voicebank_version=meta.get("voicebank_version", ""),
                 hybrid=meta.get("hybrid", ""),
             )
-        except ValueError as e:
-            raise VoiceFileError(f"{where}: malformed metadata ({e}); re-export the voice") from e
+        except (ValueError, OverflowError) as e:
+            raise VoiceFileError(f"{where}: malformed metadata ({str(e)[:80]}); re-export the voice") from e
+        out.check(where)
+        return out
+
+    def check(self, where: str) -> None:
+        """Raise :class:`VoiceFileError` unless every field is sane: a known variant, finite numbers, a sample rate
+        in :data:`SAMPLE_RATE_RANGE`, a sha256 of 64 hex digits, short printable strings."""
+        from ..variants import VARIANTS
+
+        def bad(what: str) -> VoiceFileError:
+            return VoiceFileError(f"{where}: invalid metadata: {what}; re-export the voice")
+
+        if self.variant not in VARIANTS:
+            raise bad(f"unknown variant {self.variant[:40]!r} (known: {', '.join(VARIANTS)})")
+        if self.exaggeration is not None and not math.isfinite(self.exaggeration):
+            raise bad(f"exaggeration {self.exaggeration!r} is not finite")
+        if self.source_duration is not None and not (math.isfinite(self.source_duration)
+                                                     and 0 <= self.source_duration <= 1e6):
+            raise bad(f"source_duration {self.source_duration!r} is not a sane number of seconds")
+        lo, hi = SAMPLE_RATE_RANGE
+        if self.source_sample_rate is not None and not lo <= self.source_sample_rate <= hi:
+            raise bad(f"source_sample_rate {self.source_sample_rate} is outside {lo}-{hi} Hz")
+        if self.source_sha256 and not (len(self.source_sha256) == 64
+                                       and all(c in "0123456789abcdef" for c in self.source_sha256)):
+            raise bad("source_sha256 is not a sha256 (64 hex digits)")
+        for key in ("weights_fingerprint", "voicebank_version", "hybrid"):
+            value = getattr(self, key)
+            if len(value) > (1000 if key == "hybrid" else 128) or not value.isprintable():
+                raise bad(f"{key} is too long or holds control characters")
 
 
 @dataclass
@@ -172,11 +209,28 @@ class Voice:
 
     def with_exaggeration(self, exaggeration: float) -> Voice:
         """A copy whose ``emotion_adv`` is ``exaggeration * ones(1, 1, 1)``."""
+        from ..variants import check_exaggeration
+
+        x = check_exaggeration(exaggeration)
         if self.t3 is None:
             raise VoiceFileError("a VC voice has no T3 part, so no exaggeration")
         device = self.t3.speaker_emb.device
-        t3 = replace(self.t3, emotion_adv=float(exaggeration) * torch.ones(1, 1, 1, device=device))
-        return Voice(t3, self.gen, replace(self.metadata, exaggeration=float(exaggeration)))
+        t3 = replace(self.t3, emotion_adv=x * torch.ones(1, 1, 1, device=device))
+        return Voice(t3, self.gen, replace(self.metadata, exaggeration=x))
+
+    def check(self, where: str = "voice") -> Voice:
+        """``self`` if every tensor and metadata field is valid (see :func:`validate`) and finite; else
+        :class:`~voicebank.errors.NonFiniteOutputError` for NaN/inf, :class:`VoiceFileError` for the rest.
+        Run on every voice before it is returned by the engine or written."""
+        tensors = {k: v.detach().cpu() for k, v in self.tensors().items()}
+        for k, v in tensors.items():
+            if v.is_floating_point() and v.layout == torch.strided and not bool(torch.isfinite(v).all()):
+                raise NonFiniteOutputError(f"{where}: {k} holds NaN or infinite values; nothing was written")
+        validate(tensors, where)
+        self.metadata.check(where)
+        if self.t3 is not None and self.metadata.variant == "vc":
+            raise VoiceFileError(f"{where}: labelled 'vc' but it has a T3 part; VC voices hold only gen")
+        return self
 
     # --- upstream interop ---------------------------------------------------------------------------
 
@@ -218,6 +272,7 @@ class Voice:
 
         from safetensors.torch import save as st_save
 
+        self.check("voice to save")
         raw = st_save({k: v.detach().cpu().contiguous() for k, v in self.tensors().items()},
                       metadata=self.metadata.to_strings())
         (n,) = struct.unpack("<Q", raw[:8])
@@ -238,14 +293,17 @@ class Voice:
             payload = self.to_bytes()
             atomic_write(path, lambda f: f.write(payload))
         else:
-            cpu = self.to("cpu")
+            cpu = self.to("cpu").check("voice to save")
             gen = {k: (v.detach() if v is not None else None) for k, v in cpu.gen.as_dict().items()}
             if cpu.t3 is None:
                 obj: Any = gen
             else:
                 obj = {"t3": {k: (v.detach() if v is not None else None) for k, v in cpu.t3.as_dict().items()},
                        "gen": gen}
-            atomic_write(path, lambda f: torch.save(obj, f))
+            buffer = io.BytesIO()  # serialised first: a full disk is then an OSError of the write, not torch's
+            torch.save(obj, buffer)
+            payload = buffer.getvalue()
+            atomic_write(path, lambda f: f.write(payload))
         return path
 
     @classmethod
@@ -261,12 +319,11 @@ class Voice:
     def load(cls, path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> Voice:
         """Read a voicebank ``.safetensors`` or an upstream ``.pt`` (``conds.pt`` included), validated."""
         path = Path(path)
-        if not path.is_file():
-            raise VoiceFileError(f"{path}: no such voice file")
-        if path.suffix.lower() == ".safetensors":
-            voice = _load_safetensors(path)
+        data = _read_voice_file(path)
+        if _sniff(data, str(path)) == "safetensors":
+            voice = _voice_from_safetensors(data, str(path))
         else:
-            voice = _load_pt(path)
+            voice = _load_pt(data, str(path))
         return voice.to(device) if str(device) != "cpu" else voice
 
     def describe(self) -> dict[str, Any]:
@@ -293,6 +350,11 @@ _SPEC: dict[str, tuple[tuple[int | None, ...], torch.dtype]] = {
 def _check_tensor(name: str, t: Any, where: str) -> torch.Tensor:
     if not torch.is_tensor(t):
         raise VoiceFileError(f"{where}: {name} is a {type(t).__name__}, not a tensor")
+    if t.layout != torch.strided or t.is_quantized or t.is_nested:
+        raise VoiceFileError(f"{where}: {name} is a {str(t.layout).replace('torch.', '')} tensor; only dense tensors "
+                             "are read")
+    if t.device.type != "cpu":
+        raise VoiceFileError(f"{where}: {name} is on the {t.device.type} device; only tensors with data are read")
     shape, dtype = _SPEC[name]
     if t.dtype != dtype:
         raise VoiceFileError(f"{where}: {name} has dtype {str(t.dtype).replace('torch.', '')}, "
@@ -309,7 +371,8 @@ def validate(tensors: Mapping[str, Any], where: str) -> tuple[T3Conditioning | N
     """Check names, shapes, dtypes and value ranges; build the two parts.  Raises :class:`VoiceFileError`."""
     unknown = sorted(set(tensors) - set(_SPEC))
     if unknown:
-        raise VoiceFileError(f"{where}: unexpected entries {', '.join(unknown)}; not a Chatterbox voice file")
+        shown = ", ".join(k[:40] for k in unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise VoiceFileError(f"{where}: unexpected entries {shown}; not a Chatterbox voice file")
     gen_required = ("gen.prompt_token", "gen.prompt_token_len", "gen.prompt_feat", "gen.embedding")
     missing = [k for k in gen_required if k not in tensors]
     has_t3 = any(k.startswith("t3.") for k in tensors)
@@ -328,6 +391,16 @@ def validate(tensors: Mapping[str, Any], where: str) -> tuple[T3Conditioning | N
     prompt = checked.get("t3.cond_prompt_speech_tokens")
     if prompt is not None and prompt.shape[1] > MAX_T3_PROMPT_TOKENS:
         raise VoiceFileError(f"{where}: more than {MAX_T3_PROMPT_TOKENS} T3 prompt tokens")
+    if prompt is not None and prompt.shape[1] == 0:
+        raise VoiceFileError(f"{where}: t3.cond_prompt_speech_tokens is empty (0 tokens)")
+    frames, n_tokens = checked["gen.prompt_feat"].shape[1], tokens.shape[1]
+    if not 0 < frames <= MAX_PROMPT_FEAT_FRAMES:
+        raise VoiceFileError(f"{where}: gen.prompt_feat has {frames} mel frames; a reference has 1 to "
+                             f"{MAX_PROMPT_FEAT_FRAMES} (upstream: at most 500)")
+    if n_tokens == 0 or not frames // 2 - 1 <= n_tokens <= frames // 2:
+        # upstream: 2 mel frames per token, the tokens cut to frames // 2 when the clip is not a multiple of 40 ms
+        raise VoiceFileError(f"{where}: {n_tokens} gen.prompt_token for {frames} mel frames; Chatterbox gives "
+                             f"{frames // 2} (2 frames per token)")
     gen = GenConditioning(prompt_token=tokens, prompt_token_len=checked["gen.prompt_token_len"],
                           prompt_feat=checked["gen.prompt_feat"], embedding=checked["gen.embedding"])
     t3 = None
@@ -338,13 +411,36 @@ def validate(tensors: Mapping[str, Any], where: str) -> tuple[T3Conditioning | N
     return t3, gen
 
 
-def _load_safetensors(path: Path) -> Voice:
-    # A voice is ~160 kB: reading the bytes and deserialising them is ~2.5x faster than safe_open().
+def _read_voice_file(path: Path) -> bytes:
     try:
-        data = path.read_bytes()
+        if not path.is_file():
+            what = "is a directory, not a voice file" if path.is_dir() else "no such voice file"
+            raise VoiceFileError(f"{path}: {what}")
+        if path.stat().st_size > MAX_VOICE_FILE_BYTES:
+            raise VoiceFileError(f"{path}: {path.stat().st_size} bytes is far too large for a voice file")
+        return path.read_bytes()
     except OSError as e:
         raise VoiceFileError(f"{path}: cannot read the voice file ({e.strerror or e})") from e
-    return _voice_from_safetensors(data, str(path))
+
+
+def _sniff(data: bytes, where: str = "voice file", *, whole: bool = True) -> str:
+    """``"safetensors"`` or ``"pt"`` from the bytes (never the file name), else :class:`VoiceFileError`.
+    ``whole``: ``data`` is the whole file (else only its head), so the header length can be checked."""
+    if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":
+        return "pt"
+    if len(data) >= 9 and data[8:9] == b"{" and (not whole or int.from_bytes(data[:8], "little") <= len(data) - 8):
+        return "safetensors"
+    raise VoiceFileError(f"{where}: not a voice file (neither safetensors nor a torch .pt file, whatever its name)")
+
+
+def voice_file_format(path: str | os.PathLike[str]) -> str:
+    """How a voice file is stored, from its first bytes: ``voicebank safetensors`` or ``upstream .pt``."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    try:
+        return "voicebank safetensors" if _sniff(head, whole=False) == "safetensors" else "upstream .pt"
+    except VoiceFileError:
+        return "unknown"
 
 
 def _voice_from_safetensors(data: bytes, path: str) -> Voice:
@@ -355,18 +451,24 @@ def _voice_from_safetensors(data: bytes, path: str) -> Voice:
         tensors = load_bytes(data)
         header_len = int.from_bytes(data[:8], "little")  # valid: load_bytes has checked the whole layout
         meta = dict(json.loads(data[8 : 8 + header_len]).get("__metadata__") or {})
-    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+    except (SafetensorError, OSError, ValueError, TypeError, AttributeError, json.JSONDecodeError) as e:
         raise VoiceFileError(
-            f"{path}: not a readable safetensors file ({e}); it may be truncated: export it again") from e
+            f"{path}: not a readable safetensors file ({str(e)[:120]}); it may be truncated: export it again") from e
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in meta.items()):
+        raise VoiceFileError(f"{path}: its metadata is not text")
     fmt = meta.get("format", FORMAT_NAME)
     if fmt != FORMAT_NAME:
-        raise VoiceFileError(f"{path}: format {fmt!r} is not a voicebank voice")
+        raise VoiceFileError(f"{path}: format {str(fmt)[:40]!r} is not a voicebank voice")
     version = meta.get("format_version", str(FORMAT_VERSION))
-    if not version.isdigit() or int(version) > FORMAT_VERSION:
+    if not (version.isascii() and version.isdigit()) or int(version) < 1:
+        raise VoiceFileError(f"{path}: format version {version[:20]!r} is invalid; re-export the voice")
+    if int(version) > FORMAT_VERSION:
         raise VoiceFileError(f"{path}: format version {version} is newer than this voicebank reads "
                              f"({FORMAT_VERSION}); upgrade voicebank")
     t3, gen = validate(tensors, str(path))
     metadata = VoiceMetadata.from_strings(meta, str(path))
+    if t3 is not None and metadata.variant == "vc":
+        raise VoiceFileError(f"{path}: labelled 'vc' but it has a T3 part; VC voices hold only gen")
     if t3 is None and metadata.variant != "vc":
         metadata = replace(metadata, variant="vc")
     if metadata.exaggeration is None and t3 is not None and t3.emotion_adv is not None:
@@ -374,17 +476,26 @@ def _voice_from_safetensors(data: bytes, path: str) -> Voice:
     return Voice(t3, gen, metadata)
 
 
-def _load_pt(path: Path) -> Voice:
+_BLOCKED = (re.compile(r"GLOBAL ([\w.]+)"), re.compile(r"unsupported global:? ([\w.]+)", re.I),
+            re.compile(r"unrecognized function `?([\w.]+)"), re.compile(r"but got <class '([\w.]+)'>"))
+
+
+def _load_pt(data: bytes, path: str) -> Voice:
     import pickle
     import zipfile
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise UnsafeVoiceFileError(
-            f"{path}: refused to load: the pickle asks for code or objects beyond tensors ({_first_line(e)}); "
-            "only load .pt voices from sources you trust, or ask for a .safetensors voice") from e
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        text = str(e)
+        blocked = next((m.group(1) for rx in _BLOCKED if (m := rx.search(text))), None)
+        if blocked is not None:
+            raise UnsafeVoiceFileError(
+                f"{path}: refused to load: the pickle calls {blocked[:80]}, which a voice file never needs; it was "
+                "not run (ask for a .safetensors voice)") from e
+        raise VoiceFileError(f"{path}: not a readable torch file (its pickle is damaged); export it again") from e
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, TypeError, AttributeError,
+            KeyError, IndexError, MemoryError, OverflowError, UnicodeDecodeError) as e:
         raise VoiceFileError(f"{path}: not a readable torch file ({_first_line(e)}); it may be truncated") from e
     if not isinstance(obj, Mapping):
         raise VoiceFileError(f"{path}: holds a {type(obj).__name__}, not Chatterbox conditionals")
@@ -401,9 +512,10 @@ def _load_pt(path: Path) -> Voice:
         parts = [("gen", obj, GEN_FIELDS)]
         variant = "vc"
     for prefix, part, allowed in parts:
-        unknown = sorted(str(k) for k in part if k not in allowed)
+        unknown = sorted(str(k)[:40] for k in part if k not in allowed)
         if unknown:
-            raise VoiceFileError(f"{path}: unexpected {prefix} entries {', '.join(unknown)}")
+            raise VoiceFileError(f"{path}: unexpected {prefix} entries {', '.join(unknown[:5])}"
+                                 + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""))
         for k, v in part.items():
             if v is None:
                 continue
@@ -411,7 +523,7 @@ def _load_pt(path: Path) -> Voice:
                 raise VoiceFileError(f"{path}: {prefix}.{k} is set; voicebank reads only what "
                                      "prepare_conditionals produces (it is None there)")
             flat[f"{prefix}.{k}"] = v.detach() if torch.is_tensor(v) else v
-    t3, gen = validate(flat, str(path))
+    t3, gen = validate(flat, path)
     exaggeration = None
     if t3 is not None and t3.emotion_adv is not None:
         exaggeration = float(t3.emotion_adv.reshape(-1)[0])
@@ -421,8 +533,13 @@ def _load_pt(path: Path) -> Voice:
 
 
 def _first_line(e: BaseException) -> str:
+    """The gist of a torch or zip error: its first line, without torch's advice, at most 120 characters."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    for cut in (" Please ", " please ", ". If ", " report "):
+        if cut in line:
+            line = line[: line.index(cut)]
+    return line[:120]
 
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "GEN_FIELDS", "SPEAKER_EMB_DIM", "SPEECH_VOCAB_SIZE", "XVECTOR_DIM",

@@ -1,0 +1,135 @@
+"""The store's upkeep: checks before writing, integrity, orphans and temp files (mixed into
+:class:`~voicebank.store.store.VoiceStore`; the SQL stays inside the store package)."""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import os
+import sqlite3
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import LibraryError
+from .blobs import BlobStore
+from .catalogue import Catalogue
+from .guard import check_schema, dir_writable, os_error, read_only
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+
+class Upkeep:
+    """Maintenance verbs of the store; ``VoiceStore`` provides the attributes below."""
+
+    path: Path
+    blobs: BlobStore
+    catalogue: Catalogue
+
+    if TYPE_CHECKING:
+        def _write(self) -> AbstractContextManager[sqlite3.Connection]: ...
+
+        def _query(self, sql: str, args: Sequence[object] = ()) -> builtins.list[sqlite3.Row]: ...
+
+        def _drop_unreferenced(self, conn: sqlite3.Connection, blobs: Iterable[str]) -> builtins.list[str]: ...
+
+    def check_writable(self) -> None:
+        """Raise a :class:`~voicebank.errors.LibraryWriteError` (read-only, a stray file) or a
+        :class:`~voicebank.errors.CatalogueError` (locked) unless a voice could be added now: checked before
+        any costly work (``add`` runs it before extracting)."""
+        for d in (self.path, self.blobs.blob_dir, self.blobs.tmp_dir):
+            if not d.is_dir():
+                raise os_error(NotADirectoryError(20, "not a directory", str(d)), self.path)
+            if not dir_writable(d):
+                raise read_only(self.path, f"{self.blobs.relative(d) if d != self.path else 'its directory'} is "
+                                "not writable")
+        try:  # permissions alone miss immutable files and directories (chattr +i), even for root
+            fd, probe = tempfile.mkstemp(prefix=f"{os.getpid()}.", suffix=".tmp", dir=self.blobs.tmp_dir)
+            os.close(fd)
+            os.unlink(probe)
+            # (the catalogue's own files are not opened here: closing a second descriptor of a file drops this
+            # process's SQLite locks on it; the write transaction below finds a read-only catalogue instead)
+        except OSError as e:
+            raise os_error(e, self.path) from e
+        with self._write() as conn:  # the write lock can be had (waits as a write would, then says who holds it)
+            # and a write reaches the files: rewrite the schema version as it is (one WAL frame), which fails on
+            # a read-only or immutable catalogue, -wal or -shm as the real write would
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            conn.execute(f"PRAGMA user_version = {version}")
+
+    def integrity_problem(self) -> str | None:
+        """SQLite's quick check of the catalogue: ``None`` when it is sound, else what is wrong."""
+        try:
+            with self.catalogue.read() as conn:
+                check_schema(conn, self.catalogue.path)
+                rows = conn.execute("PRAGMA quick_check").fetchall()
+        except LibraryError as e:
+            return str(e)
+        # a row breaking a CHECK or NOT NULL constraint is one bad row, which the row checks report by voice
+        found = [str(r[0]) for r in rows if not str(r[0]).startswith(("CHECK constraint failed", "NULL value in"))]
+        return None if found in ([], ["ok"]) else found[0]
+
+    def remove_stale_temp(self) -> builtins.list[str]:
+        """Delete temp files of writers that are gone; returns their paths relative to the library."""
+        removed = []
+        for tmp in self.blobs.stale_temp_files():
+            try:
+                tmp.unlink()
+                removed.append(self.blobs.relative(tmp))
+            except OSError:  # gone meanwhile, or a read-only library: left for a later check
+                pass
+        return removed
+
+    def remove_orphans(self, *, delete: bool = True) -> tuple[builtins.list[str], builtins.list[str]]:
+        """``(unreferenced files, stray entries)`` under ``blobs/``, relative to the library.  With ``delete``,
+        the unreferenced files are deleted (under the write lock, so no writer is between writing a file and
+        registering it).  Stray entries (directories where files belong) are reported, never deleted."""
+        removed: builtins.list[str] = []
+        stray: builtins.list[str] = []
+        with self._write() as conn:
+            if delete:
+                self._drop_unreferenced(conn, [r[0] for r in conn.execute("SELECT sha256 FROM blobs")])
+            referenced = {r[0] for r in conn.execute("SELECT DISTINCT blob FROM voice_files")}
+            registered = {r[0]: r[1] for r in conn.execute("SELECT sha256, suffix FROM blobs")}
+            for digest, suffix, path in list(self.blobs.files()):
+                if path.is_dir() and not path.is_symlink():
+                    stray.append(self.blobs.relative(path))
+                    continue
+                if digest and registered.get(digest) == suffix and (delete or digest in referenced):
+                    continue
+                if delete:
+                    path.unlink(missing_ok=True)
+                    if path.parent != self.blobs.blob_dir:
+                        with contextlib.suppress(OSError):
+                            path.parent.rmdir()
+                removed.append(self.blobs.relative(path))
+        return removed, stray
+
+    def damaged_files(self, *, verify_hashes: bool = True) -> tuple[int, dict[str, str]]:
+        """``(number of files, {sha256: problem})`` over every registered file (missing, wrong size or hash)."""
+        with self.catalogue.read() as conn:
+            blobs = conn.execute("SELECT sha256, suffix, size FROM blobs").fetchall()
+        damage: dict[str, str] = {}
+        for digest, suffix, size in blobs:
+            if verify_hashes:
+                problem = self.blobs.verify(digest, suffix, size)
+            elif not self.blobs.path(digest, suffix).is_file():
+                problem = f"{self.blobs.relative(self.blobs.path(digest, suffix))} is missing"
+            else:
+                problem = None
+            if problem:
+                damage[digest] = problem
+        return len(blobs), damage
+
+    def file_references(self) -> builtins.list[tuple[str, int, str, str, str]]:
+        """``(voice name, voice id, role, variant, sha256)`` of every file reference."""
+        with self.catalogue.read() as conn:
+            return [tuple(r) for r in conn.execute(
+                "SELECT v.name, v.id, vf.role, vf.variant, vf.blob FROM voice_files vf "
+                "JOIN voices v ON v.id = vf.voice_id").fetchall()]
+
+
+
+__all__ = ["Upkeep"]
