@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from golden_weights import DATA, write_golden_weights
-
-INPUTS = DATA / "inputs"
-EXPECTED = DATA / "expected"
-
-
-def golden_plan() -> dict[str, list[str]]:
-    return json.loads((DATA / "plan.json").read_text())
-
-
-def case_name(filename: str) -> str:
-    return filename.rsplit(".", 1)[0]
+from golden_cases import EXPECTED, METRICS
+from golden_weights import write_golden_weights
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +41,6 @@ def golden_intermediates():
         return cache[case]
 
     return get
-
-
-METRICS: dict[str, str] = {}
-"""Figures tests measure (the real-speech EER, agreement with upstream), printed after the run."""
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

@@ -11,7 +11,7 @@ import torch
 from voicebank.engine import Extractor
 from voicebank.voice.voice import Voice
 
-from conftest import EXPECTED, INPUTS
+from golden_cases import EXPECTED, INPUTS
 
 chatterbox_tts = pytest.importorskip("chatterbox.tts", reason="upstream chatterbox-tts is not installed")
 pytestmark = pytest.mark.upstream

@@ -28,6 +28,7 @@ from .fileio import atomic_write
 if TYPE_CHECKING:
     import httpx
 
+    from .settings import Settings
     from .voice import Voice
 
 log = logging.getLogger(__name__)
@@ -61,11 +62,17 @@ def _httpx() -> Any:
     return httpx
 
 
+def _settings() -> Settings:
+    from .settings import Settings
+
+    return Settings.from_env()
+
+
 def default_cache_dir() -> Path:
     """``$VOICEBANK_CLIENT_CACHE``, else ``<user cache dir>/voicebank/client``."""
-    env = os.environ.get("VOICEBANK_CLIENT_CACHE")
-    if env:
-        return Path(env).expanduser()
+    configured = _settings().client_cache
+    if configured is not None:
+        return configured
     from platformdirs import user_cache_dir
 
     return Path(user_cache_dir("voicebank")) / "client"
@@ -83,7 +90,7 @@ class Client:
                  timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
         hx = _httpx()
         self.url = url.rstrip("/")
-        key = api_key if api_key is not None else os.environ.get(ENV_API_KEY)
+        key = api_key if api_key is not None else _settings().api_key
         headers = {"User-Agent": "voicebank-client"}
         if key:
             headers["Authorization"] = f"Bearer {key}"

@@ -13,6 +13,10 @@ variable                        meaning
                                 ``XDG_CACHE_HOME/huggingface/hub``, then ``~/.cache/huggingface/hub``)
 ``HF_HUB_OFFLINE``              ``1``: never download, even when downloads are allowed
 ``VOICEBANK_NO_PROGRESS``       ``1``: the CLI shows no progress bars
+``VOICEBANK_API_KEY``           the key :class:`voicebank.Client` sends to a voicebank service
+``VOICEBANK_CLIENT_CACHE``      where :class:`voicebank.Client` keeps downloaded voices
+``OMP_NUM_THREADS``             torch threads of a batch worker (Ray sets it per actor)
+``PYTHONPATH``                  passed on to Ray workers, so they import the same voicebank
 ==============================  ================================================================
 """
 
@@ -26,6 +30,8 @@ from pathlib import Path
 ENV_WEIGHTS = "VOICEBANK_WEIGHTS"
 ENV_LIBRARY = "VOICEBANK_LIBRARY"
 ENV_NO_PROGRESS = "VOICEBANK_NO_PROGRESS"
+ENV_API_KEY = "VOICEBANK_API_KEY"
+ENV_CLIENT_CACHE = "VOICEBANK_CLIENT_CACHE"
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -68,6 +74,14 @@ class Settings:
     """Never download (``HF_HUB_OFFLINE=1``), whatever ``allow_download`` says."""
     progress: bool = True
     """Whether the CLI draws progress bars."""
+    api_key: str | None = None
+    """The service key :class:`voicebank.Client` sends when none is given."""
+    client_cache: Path | None = None
+    """Where :class:`voicebank.Client` keeps downloaded voices (``None``: the user cache directory)."""
+    omp_threads: int | None = None
+    """``OMP_NUM_THREADS`` when set to a number (a batch worker's torch threads)."""
+    pythonpath: str = ""
+    """``PYTHONPATH`` (handed on to Ray workers)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,6 +93,10 @@ class Settings:
             hf_cache=_hf_cache(env),
             hf_offline=_flag(env.get("HF_HUB_OFFLINE")),
             progress=not _flag(env.get(ENV_NO_PROGRESS)),
+            api_key=env.get(ENV_API_KEY) or None,
+            client_cache=Path(env[ENV_CLIENT_CACHE]).expanduser() if env.get(ENV_CLIENT_CACHE) else None,
+            omp_threads=int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else None,
+            pythonpath=env.get("PYTHONPATH", ""),
         )
 
     def with_overrides(self, *, weights: str | os.PathLike[str] | None = None,
@@ -97,4 +115,4 @@ class Settings:
         return self.library if self.library is not None else _default_library({})
 
 
-__all__ = ["ENV_LIBRARY", "ENV_NO_PROGRESS", "ENV_WEIGHTS", "Settings"]
+__all__ = ["ENV_API_KEY", "ENV_CLIENT_CACHE", "ENV_LIBRARY", "ENV_NO_PROGRESS", "ENV_WEIGHTS", "Settings"]

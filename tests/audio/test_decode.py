@@ -13,7 +13,7 @@ from voicebank import errors
 from voicebank.audio import MAX_SECONDS, Waveform, load_audio, probe, read_audio, resample
 
 from audio_fixtures import GOLDEN_INPUTS, speechlike
-from conftest import case_name
+from golden_cases import case_name
 
 GOLDEN_FILES = sorted(GOLDEN_INPUTS.iterdir())
 

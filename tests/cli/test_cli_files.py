@@ -13,7 +13,7 @@ from voicebank import __version__
 from voicebank.cli import main
 
 from audio_fixtures import GOLDEN_INPUTS
-from conftest import EXPECTED
+from golden_cases import EXPECTED
 
 CLIPS = sorted(GOLDEN_INPUTS.iterdir())
 

@@ -11,7 +11,7 @@ from voicebank.audio import dsp
 from voicebank.engine import Extractor
 from voicebank.errors import SilentAudioError
 
-from conftest import INPUTS
+from golden_cases import INPUTS
 
 CLIPS = [INPUTS / "short_3s_22k.wav", INPUTS / "odd_7p33s_48k.ogg", INPUTS / "aishell_4s.wav"]
 

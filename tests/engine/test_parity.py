@@ -21,7 +21,7 @@ from voicebank.engine import Extractor
 from voicebank.errors import AudioTooShortError
 from voicebank.models.speech_tokenizer import log_mel_spectrogram
 
-from conftest import DATA, EXPECTED, INPUTS, METRICS, case_name
+from golden_cases import DATA, EXPECTED, INPUTS, METRICS, case_name
 
 VARIANTS = {"tts": ("english", 0.5), "tts@0.7": ("english", 0.7), "turbo": ("turbo", 0.5), "vc": ("vc", 0.5),
             "mtl": ("multilingual", 0.5)}

@@ -14,7 +14,7 @@ from voicebank.engine import Extractor
 from voicebank.similarity import DUPLICATE_SCORE, cosine_matrix, equal_error_rate
 
 from audio_fixtures import REALSPEECH, resemblyzer_weights
-from conftest import METRICS
+from golden_cases import METRICS
 
 
 def manifest() -> list[tuple[str, str]]:

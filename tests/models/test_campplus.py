@@ -16,7 +16,7 @@ from voicebank.errors import WeightsMismatchError
 from voicebank.models.campplus import MIN_SAMPLES, CAMPPlus
 from voicebank.models.weights import read_tensors, strip_prefix
 
-from conftest import EXPECTED, INPUTS, case_name
+from golden_cases import EXPECTED, INPUTS, case_name
 from golden_weights import DATA
 
 CASES = sorted(case_name(p.name) for p in INPUTS.iterdir())

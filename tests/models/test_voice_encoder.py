@@ -13,7 +13,7 @@ from voicebank.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, par
 from voicebank.models.weights import read_tensors
 
 from audio_fixtures import GOLDEN_INPUTS, resemblyzer_weights
-from conftest import EXPECTED, case_name
+from golden_cases import EXPECTED, case_name
 
 CASES = [case_name(p.name) for p in sorted(GOLDEN_INPUTS.iterdir())]
 

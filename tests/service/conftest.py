@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("httpx")
 
-from service_helpers import ThreadServer
+from service_helpers import ThreadServer, make_server
 
 
 @pytest.fixture(scope="session")
@@ -30,15 +29,6 @@ def _one_thread_for_service_tests():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def make_server(tmp: Path, weights: Path, extractor, **settings) -> ThreadServer:
-    from voicebank.library import Library
-    from voicebank.service import Settings, create_app
-
-    lib = Library(tmp / "lib", weights=weights, engine=extractor.engine)
-    app = create_app(Settings(library=lib.path, weights=weights, **settings), library=lib)
-    return ThreadServer(app)
 
 
 @pytest.fixture

@@ -116,3 +116,12 @@ def wav_bytes(samples: object, sample_rate: int) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, samples, sample_rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
+
+
+def make_server(tmp: Path, weights: Path, extractor, **settings) -> ThreadServer:
+    from voicebank.library import Library
+    from voicebank.service import Settings, create_app
+
+    lib = Library(tmp / "lib", weights=weights, engine=extractor.engine)
+    app = create_app(Settings(library=lib.path, weights=weights, **settings), library=lib)
+    return ThreadServer(app)

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from audio_fixtures import GOLDEN_INPUTS
-from conftest import make_server
-from service_helpers import wav_bytes
+from service_helpers import make_server, wav_bytes
 
 ALICE = GOLDEN_INPUTS / "aishell_4s.wav"
 BOB = GOLDEN_INPUTS / "p240_24k.mp3"

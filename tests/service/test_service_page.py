@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from audio_fixtures import GOLDEN_INPUTS, REALSPEECH
-from conftest import make_server
-from service_helpers import ROOT
+from service_helpers import ROOT, make_server
 
 sync_api = pytest.importorskip("playwright.sync_api")
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis import checks  # noqa: E402
 
 from audio_fixtures import GOLDEN_INPUTS  # noqa: E402
-from conftest import make_server  # noqa: E402
+from service_helpers import make_server  # noqa: E402
 
 
 @pytest.fixture(scope="module")

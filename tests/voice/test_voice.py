@@ -14,7 +14,7 @@ from voicebank.engine import Extractor
 from voicebank.errors import UnsafeVoiceFileError, VoiceFileError
 from voicebank.voice.voice import FORMAT_VERSION, Voice
 
-from conftest import EXPECTED, INPUTS
+from golden_cases import EXPECTED, INPUTS
 
 GOLDEN_PT = sorted(EXPECTED.glob("*.pt"))
 

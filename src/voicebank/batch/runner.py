@@ -335,7 +335,9 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> A
     if ray.is_initialized():
         return ray
     root = _package_root()
-    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    from ..settings import Settings
+
+    path = os.pathsep.join(p for p in (root, Settings.from_env().pythonpath) if p)
     runtime_env = {"env_vars": {"PYTHONPATH": path}}
     if address:
         ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)

@@ -211,8 +211,10 @@ class BatchTransform:
         if self._engine is not None:
             return self
         threads = self.config.threads
-        if threads is None and os.environ.get("OMP_NUM_THREADS", "").isdigit():
-            threads = int(os.environ["OMP_NUM_THREADS"])  # Ray sets it from the actor's CPUs
+        if threads is None:
+            from ..settings import Settings
+
+            threads = Settings.from_env().omp_threads  # Ray sets OMP_NUM_THREADS from the actor's CPUs
         if threads:
             import torch
 

@@ -98,12 +98,11 @@ class _Progress:
     """A rich progress bar on stderr with clips/s and ETA (silent for a handful of clips)."""
 
     def __init__(self, total: int) -> None:
-        import os
 
         self.total = total
         self.bar: Any = None
         self.task: Any = None
-        self.enabled = total > PROGRESS_MIN_ITEMS and not os.environ.get("VOICEBANK_NO_PROGRESS")
+        self.enabled = total > PROGRESS_MIN_ITEMS and _progress_allowed()
 
     def __enter__(self) -> Any:
         if not self.enabled:
@@ -205,3 +204,9 @@ def add_from_dataset(dataset: Path, *, library: Path | None, weights: Path | Non
     typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" from {dataset}", err=True)
     if counts["failed"]:
         raise LibraryError(f"{counts['failed']} voice(s) of {dataset} could not be imported (listed above)")
+
+
+def _progress_allowed() -> bool:
+    from ..settings import Settings
+
+    return Settings.from_env().progress
