@@ -145,10 +145,14 @@ def reextract(
         raise LibraryError(f"{failed} of {len(results)} voice(s) could not be re-extracted (listed above)")
 
 
+AudioFilesArg = Annotated[list[Path], typer.Argument(help="Audio files.", show_default=False)]
+ClipVariantsOpt = Annotated[list[str] | None, typer.Option("--variant", help="Variant(s) the clip is meant for.",
+                                                           show_default=False)]
+
+
 def inspect_audio(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files.", show_default=False)],
-    variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant(s) the clip is meant for.",
-                                                      show_default=False)] = None,
+    audio: AudioFilesArg,
+    variant: ClipVariantsOpt = None,
     as_json: JsonOpt = False,
     library: LibraryOpt = None,
     weights: WeightsOpt = None,
@@ -159,9 +163,8 @@ def inspect_audio(
 
 
 def inspect_audio_deprecated(
-    audio: Annotated[list[Path], typer.Argument(help="Audio files.", show_default=False)],
-    variant: Annotated[list[str] | None, typer.Option("--variant", help="Variant(s) the clip is meant for.",
-                                                      show_default=False)] = None,
+    audio: AudioFilesArg,
+    variant: ClipVariantsOpt = None,
     as_json: JsonOpt = False,
     library: LibraryOpt = None,
     weights: WeightsOpt = None,
