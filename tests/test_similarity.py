@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 
@@ -173,6 +175,13 @@ def test_builtin_cohort_embeddings_are_cached_per_fingerprint(tmp_path, caplog):
     # an unwritable cache directory is not an error
     blocked = tmp_path / "file"
     blocked.write_text("")
-    assert cohort.builtin_cohort_embeddings(embed, "fp-a", blocked / "sub").shape == first.shape
+    # caplog's own handler on the module's logger: whatever another test did to the "voicebank" logger's
+    # propagation (the service's log setup turns it off), the warning is seen here
+    logger = logging.getLogger(cohort.__name__)
+    logger.addHandler(caplog.handler)
+    try:
+        assert cohort.builtin_cohort_embeddings(embed, "fp-a", blocked / "sub").shape == first.shape
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "cannot cache" in caplog.text
     assert cohort.cohort_cache_path(tmp_path, "../../etc/x").parent == tmp_path  # a fingerprint is never a path

@@ -474,8 +474,11 @@ def test_cli_pull_and_keys(live, tmp_path, monkeypatch):
 def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys):
     from voicebank.cli import main
 
+    import logging
+
     assert main(["serve", "--host", "0.0.0.0", "--library", str(tmp_path / "lib")]) == 1
-    assert "refusing to bind 0.0.0.0 without API keys" in capsys.readouterr().err
+    assert "refusing to bind 0.0.0.0: no API keys exist" in capsys.readouterr().err
+    assert logging.getLogger("voicebank").propagate  # refused before the server's log setup: nothing leaks
 
 
 def test_keys_are_checked_in_constant_time_and_revocation_is_seen(tmp_path):

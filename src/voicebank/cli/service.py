@@ -88,7 +88,6 @@ def serve(
         raise ServeError(f"`voicebank serve` needs the service extra ({e}); pip install 'voicebank[service]'") from e
     if log_format not in ("json", "text"):
         raise typer.BadParameter("--log-format must be json or text")
-    configure(json_logs=log_format == "json")
     from ..library import resolve_library_path
 
     lib_path = resolve_library_path(library)
@@ -98,12 +97,12 @@ def serve(
                         cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page,
                         log_json=log_format == "json")
     keys = _keystore(lib_path, keys_file)
+    if not keys.enabled and not is_loopback(host):  # refused before this process's logging is set up for serving
+        raise ServeError(f"refusing to bind {host}: no API keys exist, so anyone who can reach this address could "
+                         "change the library; create one with `voicebank keys create NAME --scope read-write`, or "
+                         "bind 127.0.0.1")
+    configure(json_logs=log_format == "json")
     if not keys.enabled:
-        if not is_loopback(host):
-            log.error("refusing to bind %s: no API keys exist, so anyone who can reach this address could change "
-                      "the library; create one with `voicebank keys create NAME --scope read-write`", host)
-            raise ServeError(f"refusing to bind {host} without API keys; create one with `voicebank keys create "
-                             "NAME --scope read-write`, or bind 127.0.0.1")
         log.warning("no API keys: serving on loopback %s only, without authentication", host)
     app = create_app(settings)
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
