@@ -472,9 +472,9 @@ def test_cli_pull_and_keys(live, tmp_path, monkeypatch):
 
 
 def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys):
-    from voicebank.cli import main
-
     import logging
+
+    from voicebank.cli import main
 
     assert main(["serve", "--host", "0.0.0.0", "--library", str(tmp_path / "lib")]) == 1
     assert "refusing to bind 0.0.0.0: no API keys exist" in capsys.readouterr().err
