@@ -23,18 +23,24 @@ OTHER_VOICE_FILE = DATA / "golden" / "expected" / "long_22s.tts.safetensors"
 
 
 class FakeEngine:
-    """Vectors from the clip's hash: enough for audio and embedding modes (no model, no weights)."""
+    """Vectors from the clip's hash: enough for audio and embedding modes (no model, no weights).  ``calls``
+    records what was computed, so tests can check that nothing was."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
 
     def weights_fingerprint(self, variant: str = "english") -> str:
         return "fake-" + variant
 
     def embeddings(self, source, variant: str = "english"):
+        self.calls.append(f"embeddings:{variant}")
         rng = np.random.default_rng(int(source.sha256[:8], 16))
         s, x = rng.standard_normal(256).astype(np.float32), rng.standard_normal(192).astype(np.float32)
         return s / np.linalg.norm(s), x
 
     def embed(self, sources, *, variant: str = "english"):
         """(len(sources), 256) unit vectors from each source's bytes (the built-in cohort)."""
+        self.calls.append(f"embed:{variant}:{len(sources)}")
         out = []
         for src in sources:
             rng = np.random.default_rng(int(hashlib.sha256(bytes(src)).hexdigest()[:8], 16))

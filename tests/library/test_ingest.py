@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import hashlib
 import pickle
 
 import numpy as np
@@ -15,38 +14,10 @@ from voicebank.library import Library
 from voicebank.library.ingest import add_options, prepare
 
 from audio_fixtures import GOLDEN_INPUTS, REALSPEECH
+from faults import FakeEngine
 
 A = GOLDEN_INPUTS / "short_3s_22k.wav"
 B = REALSPEECH / "librispeech" / "367" / "367-130732-0000.flac"
-
-
-class FakeEngine:
-    """Fixed vectors from the clip's hash: enough for everything but conditionals."""
-
-    def __init__(self) -> None:
-        self.calls: list[str] = []
-
-    def weights_fingerprint(self, variant: str = "english") -> str:
-        return "fake-" + variant
-
-    def embeddings(self, source, variant: str = "english"):
-        self.calls.append(f"embeddings:{variant}")
-        rng = np.random.default_rng(int(source.sha256[:8], 16))
-        s, x = rng.standard_normal(256).astype(np.float32), rng.standard_normal(192).astype(np.float32)
-        return s / np.linalg.norm(s), x
-
-    def embed(self, sources, *, variant: str = "english"):
-        """(len(sources), 256) unit vectors from each source's bytes (the built-in cohort)."""
-        self.calls.append(f"embed:{variant}:{len(sources)}")
-        out = []
-        for src in sources:
-            rng = np.random.default_rng(int(hashlib.sha256(bytes(src)).hexdigest()[:8], 16))
-            s = rng.standard_normal(256).astype(np.float32)
-            out.append(s / np.linalg.norm(s))
-        return np.stack(out)
-
-    def extract(self, source, variant: str = "english", *, exaggeration: float = 0.5):
-        raise AssertionError("the fake engine extracts nothing")
 
 
 @pytest.fixture
