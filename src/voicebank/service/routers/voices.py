@@ -340,12 +340,11 @@ async def conditionals(
 async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> dict[str, Any]:
     """The voice's stored 256-d speaker embedding and 192-d x-vector (``null`` when the voice has none: a VC voice
     has no speaker embedding).  Read from the catalogue: nothing is extracted."""
-    lookup(service, voice_id)
+    info = lookup(service, voice_id)
     try:
         speaker, xvector = await service.run_io(service.library.vectors, voice_id)
-    except VoiceNotFoundError as e:
+    except VoiceNotFoundError as e:  # removed meanwhile
         raise ApiError(404, "voice_not_found", str(e), param="id") from e
-    info = lookup(service, voice_id)
     xv = [float(x) for x in xvector.tolist()] if xvector is not None else None
     return {"object": "embedding", "id": voice_id, "variant": info.variant, "duration": info.duration,
             "speaker_embedding": [float(x) for x in speaker.tolist()] if speaker is not None else None,
