@@ -195,6 +195,41 @@ def test_conditionals_are_exact_cached_and_revalidated(live, tmp_path):
         assert "voicebank_extraction_duration_seconds_bucket" in metrics
 
 
+def test_revalidation_never_outlives_a_change_by_another_process(live):
+    """304s come from what the route last served only while the catalogue is unchanged: an edit through
+    another connection (as another process would make) is seen at once, and a key is still needed."""
+    from voicebank.library import Library
+
+    srv, keys = live
+    path = "/v1/audio/voices/erin/conditionals"
+    with client(srv, keys["write"]) as c:
+        assert c.post("/v1/audio/voices", **upload(GOLDEN_INPUTS / "mid_12s.flac", "erin",
+                                                    mode="conditionals")).status_code == 201
+        first = c.get(path)
+        etag = first.headers["etag"]
+        for _ in range(3):
+            assert c.get(path, headers={"If-None-Match": etag}).status_code == 304
+        assert c.get(path, headers={"If-None-Match": f'W/{etag}, "x"'}).status_code == 304
+        assert c.get(path, params={"format": "pt"}, headers={"If-None-Match": etag}).status_code == 200
+    with client(srv, None) as anonymous:
+        refused = anonymous.get(path, headers={"If-None-Match": etag})
+        assert refused.status_code == 401 and refused.json()["error"]["code"] == "missing_api_key"
+
+    other = Library(srv.app.state.service.library.path)  # its own SQLite connections
+    try:
+        other.update("erin", exaggeration=0.9)
+        with client(srv, keys["read"]) as c:
+            changed = c.get(path, headers={"If-None-Match": etag})
+            assert changed.status_code == 200 and changed.headers["etag"] != etag
+            assert changed.content != first.content
+            assert c.get(path, headers={"If-None-Match": changed.headers["etag"]}).status_code == 304
+            other.remove("erin")
+            gone = c.get(path, headers={"If-None-Match": changed.headers["etag"]})
+            assert gone.status_code == 404 and gone.json()["error"]["code"] == "voice_not_found"
+    finally:
+        other.close()
+
+
 def test_rename_changes_the_key_and_the_old_name_is_404(live):
     srv, keys = live
     with client(srv, keys["write"]) as c:

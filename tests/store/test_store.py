@@ -226,3 +226,21 @@ def test_gen_reference_seconds_matches_the_extractor():
     from voicebank.variants import GEN_REFERENCE_SECONDS
 
     assert INSPECTION_GEN == GEN_REFERENCE_SECONDS
+
+
+def test_generation_changes_with_every_commit_from_anywhere(tmp_path):
+    from voicebank.store import VoiceStore
+
+    store = VoiceStore(tmp_path / "lib")
+    g0 = store.generation()
+    assert store.generation() == g0  # reading changes nothing
+    with store.catalogue.write() as conn:  # this object's own write
+        conn.execute("PRAGMA user_version")
+    g1 = store.generation()
+    assert g1 != g0
+    other = sqlite3.connect(store.catalogue.path)  # another connection, as another process would be
+    other.execute("CREATE TABLE scratch (x)")
+    other.commit()
+    other.close()
+    assert store.generation() != g1
+    store.close()

@@ -177,6 +177,11 @@ class Library:
         """Every voice name, sorted."""
         return self.store.names()
 
+    def generation(self) -> tuple[int, int, int]:
+        """A token that changes whenever the catalogue may have changed, by this process or another: equal
+        tokens read on the same thread mean that what :meth:`show` and :meth:`list` say is unchanged."""
+        return self.store.generation()
+
     def show(self, name: str) -> VoiceInfo:
         """Everything the library holds about ``name``.  Raises :class:`~voicebank.errors.VoiceNotFoundError`."""
         return self.store.info(name)

@@ -27,6 +27,7 @@ from . import errors
 from .cache import ConditionalsCache
 from .logs import request_id
 from .metrics import Metrics
+from .revalidation import RevalidationMiddleware
 from .routers import audio, health, page, voices
 from .routers.page import STATIC
 from .security import KeyStore
@@ -165,6 +166,10 @@ def create_app(settings: Settings | None = None, *, library: Library | None = No
                            expose_headers=["ETag", "X-Request-ID", "Retry-After"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.max_upload_mb * 2**20),
                        timeout_s=settings.body_timeout_s)
+    conditionals_route = next((r for r in voices.router.routes
+                               if getattr(r, "path", None) == "/v1/audio/voices/{voice_id}/conditionals"), None)
+    app.add_middleware(RevalidationMiddleware, index=service.revalidation, generation=service.generation,
+                       on_hit=service.metrics.not_modified.inc, route=conditionals_route)
     app.add_middleware(AuthGateMiddleware, service=service)
     app.add_middleware(RequestContextMiddleware, metrics=service.metrics)
     return app

@@ -16,9 +16,11 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..engine import Engine
+from ..errors import VoicebankError
 from ..library import Library, VoiceInfo
 from .cache import ConditionalsCache
 from .metrics import Metrics
+from .revalidation import Generation, RevalidationIndex
 from .security import KeyStore
 from .settings import Settings
 from .workers import ExtractionPool
@@ -55,6 +57,7 @@ class Service:
     metrics: Metrics
     ready: bool = False
     io: ThreadPoolExecutor = field(default_factory=io_executor)
+    revalidation: RevalidationIndex = field(default_factory=RevalidationIndex)
     _embeddings: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
     _emb_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -75,6 +78,16 @@ class Service:
             # the process's one engine: every variant, request and worker share its models
             self._library = Library(s.library, engine=Engine(s.weights, device=s.device))
         return self._library
+
+    def generation(self) -> Generation | None:
+        """The catalogue's current generation, or ``None`` while the library is not open or cannot say (the
+        route then answers, with the right error)."""
+        if self._library is None:
+            return None
+        try:
+            return self._library.generation()
+        except VoicebankError:
+            return None
 
     async def run_io(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in an I/O thread (reading the store, loading and serialising voice files)."""

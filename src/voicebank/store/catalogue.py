@@ -25,6 +25,7 @@ Tables (version 1):
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sqlite3
 import threading
@@ -109,6 +110,8 @@ class Catalogue:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._migrated = False
+        self._commits = itertools.count()
+        self._commit_count = 0
 
     # --- connections ------------------------------------------------------------------------------------
 
@@ -194,6 +197,8 @@ class Catalogue:
                 conn.execute("ROLLBACK")
             err = sqlite_error(e, self.path, timeout=self.timeout)
             raise type(err)(f"{err} (could not commit: nothing was changed)") from e
+        finally:
+            self._commit_count = next(self._commits) + 1  # even a failed COMMIT may have changed something
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -207,6 +212,18 @@ class Catalogue:
         finally:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("COMMIT")
+
+    def generation(self) -> tuple[int, int, int]:
+        """A token that changes whenever the catalogue may have changed: after every write transaction of this
+        object, and (through SQLite's ``PRAGMA data_version`` of this thread's connection) after any commit by
+        another connection or process.  Equal tokens read on the same thread mean nothing was committed in
+        between; a cheap check (no transaction, a few microseconds) for caches of what the catalogue said."""
+        conn = self.connection()
+        try:
+            version = int(conn.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as e:
+            raise sqlite_error(e, self.path, timeout=self.timeout) from e
+        return self._commit_count, id(conn), version
 
     def _begin(self, conn: sqlite3.Connection, statement: str) -> None:
         try:

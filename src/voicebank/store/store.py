@@ -207,6 +207,10 @@ class VoiceStore(Upkeep):
         with self.catalogue.read() as conn:
             return conn.execute(sql, args).fetchall()
 
+    def generation(self) -> tuple[int, int, int]:
+        """A token that changes whenever the catalogue may have changed (see :meth:`Catalogue.generation`)."""
+        return self.catalogue.generation()
+
     def contains(self, name: str) -> bool:
         """Whether a voice is called ``name``."""
         return bool(self._query("SELECT 1 FROM voices WHERE name = ?", (nfc(name),)))

@@ -22,6 +22,7 @@ from ...errors import VoicebankError, VoiceNotFoundError
 from ...library import VoiceInfo, check_name
 from ..deps import ReadKey, ServiceDep, WriteKey
 from ..errors import ApiError, from_library
+from ..revalidation import etag_matches
 from ..schemas import (
     CompareRequest,
     ComparisonObject,
@@ -283,13 +284,6 @@ def _needs_extraction(info: VoiceInfo, variant: str | None) -> bool:
                                             for f in info.files)
 
 
-def _matches(if_none_match: str | None, etag: str) -> bool:
-    if not if_none_match:
-        return False
-    tags = [t.strip() for t in if_none_match.split(",")]
-    return "*" in tags or etag in tags
-
-
 def _voice_bytes(service: Service, name: str, variant: str | None, exaggeration: float | None, fmt: str) -> bytes:
     voice = service.library.get(name, variant=variant, exaggeration=exaggeration)
     if fmt == "safetensors":
@@ -303,7 +297,7 @@ def _voice_bytes(service: Service, name: str, variant: str | None, exaggeration:
                                                           304: {"description": "Not modified"}},
             response_class=Response, summary="Ready conditionals (voice file)")
 async def conditionals(
-    voice_id: VoiceId, service: ServiceDep, _key: ReadKey,
+    request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKey,
     variant: Annotated[VariantName | None, Query(description="Default: the voice's own.")] = None,
     exaggeration: Annotated[float | None, Query(ge=0.0, le=2.0, description="Default: the voice's own.")] = None,
     format: Annotated[FormatName, Query(description="safetensors (voicebank) or pt (upstream).")] = "safetensors",
@@ -311,12 +305,16 @@ async def conditionals(
 ) -> Response:
     """The voice's ready Chatterbox conditionals, whatever its storage mode, with a strong ``ETag`` (the
     SHA-256 of the bytes): send it back as ``If-None-Match`` to get 304 while the voice is unchanged."""
+    generation = service.library.generation()  # before the lookup: a change after it makes a new generation
     info = lookup(service, voice_id)
     key = _cache_key(service, info, variant, exaggeration, format)
     known = service.cache.etag_of(key)
-    if known is not None and _matches(if_none_match, f'"{known}"'):
-        service.metrics.not_modified.inc()
-        return Response(status_code=304, headers={"ETag": f'"{known}"', "Cache-Control": "no-cache"})
+    if known is not None:
+        service.revalidation.record(request.scope["path"], request.scope.get("query_string", b""), generation,
+                                    f'"{known}"')
+        if etag_matches(if_none_match, f'"{known}"'):
+            service.metrics.not_modified.inc()
+            return Response(status_code=304, headers={"ETag": f'"{known}"', "Cache-Control": "no-cache"})
     entry = service.cache.get(key)
     if entry is None:
         service.metrics.cache_misses.inc()
@@ -328,9 +326,10 @@ async def conditionals(
         entry = service.cache.put(key, data)
     else:
         service.metrics.cache_hits.inc()
+    service.revalidation.record(request.scope["path"], request.scope.get("query_string", b""), generation, entry.etag)
     headers = {"ETag": entry.etag, "Cache-Control": "no-cache",
                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(voice_id + '.' + format, safe='')}"}
-    if _matches(if_none_match, entry.etag):
+    if etag_matches(if_none_match, entry.etag):
         service.metrics.not_modified.inc()
         return Response(status_code=304, headers={"ETag": entry.etag, "Cache-Control": "no-cache"})
     return Response(entry.data, media_type=MEDIA[format], headers=headers)
