@@ -1,8 +1,9 @@
 """An in-memory LRU of ready conditionals files, keyed by the SHA-256 of their bytes, within a byte budget.
 
 Two maps: *what was asked* (a voice's stored state plus variant, exaggeration and format) → content hash, and
-content hash → bytes.  The first is small and bounded by count; the second holds the bytes, least recently
-used first out, never more than the budget.  A request whose stored state changed (rename, re-extraction,
+content hash → bytes.  Both count against the byte budget (the first at an estimate of its entries' size): the
+bytes go first, least recently used first; the small index stays as long as it fits, so a revalidation can be
+answered without the file.  A request whose stored state changed (rename, re-extraction,
 another process's edit) makes a new key, so nothing stale is served; old entries age out.
 """
 
@@ -14,6 +15,15 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 MAX_INDEX_ENTRIES = 100_000
+
+
+INDEX_ENTRY_OVERHEAD = 240
+"""Bytes an index entry costs beyond its key's characters: the ordered dict's slot and node, two string
+headers and the 64-character digest (CPython 3.11, 64-bit)."""
+
+
+def _index_cost(key: str) -> int:
+    return len(key) + INDEX_ENTRY_OVERHEAD
 
 
 @dataclass(frozen=True)
@@ -66,19 +76,23 @@ class ConditionalsCache:
         """Remember ``data`` as the file for ``key``; returns it with its hash."""
         digest = hashlib.sha256(data).hexdigest()
         with self._lock:
+            if key not in self._index:
+                self.bytes += _index_cost(key)
             self._index[key] = digest
             self._index.move_to_end(key)
-            while len(self._index) > MAX_INDEX_ENTRIES:
-                self._index.popitem(last=False)
             if len(data) <= self.budget_bytes and digest not in self._blobs:
                 self._blobs[digest] = data
                 self.bytes += len(data)
-                while self.bytes > self.budget_bytes:
-                    _, old = self._blobs.popitem(last=False)
-                    self.bytes -= len(old)
-                    self.evictions += 1
             elif digest in self._blobs:
                 self._blobs.move_to_end(digest)
+            # files go first, least recently used first; then (rarely) the oldest entries of the index
+            while self._blobs and self.bytes > self.budget_bytes:
+                _, old = self._blobs.popitem(last=False)
+                self.bytes -= len(old)
+                self.evictions += 1
+            while self._index and (self.bytes > self.budget_bytes or len(self._index) > MAX_INDEX_ENTRIES):
+                old_key, _ = self._index.popitem(last=False)
+                self.bytes -= _index_cost(old_key)
         return Entry(data, digest)
 
     def __len__(self) -> int:

@@ -92,6 +92,12 @@ MIGRATIONS: list[Sequence[str]] = [_V1]
 """``MIGRATIONS[i]`` takes the catalogue from ``user_version`` i to i + 1."""
 
 
+PAGE_CACHE_KIB = 512
+"""SQLite's page cache per connection (its default is 2 MiB).  Every thread of a process has its own
+connection, so a server's I/O threads would otherwise hold several copies of a catalogue's hot pages; the
+operating system's file cache already keeps the file in memory, and reads are single rows by name."""
+
+
 def schema_version() -> int:
     """The version this voicebank writes (the number of migrations)."""
     return len(MIGRATIONS)
@@ -126,6 +132,7 @@ class Catalogue:
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         except sqlite3.Error as e:
             if conn is not None:
