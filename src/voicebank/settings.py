@@ -22,8 +22,9 @@ variable                        meaning
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -115,4 +116,21 @@ class Settings:
         return self.library if self.library is not None else _default_library({})
 
 
-__all__ = ["ENV_API_KEY", "ENV_CLIENT_CACHE", "ENV_LIBRARY", "ENV_NO_PROGRESS", "ENV_WEIGHTS", "Settings"]
+@contextlib.contextmanager
+def temporary_environment(**values: str) -> Iterator[None]:
+    """Set environment variables of this process for the duration (processes started meanwhile inherit them),
+    then put back what was there."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+__all__ = ["ENV_API_KEY", "ENV_CLIENT_CACHE", "ENV_LIBRARY", "ENV_NO_PROGRESS", "ENV_WEIGHTS", "Settings",
+           "temporary_environment"]

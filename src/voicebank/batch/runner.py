@@ -329,22 +329,27 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> A
     """Connect to a Ray cluster (``address``: ``auto`` or ``HOST:PORT``), or start a local one.
 
     A local cluster gets this machine's cores (``num_cpus`` to override) and no dashboard.  Workers get this
-    voicebank on their ``PYTHONPATH`` (harmless on machines where that folder does not exist).
+    voicebank on their ``PYTHONPATH`` (harmless on machines where that folder does not exist): on an existing
+    cluster through the job's runtime environment; a local cluster's processes inherit it from this process's
+    environment as they start, which lets the actors start in the workers Ray keeps ready (a runtime
+    environment would make Ray start new ones for them: about 0.7 s more per actor on 2 cores).
     """
     ray = _require_ray()
     if ray.is_initialized():
         return ray
     root = _package_root()
-    from ..settings import Settings
+    from ..settings import Settings, temporary_environment
 
     path = os.pathsep.join(p for p in (root, Settings.from_env().pythonpath) if p)
-    runtime_env = {"env_vars": {"PYTHONPATH": path}}
     if address:
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, runtime_env=runtime_env,
-                 logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=address, runtime_env={"env_vars": {"PYTHONPATH": path}}, logging_level=logging.WARNING,
+                 log_to_driver=False)
+        return ray
+    with temporary_environment(PYTHONPATH=path):
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
+                 log_to_driver=False)
     return ray
+
 
 
 def actor_cpus(total_cpus: float, workers: int) -> float:
