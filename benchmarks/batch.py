@@ -80,17 +80,23 @@ def _baseline(weights: Path, paths: list[str], mode: str, threads: int, listing:
 
 
 def _engine(weights: Path, paths: list[str], mode: str, engine: str, workers: int, threads: int,
-            out: Path) -> float:
+            out: Path, model_batch: int | None = None) -> float:
     from voicebank.batch import TransformConfig
     from voicebank.batch.runner import execute, plan
 
     shutil.rmtree(out, ignore_errors=True)
-    job = plan(paths, out, TransformConfig(weights=str(weights), mode=mode))  # type: ignore[arg-type]
+    config = TransformConfig(weights=str(weights), mode=mode, model_batch=model_batch)  # type: ignore[arg-type]
+    job = plan(paths, out, config)
     summary = execute(job, engine=engine, workers=workers, batch_size=8,  # type: ignore[arg-type]
                       threads_per_worker=threads)
     if summary.done != len(paths):
         raise SystemExit(f"{engine} x{workers}: {summary.done} of {len(paths)} clips done ({summary.failures})")
     return summary.seconds
+
+
+def _name(engine: str, workers: int, model_batch: int | None) -> str:
+    name = f"{engine}, {workers} worker{'s' if workers > 1 else ''}"
+    return name + (f", --model-batch {model_batch}" if model_batch else "")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,8 +123,13 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {"environment": C.environment(ctx, weights_desc), "repeat": repeat, "runs": []}
     rows = []
     per_worker: dict[str, float] = {}
-    configs = (("local", 1), ("ray", 1), ("local", 2), ("ray", 2))
     for mode, n in (("embedding", n_emb), ("conditionals", n_cond)):
+        # (engine, workers, model batch); conditionals also with 8 clips through the models at once, as
+        # extract_many does (equal to extract to float32 rounding instead of bit-identical)
+        configs: tuple[tuple[str, int, int | None], ...] = (("local", 1, None), ("ray", 1, None), ("local", 2, None),
+                                                            ("ray", 2, None))
+        if mode == "conditionals":
+            configs += (("local", 1, 8),)
         paths = [str(x) for x in _clips(ctx, n)]
         audio_s = sum(C.duration_s(Path(x)) for x in paths[: min(n, 100)]) * n / min(n, 100)
         times: dict[str, list[float]] = {"one process (baseline)": [], "one process, steady (models loaded)": []}
@@ -127,20 +138,20 @@ def main(argv: list[str] | None = None) -> None:
             whole, steady = _baseline(weights, paths, mode, ctx.threads, work / "baseline-inputs.txt")
             times["one process (baseline)"].append(whole)
             times["one process, steady (models loaded)"].append(steady)
-            for engine, workers in order:
-                name = f"{engine}, {workers} worker{'s' if workers > 1 else ''}"
+            for engine, workers, model_batch in order:
+                name = _name(engine, workers, model_batch)
                 seconds = _engine(weights, paths, mode, engine, workers, ctx.threads,
-                                  work / f"{mode}-{engine}{workers}")
+                                  work / f"{mode}-{engine}{workers}", model_batch)
                 times.setdefault(name, []).append(seconds)
         best = {name: min(ts) for name, ts in times.items()}
         base = best["one process (baseline)"]
         per_worker[mode] = n / best["one process, steady (models loaded)"]
         for name in ["one process (baseline)", "one process, steady (models loaded)",
-                     *(f"{e}, {w} worker{'s' if w > 1 else ''}" for e, w in configs)]:
+                     *(_name(*c) for c in configs)]:
             seconds = best[name]
             rel = ""
             if name.startswith("ray"):
-                local = best[name.replace("ray", "local")]
+                local = best[name.replace("ray", "local", 1)]
                 rel = f"Ray overhead {100 * (seconds / local - 1):+.0f} % vs local"
             elif name.startswith("local"):
                 rel = f"{100 * (seconds / base - 1):+.0f} % time vs baseline"

@@ -281,6 +281,20 @@ def test_embedding_dataset_is_not_voices(tmp_path: Path, golden_weights_dir: Pat
     assert cli("add", "--from-dataset", str(out), "--library", str(tmp_path / "lib")) == 1
 
 
+def test_cli_model_batch_runs_clips_together(tmp_path: Path, golden_weights_dir: Path, clips: list[Path],
+                                             extractor: Extractor) -> None:
+    """``--model-batch 3``: conditionals of three clips through the models at once, equal to ``extract``."""
+    out = tmp_path / "ds"
+    assert cli("batch", *map(str, clips[:3]), "-o", str(out), "-w", str(golden_weights_dir), "-j", "1",
+               "--mode", "conditionals", "--model-batch", "3", "--threads-per-worker", "1") == 0
+    from voicebank.batch.dataset import voice_from_bytes
+
+    rows = {r["path"]: r for r in read_table(out).to_pylist()}
+    for p in clips[:3]:
+        assert_voice_equal(voice_from_bytes(rows[str(p)]["voice"]), extractor.extract(str(p)))
+    assert cli("batch", str(clips[0]), "-o", str(tmp_path / "x"), "--model-batch", "0") == 2
+
+
 def test_cli_usage_errors(tmp_path: Path, clips: list[Path]) -> None:
     assert cli("batch", str(clips[0]), "-o", str(tmp_path), "--mode", "everything") == 2
     assert cli("batch", str(clips[0]), "-o", str(tmp_path), "--engine", "spark") == 2

@@ -48,6 +48,11 @@ def batch(
     gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.0, help="Ray: GPUs per actor "
                                                    "(with --device cuda; 0.5 puts two actors on a GPU).")] = 0.0,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Input clips per task.")] = 16,
+    model_batch: Annotated[int | None, typer.Option("--model-batch", min=1, help="Clips that go through the "
+                                                    "models together (default: 1 on the CPU, where every row is "
+                                                    "then bit-identical to extract; 16 on a GPU). More is faster "
+                                                    "and equal to extract to float32 rounding.",
+                                                    show_default=False)] = None,
     threads: Annotated[int | None, typer.Option("--threads-per-worker", min=1, help="Torch threads per worker "
                                                 "(default: the cores shared out; Ray: the actor's CPUs).",
                                                 show_default=False)] = None,
@@ -76,7 +81,8 @@ def batch(
     try:
         config = TransformConfig(weights=str(weights) if weights is not None else None,
                                  variants=tuple(variant or ["english"]), mode=mode,
-                                 device=device, precision=precision, exaggeration=exaggeration)
+                                 device=device, precision=precision, exaggeration=exaggeration,
+                                 model_batch=model_batch)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from e
     from ..batch.runner import execute, plan
