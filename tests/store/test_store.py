@@ -242,5 +242,8 @@ def test_generation_changes_with_every_commit_from_anywhere(tmp_path):
     other.execute("CREATE TABLE scratch (x)")
     other.commit()
     other.close()
-    assert store.generation() != g1
+    g2 = store.generation()
+    assert g2 != g1
+    store.close()  # a new connection afterwards never hands back an old token
+    assert store.generation() != g2
     store.close()

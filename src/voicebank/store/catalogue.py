@@ -92,6 +92,9 @@ MIGRATIONS: list[Sequence[str]] = [_V1]
 """``MIGRATIONS[i]`` takes the catalogue from ``user_version`` i to i + 1."""
 
 
+_CONNECTION_SERIALS = itertools.count(1)
+"""Numbers the connections this process opens (see :meth:`Catalogue.generation`)."""
+
 PAGE_CACHE_KIB = 512
 """SQLite's page cache per connection (its default is 2 MiB).  Every thread of a process has its own
 connection, so a server's I/O threads would otherwise hold several copies of a catalogue's hot pages; the
@@ -163,6 +166,7 @@ class Catalogue:
         if conn is None or getattr(self._local, "pid", None) != os.getpid():
             conn = self._open()
             self._local.conn, self._local.pid = conn, os.getpid()
+            self._local.serial = next(_CONNECTION_SERIALS)
             with self._lock:
                 self._all.append(conn)
         if not self._migrated:
@@ -230,7 +234,8 @@ class Catalogue:
             version = int(conn.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as e:
             raise sqlite_error(e, self.path, timeout=self.timeout) from e
-        return self._commit_count, id(conn), version
+        # data_version is only comparable on one connection: the serial names it (never reused, unlike id())
+        return self._commit_count, int(self._local.serial), version
 
     def _begin(self, conn: sqlite3.Connection, statement: str) -> None:
         try:
