@@ -119,7 +119,7 @@ class Catalogue:
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         self._migrated = False
-        self._commits = itertools.count()
+        self._commits = itertools.count(1)
         self._commit_count = 0
 
     # --- connections ------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ class Catalogue:
             err = sqlite_error(e, self.path, timeout=self.timeout)
             raise type(err)(f"{err} (could not commit: nothing was changed)") from e
         finally:
-            self._commit_count = next(self._commits) + 1  # even a failed COMMIT may have changed something
+            self._commit_count = next(self._commits)  # even a failed COMMIT may have changed something
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:

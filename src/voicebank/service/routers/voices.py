@@ -308,13 +308,12 @@ async def conditionals(
     generation = service.library.generation()  # before the lookup: a change after it makes a new generation
     info = lookup(service, voice_id)
     key = _cache_key(service, info, variant, exaggeration, format)
+    url = (request.scope["path"], request.scope.get("query_string", b""))
     known = service.cache.etag_of(key)
-    if known is not None:
-        service.revalidation.record(request.scope["path"], request.scope.get("query_string", b""), generation,
-                                    f'"{known}"')
-        if etag_matches(if_none_match, f'"{known}"'):
-            service.metrics.not_modified.inc()
-            return Response(status_code=304, headers={"ETag": f'"{known}"', "Cache-Control": "no-cache"})
+    if known is not None and etag_matches(if_none_match, f'"{known}"'):
+        service.revalidation.record(*url, generation, f'"{known}"')
+        service.metrics.not_modified.inc()
+        return Response(status_code=304, headers={"ETag": f'"{known}"', "Cache-Control": "no-cache"})
     entry = service.cache.get(key)
     if entry is None:
         service.metrics.cache_misses.inc()
@@ -326,7 +325,7 @@ async def conditionals(
         entry = service.cache.put(key, data)
     else:
         service.metrics.cache_hits.inc()
-    service.revalidation.record(request.scope["path"], request.scope.get("query_string", b""), generation, entry.etag)
+    service.revalidation.record(*url, generation, entry.etag)
     headers = {"ETag": entry.etag, "Cache-Control": "no-cache",
                "Content-Disposition": f"attachment; filename*=UTF-8''{quote(voice_id + '.' + format, safe='')}"}
     if etag_matches(if_none_match, entry.etag):
