@@ -351,7 +351,6 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> A
     return ray
 
 
-
 def actor_cpus(total_cpus: float, workers: int) -> float:
     """CPUs to reserve per actor: one each when they fit with room to spare, else a fraction.
 

@@ -36,7 +36,7 @@ from ..errors import DuplicateAudioError, InvalidVoiceNameError, VoicebankError,
 from ..settings import Settings
 from ..similarity import DUPLICATE_SCORE
 from ..store.blobs import BlobStore
-from ..store.catalogue import Catalogue
+from ..store.catalogue import Catalogue, Generation
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
 from ..variants import DEFAULT_EXAGGERATION, check_exaggeration, check_number, check_variant
@@ -177,7 +177,7 @@ class Library:
         """Every voice name, sorted."""
         return self.store.names()
 
-    def generation(self) -> tuple[int, int, int]:
+    def generation(self) -> Generation:
         """A token that changes whenever the catalogue may have changed, by this process or another: equal
         tokens read on the same thread mean that what :meth:`show` and :meth:`list` say is unchanged."""
         return self.store.generation()

@@ -19,9 +19,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-MAX_ENTRIES = 16_384
+from ..store.catalogue import Generation
 
-Generation = tuple[int, int, int]
+MAX_ENTRIES = 16_384
 
 
 def etag_matches(if_none_match: str | None, etag: str) -> bool:

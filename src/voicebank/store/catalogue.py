@@ -92,6 +92,9 @@ MIGRATIONS: list[Sequence[str]] = [_V1]
 """``MIGRATIONS[i]`` takes the catalogue from ``user_version`` i to i + 1."""
 
 
+Generation = tuple[int, int, int]
+"""What :meth:`Catalogue.generation` returns: (commits of this object, connection serial, data_version)."""
+
 _CONNECTION_SERIALS = itertools.count(1)
 """Numbers the connections this process opens (see :meth:`Catalogue.generation`)."""
 
@@ -224,7 +227,7 @@ class Catalogue:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("COMMIT")
 
-    def generation(self) -> tuple[int, int, int]:
+    def generation(self) -> Generation:
         """A token that changes whenever the catalogue may have changed: after every write transaction of this
         object, and (through SQLite's ``PRAGMA data_version`` of this thread's connection) after any commit by
         another connection or process.  Equal tokens read on the same thread mean nothing was committed in

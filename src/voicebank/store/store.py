@@ -41,7 +41,7 @@ from ..errors import (
     VoiceNotFoundError,
 )
 from .blobs import BlobStore, sha256_bytes
-from .catalogue import CATALOGUE_NAME, Catalogue
+from .catalogue import CATALOGUE_NAME, Catalogue, Generation
 from .guard import KNOWN_VARIANTS, damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
 from .records import Mode, StoredFile, VoiceInfo
 from .upkeep import Upkeep
@@ -207,7 +207,7 @@ class VoiceStore(Upkeep):
         with self.catalogue.read() as conn:
             return conn.execute(sql, args).fetchall()
 
-    def generation(self) -> tuple[int, int, int]:
+    def generation(self) -> Generation:
         """A token that changes whenever the catalogue may have changed (see :meth:`Catalogue.generation`)."""
         return self.catalogue.generation()
 
