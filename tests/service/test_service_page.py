@@ -104,6 +104,7 @@ def test_the_page_in_headless_chromium(page_server, tmp_path):
             sync_api.expect(page.locator("#record-button")).to_have_text("■ Stop")
             page.wait_for_timeout(4500)
             page.click("#record-button")
+            sync_api.expect(page.locator("#verdict-text")).to_be_visible()
             sync_api.expect(page.locator("#verdict-text")).to_have_class("verdict-ok", timeout=60_000)
             verdict = page.locator("#verdict-text").inner_text()
             page.fill("#add-name", "mic")
@@ -111,7 +112,10 @@ def test_the_page_in_headless_chromium(page_server, tmp_path):
             page.check("#add-force")
             page.screenshot(path=str(ARTIFACTS / "04-recorded.png"), full_page=True)
             page.click("#add-button")
+            sync_api.expect(page.locator("#status")).to_contain_text("Added mic")
             sync_api.expect(rows).to_have_count(4)
+            names = [v.name for v in srv.app.state.service.library.list()]
+            assert "mic" in names, (names, verdict, page.locator("#status").inner_text())
             rec = srv.app.state.service.library.show("mic")
             assert rec.duration is not None and 3.0 < rec.duration < 6.0, (rec.duration, verdict)
 

@@ -247,3 +247,24 @@ def test_generation_changes_with_every_commit_from_anywhere(tmp_path):
     store.close()  # a new connection afterwards never hands back an old token
     assert store.generation() != g2
     store.close()
+
+
+def test_a_refusal_leaves_no_read_open_on_the_connection(tmp_path):
+    """A refusal raised while a query was being read (the look-alike scan) must not leave that statement
+    pending: while the exception lives (kept by a caller, a log, a traceback), SQLite would keep the
+    connection's read snapshot and this thread would not see later commits from anywhere."""
+    from voicebank.store import VoiceStore
+
+    store = VoiceStore(tmp_path / "lib")
+    with store.catalogue.write() as conn:
+        for name in ("alice", "bob", "carol"):
+            conn.execute("INSERT INTO voices (name, mode, variant, added_at) VALUES (?, 'embedding', 'english', 'x')",
+                         (name,))
+    with pytest.raises(errors.VoiceExistsError) as kept:
+        store.refuse_taken("\u0430lice", None, "upload")  # a Cyrillic a: looks like "alice"
+    other = sqlite3.connect(store.catalogue.path)
+    other.execute("INSERT INTO voices (name, mode, variant, added_at) VALUES ('dave', 'embedding', 'english', 'x')")
+    other.commit()
+    other.close()
+    assert "dave" in [i.name for i in store.list()], kept.value
+    store.close()

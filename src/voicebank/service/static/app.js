@@ -239,6 +239,8 @@ async function saveVoice(ev) {
     $("add-form").reset();
     $("file-input").value = "";
     $("verdict").hidden = true;
+    $("verdict-text").textContent = "";
+    $("verdict-text").className = "";
     await loadVoices();
     await openVoice(v.id, false);
   } catch (e) {
