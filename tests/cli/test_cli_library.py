@@ -74,6 +74,24 @@ def test_commands_are_registered_once_with_help(capsys):
             assert "--weights" in out, cmd
 
 
+def test_the_console_script_registers_only_the_command_it_runs():
+    import typer
+
+    from voicebank.cli.registry import COMMANDS, command_of, registered_names
+
+    fresh = typer.Typer()
+    register(fresh, only="extract")
+    assert registered_names(fresh) == {"extract"}
+    register(fresh, only="pull")  # serve, pull and keys come together
+    assert registered_names(fresh) == {"extract", "serve", "pull", "keys"}
+    register(fresh)  # a later full registration completes it without duplicates
+    names = [c.name for c in fresh.registered_commands] + [g.name for g in fresh.registered_groups]
+    assert sorted(names) == sorted(COMMANDS)
+    assert command_of(["library", "check"]) == "library"
+    for argv in ([], ["--version"], ["--help", "extract"], ["extrac"], ["../extract"]):
+        assert command_of(argv) is None, argv  # then everything is registered (help lists it, typos get hints)
+
+
 def test_add_batch_summary_failures_and_resume(capsys, tmp_path, golden_weights_dir):
     clips = tmp_path / "clips"
     (clips / "more").mkdir(parents=True)

@@ -5,7 +5,11 @@
 * :mod:`.voices` -- ``add``, ``list``, ``show``, ``rm``, ``rename``, ``export``, ``import``;
 * :mod:`.similarity` -- ``compare``, ``search``, ``blend``;
 * :mod:`.maintenance` -- ``inspect-audio`` and the ``library`` group (``check``, ``stale``, ``reextract``, ``path``);
-* :mod:`.service` -- ``serve``, ``keys``, ``pull`` (the HTTP service and its client).
+* :mod:`.service` -- ``serve``, ``keys``, ``pull`` (the HTTP service and its client);
+* :mod:`.registry` -- which function answers which command.
+
+:func:`main` registers the commands it needs when it runs; call :func:`register` before using ``app``
+directly (for instance with Typer's test runner).
 """
 
 from __future__ import annotations
@@ -15,8 +19,6 @@ import sys
 from . import files, maintenance, similarity, voices
 from .app import app, main
 from .registry import register
-
-register(app)
 
 __all__ = ["app", "files", "main", "maintenance", "register", "similarity", "voices"]
 

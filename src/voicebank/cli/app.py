@@ -114,10 +114,13 @@ def _run(argv: list[str] | None) -> int:
     (usage errors: click's message and exit 2); never a traceback.
     """
     from ..errors import VoicebankError
+    from .registry import command_of, register
 
     _install_log_handler()
+    args = sys.argv[1:] if argv is None else argv
+    register(app, only=command_of(args))
     try:
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=args, standalone_mode=False)
     except VoicebankError as e:
         _err(str(e))
         return 1
