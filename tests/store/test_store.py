@@ -132,7 +132,8 @@ def test_stale_temp_files_are_those_of_dead_writers(tmp_path):
 # --- names -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["", "  ", " alice", "al/ice", "a\\b", "tab\there", "-rf", "x" * 129, "nul\x00"])
+@pytest.mark.parametrize("bad", ["", "  ", " alice", "al/ice", "a\\b", "tab\there", "-rf", "x" * 129, "nul\x00", ".",
+                                 ".."])
 def test_bad_names_are_refused(bad):
     with pytest.raises(errors.InvalidVoiceNameError):
         check_name(bad)

@@ -27,6 +27,9 @@ def check_name(name: str) -> str:
     if any(unicodedata.category(c).startswith("C") for c in name) or "/" in name or "\\" in name:
         raise InvalidVoiceNameError(f"voice name {name!r} holds a control character or a path separator; use "
                                     "letters, digits, spaces, '-', '_' or '.'")
+    if name in (".", ".."):
+        raise InvalidVoiceNameError(f"voice name {name!r} cannot be addressed in a URL (the service and its clients "
+                                    "read it as a path); choose another")
     if name.startswith("-"):
         raise InvalidVoiceNameError(f"voice name {name!r} starts with '-', which reads as a command-line option")
     return name

@@ -56,14 +56,11 @@ MEDIA = {"safetensors": "application/octet-stream", "pt": "application/octet-str
 
 
 def valid_name(name: str, param: str = "name") -> str:
-    """A name the library accepts and a URL can address (not ``.`` or ``..``), else 422."""
+    """A name the library accepts (so one a URL can address), else 422."""
     try:
         check_name(name)
     except VoicebankError as e:
         raise from_library(e, param=param) from e
-    if name in (".", ".."):
-        raise ApiError(422, "invalid_name", f"voice name {name!r} cannot be addressed in a URL; choose another",
-                       param=param)
     return name
 
 
