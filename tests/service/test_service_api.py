@@ -516,6 +516,32 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys):
     assert logging.getLogger("voicebank").propagate  # refused before the server's log setup: nothing leaks
 
 
+def test_serve_says_what_is_wrong_with_an_address_before_loading_anything(tmp_path, capsys):
+    import socket
+
+    from voicebank.cli import main
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    busy = holder.getsockname()[1]
+    from voicebank.service.security import KeyStore
+
+    KeyStore(tmp_path / "keys.json").create("ops", "read")  # a public address needs keys
+    lib = ["--library", str(tmp_path / "lib"), "--weights", str(tmp_path / "no-weights"), "--keys-file",
+           str(tmp_path / "keys.json")]
+    try:
+        for args, said in ((["--port", str(busy)], f"cannot listen on 127.0.0.1:{busy}: the port is in use"),
+                           (["--host", "999.1.1.1"], "--host '999.1.1.1' is not an address of this machine"),
+                           (["--host", "127.0.0.1x"], "is not an address of this machine")):
+            assert main(["serve", *args, *lib]) == 1, args
+            err = capsys.readouterr().err
+            assert said in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        holder.close()
+    assert not (tmp_path / "lib").exists()  # nothing was created: the address is checked first
+
+
 def test_keys_are_checked_in_constant_time_and_revocation_is_seen(tmp_path):
     from voicebank.service import security
 

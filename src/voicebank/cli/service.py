@@ -5,9 +5,11 @@ Cheap to import: FastAPI, uvicorn and httpx (the ``voicebank[service]`` extra) l
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -48,6 +50,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` and listening, made before the models load, so that an address that
+    cannot be served is one clear :class:`ServeError` (what is wrong, what to do) and not a server that loads
+    everything and then stops.  uvicorn serves on it as on a socket it made itself."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ServeError(f"--host {host!r} is not an address of this machine ({getattr(e, 'strerror', None) or e}); "
+                         "pass an IP address such as 127.0.0.1 or 0.0.0.0") from e
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        fixes = {errno.EADDRINUSE: "the port is in use; choose another --port or stop what listens there",
+                 errno.EACCES: "this user may not use that port; choose --port 1024 or above",
+                 errno.EADDRNOTAVAIL: "this machine has no such address; pass one of its addresses or 0.0.0.0"}
+        why = fixes.get(e.errno or 0, e.strerror or str(e))
+        raise ServeError(f"cannot listen on {host}:{port}: {why}") from e
+    sock.set_inheritable(True)
+    return sock
 
 
 def _keystore(library: Path | None, keys_file: Path | None):  # -> KeyStore
@@ -101,6 +129,7 @@ def serve(
         raise ServeError(f"refusing to bind {host}: no API keys exist, so anyone who can reach this address could "
                          "change the library; create one with `voicebank keys create NAME --scope read-write`, or "
                          "bind 127.0.0.1")
+    sock = listening_socket(host, port)
     configure(json_logs=log_format == "json")
     if not keys.enabled:
         log.warning("no API keys: serving on loopback %s only, without authentication", host)
@@ -109,7 +138,10 @@ def serve(
                             timeout_graceful_shutdown=max(1, round(graceful_timeout)), server_header=False,
                             limit_concurrency=1000, timeout_keep_alive=5)
     server = uvicorn.Server(config)
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
 
 
 @keys_app.command("create")
