@@ -89,6 +89,46 @@ def test_the_api_uses_the_same_check(tmp_path, value):
         lib.add_many([CLIP], workers=value if value != "x" else 0)
 
 
+BAD_NUMBERS = ["nan", "inf", "-inf", "1e308", "-1", "99999999999"]
+SERVE_OPTIONS = ["--workers", "--queue", "--cache-mb", "--max-upload-mb", "--max-audio-seconds", "--body-timeout",
+                 "--graceful-timeout"]
+BATCH_OPTIONS = ["--workers", "--batch-size", "--threads-per-worker", "--rows-per-file", "--model-batch",
+                 "--exaggeration", "--gpus-per-worker"]
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+@pytest.mark.parametrize("option", SERVE_OPTIONS)
+def test_serve_refuses_every_bad_number_before_starting(tmp_path, capsys, option, value):
+    rc, _out, err = run_cli(capsys, ["serve", option, value, "--port", "1", "--library", tmp_path / "lib",
+                                     "--weights", tmp_path / "nw"])
+    assert rc in (1, 2) and option in err and "unexpected" not in err, err
+    assert not (tmp_path / "lib").exists()  # nothing created, no port bound (port 1 would need privileges)
+
+
+@pytest.mark.parametrize("value", BAD_NUMBERS)
+@pytest.mark.parametrize("option", BATCH_OPTIONS)
+def test_batch_refuses_every_bad_number_before_any_work(tmp_path, capsys, option, value):
+    out = tmp_path / "ds"
+    rc, _out, err = run_cli(capsys, ["batch", CLIP, "-o", out, option, value, "--weights", tmp_path / "nw"])
+    assert rc in (1, 2) and "unexpected" not in err, err
+    assert option.lstrip("-").replace("-", "_") in err.replace("-", "_"), err
+    assert not out.exists()
+
+
+def test_the_batch_api_uses_the_same_check(tmp_path, golden_weights_dir):
+    from voicebank.batch import TransformConfig, execute, plan
+
+    for bad in ({"exaggeration": float("nan")}, {"model_batch": 10**6}, {"threads": 0}, {"threads": 2.5}):
+        with pytest.raises(errors.InvalidOptionError):
+            TransformConfig(**bad)
+    job = plan([CLIP], tmp_path / "ds", TransformConfig(weights=str(golden_weights_dir)))
+    for bad in ({"workers": 0}, {"batch_size": float("inf")}, {"gpus_per_worker": float("nan")},
+                {"rows_per_file": -1}, {"threads_per_worker": 10**6}):
+        with pytest.raises(errors.InvalidOptionError):
+            execute(job, **bad)
+    assert not any((tmp_path / "ds").glob("*.parquet"))
+
+
 @pytest.mark.parametrize("args", [["add", CLIP, "-j", "0"], ["add", CLIP, "--variant", "../../x"],
                                   ["extract", CLIP, "-o", "v.safetensors", "--variant", "klingon"],
                                   ["export", "alice", "-o", "v.safetensors", "--variant", "\x1b[2J"]])

@@ -171,6 +171,29 @@ class PartWriter:
         self._buffer, self._buffered, self._last_flush = [], 0, time.monotonic()
 
 
+RUN_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "workers": (1, 1024, True),
+    "batch_size": (1, 100_000, True),
+    "gpus_per_worker": (0, 64, False),
+    "threads_per_worker": (1, 1024, True),
+    "rows_per_file": (1, 100_000_000, True),
+}
+""":func:`execute`'s numeric options: (lowest, highest, whole number); the CLI's ``--batch-size`` is
+``batch_size``, and so on."""
+
+
+def check_run_numbers(*, prefix: str = "", **values: float | None) -> None:
+    """Refuse any of ``values`` (named as in :data:`RUN_LIMITS`; ``None`` is "the default") that is not a finite
+    number in its range: :class:`~voicebank.errors.InvalidOptionError` naming ``prefix + name`` (the CLI passes
+    ``--`` and its option names)."""
+    from ..variants import check_number
+
+    for name, value in values.items():
+        if value is not None:
+            lo, hi, integer = RUN_LIMITS[name]
+            check_number(value, prefix + (name.replace("_", "-") if prefix else name), lo, hi, integer=integer)
+
+
 def execute(job: Plan, *, engine: Engine = "local", workers: int = 1, batch_size: int = 16,
             ray_address: str | None = None, gpus_per_worker: float = 0.0, threads_per_worker: int | None = None,
             rows_per_file: int = DEFAULT_ROWS_PER_FILE, progress: Progress | None = None) -> Summary:
@@ -182,8 +205,8 @@ def execute(job: Plan, *, engine: Engine = "local", workers: int = 1, batch_size
     """
     if engine not in ENGINES:
         raise BatchError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    if workers < 1 or batch_size < 1:
-        raise BatchError("workers and batch size must be at least 1")
+    check_run_numbers(workers=workers, batch_size=batch_size, gpus_per_worker=gpus_per_worker,
+                      threads_per_worker=threads_per_worker, rows_per_file=rows_per_file)
     summary = Summary(skipped=job.skipped * len(job.config.variants))
     start = time.perf_counter()
     with OutputLock(job.out_dir):

@@ -30,6 +30,11 @@ MODES: tuple[Mode, ...] = ("embedding", "conditionals")
 SPEAKER_EMB_DIM = 256
 XVECTOR_DIM = 192
 
+MAX_MODEL_BATCH = 4096
+"""Most clips a worker puts through the models at once (as :meth:`~voicebank.engine.Engine.extract_many`)."""
+MAX_THREADS = 1024
+"""Most torch threads a worker may be given."""
+
 
 @dataclass(frozen=True)
 class TransformConfig:
@@ -53,7 +58,7 @@ class TransformConfig:
     from its CPUs), else torch's default."""
 
     def __post_init__(self) -> None:
-        from ..variants import check_variant
+        from ..variants import check_exaggeration, check_number, check_variant
 
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
@@ -66,8 +71,11 @@ class TransformConfig:
             raise ValueError("embedding mode needs a voice encoder, which the vc variant does not have; "
                              "use --mode conditionals for vc")
         object.__setattr__(self, "variants", variants)
-        if self.model_batch is not None and self.model_batch < 1:
-            raise ValueError(f"model_batch must be at least 1, got {self.model_batch}")
+        object.__setattr__(self, "exaggeration", check_exaggeration(self.exaggeration))
+        for name, hi in (("model_batch", MAX_MODEL_BATCH), ("threads", MAX_THREADS)):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, int(check_number(value, name, 1, hi, integer=True)))
 
     @property
     def effective_model_batch(self) -> int:

@@ -63,8 +63,11 @@ def batch(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Extract embeddings or conditionals of many clips into a Parquet dataset; resumable, exactly once."""
-    from ..batch.runner import ENGINES
+    from ..batch.runner import ENGINES, check_run_numbers
     from ..batch.transform import MODES, TransformConfig
+
+    check_run_numbers(prefix="--", workers=workers, batch_size=batch_size, gpus_per_worker=gpus_per_worker,
+                      threads_per_worker=threads, rows_per_file=rows_per_file)
 
     if mode not in MODES:
         raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(MODES)}")

@@ -52,6 +52,28 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+SERVE_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "workers": (1, 64, True),
+    "queue": (0, 10_000, True),
+    "cache_mb": (0, 1 << 20, False),
+    "max_upload_mb": (0.001, 1 << 20, False),
+    "max_audio_seconds": (0.1, 86_400, False),
+    "body_timeout": (0.1, 3_600, False),
+    "graceful_timeout": (0, 3_600, False),
+}
+"""``voicebank serve``'s numeric options: (lowest, highest, whole number)."""
+
+
+def check_serve_numbers(**values: float) -> None:
+    """Refuse any of ``serve``'s numeric options that is not a finite number in its range (the one numeric check,
+    :func:`~voicebank.variants.check_number`, with the option's name)."""
+    from ..variants import check_number
+
+    for name, value in values.items():
+        lo, hi, integer = SERVE_LIMITS[name]
+        check_number(value, "--" + name.replace("_", "-"), lo, hi, integer=integer)
+
+
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to ``host:port`` and listening, made before the models load, so that an address that
     cannot be served is one clear :class:`ServeError` (what is wrong, what to do) and not a server that loads
@@ -116,6 +138,9 @@ def serve(
         raise ServeError(f"`voicebank serve` needs the service extra ({e}); pip install 'voicebank[service]'") from e
     if log_format not in ("json", "text"):
         raise typer.BadParameter("--log-format must be json or text")
+    check_serve_numbers(workers=workers, queue=queue, cache_mb=cache_mb, max_upload_mb=max_upload_mb,
+                        max_audio_seconds=max_audio_seconds, body_timeout=body_timeout,
+                        graceful_timeout=graceful_timeout)
     from ..library import resolve_library_path
 
     lib_path = resolve_library_path(library)

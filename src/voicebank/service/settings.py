@@ -13,7 +13,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 class Settings(BaseModel):
     """How the service runs.  Every limit has a unit in its name; every field can be set on ``voicebank serve``."""
 
-    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
     library: Path | None = None
     """Voice library directory (default ``$VOICEBANK_LIBRARY``, else the user data directory)."""
@@ -27,13 +27,13 @@ class Settings(BaseModel):
     """Extraction worker threads (each runs one extraction at a time)."""
     queue_size: int = Field(default=8, ge=0, le=10_000)
     """Extractions that may wait for a worker; beyond that uploads are answered 429 with ``Retry-After``."""
-    cache_mb: float = Field(default=256.0, ge=0)
+    cache_mb: float = Field(default=256.0, ge=0, le=1 << 20)
     """Byte budget of the in-memory cache of ready conditionals files (MiB)."""
-    max_upload_mb: float = Field(default=25.0, gt=0)
+    max_upload_mb: float = Field(default=25.0, gt=0, le=1 << 20)
     """Largest request body accepted (MiB), enforced while the body streams in: 413 at the limit."""
-    max_audio_seconds: float = Field(default=300.0, gt=0)
+    max_audio_seconds: float = Field(default=300.0, gt=0, le=86_400)
     """Longest reference clip accepted (seconds), read from the file header before decoding: 413 beyond it."""
-    body_timeout_s: float = Field(default=30.0, gt=0)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
     """Longest wait for the next piece of a request body (a stalled upload is answered 408 and dropped)."""
     keys_file: Path | None = None
     """API keys file (default ``service-keys.json`` in the library directory)."""
