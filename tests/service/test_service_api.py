@@ -278,6 +278,18 @@ def test_names_are_validated_and_never_paths(live):
         assert r.status_code == 404
 
 
+def test_options_that_do_not_go_together_are_422_not_500(live):
+    srv, keys = live
+    with client(srv, keys["write"]) as c:
+        before = c.get("/v1/audio/voices").json()["data"]
+        for extra in ({"mode": "audio", "base": "alice"}, {"mode": "conditionals", "base": "alice"}):
+            payload = upload(ALICE, "combo")
+            payload["data"].update(extra)
+            r = c.post("/v1/audio/voices", **payload)
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_option", (extra, r.text)
+        assert c.get("/v1/audio/voices").json()["data"] == before
+
+
 def test_embedding_report_compare_search_and_map(live):
     srv, keys = live
     with client(srv, keys["read"]) as c:

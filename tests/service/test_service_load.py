@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import socket
 import threading
@@ -245,6 +246,10 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path, golden_weights_dir):
 
     lib_dir = tmp_path / "lib"
     srv = ProcessServer(lib_dir, golden_weights_dir, log=tmp_path / "server.log").wait_ready()
+    # a malformed body makes the multipart parser (another library) log a warning: it too must be a JSON line
+    bad = httpx.post(f"{srv.url}/v1/audio/voices", content=b"garbage",
+                     headers={"Content-Type": "multipart/form-data; boundary=xyz"})
+    assert 400 <= bad.status_code < 500 and "error" in bad.json(), bad.text
     result: dict[str, httpx.Response] = {}
 
     def upload() -> None:
@@ -258,6 +263,8 @@ def test_sigterm_lets_an_upload_in_flight_finish(tmp_path, golden_weights_dir):
     assert srv.stop()  # SIGTERM: graceful
     t.join(60)
     assert result["r"].status_code == 201, result["r"].text
+    lines = (tmp_path / "server.log").read_text().splitlines()
+    assert lines and all(line.startswith("{") and json.loads(line)["message"] for line in lines), lines
     with Library(lib_dir) as lib:
         assert lib.names() == ["late"]
         assert lib.check().ok

@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..errors import InvalidOptionError
+
 if TYPE_CHECKING:
     from ..engine import Engine
 
@@ -61,14 +63,14 @@ class TransformConfig:
         from ..variants import check_exaggeration, check_number, check_variant
 
         if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+            raise InvalidOptionError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
         variants = tuple(check_variant(v) for v in self.variants)
         if not variants:
-            raise ValueError("give at least one variant")
+            raise InvalidOptionError("give at least one variant")
         if len(set(variants)) != len(variants):
-            raise ValueError(f"variants repeat: {', '.join(variants)}")
+            raise InvalidOptionError(f"variants repeat: {', '.join(variants)}")
         if self.mode == "embedding" and "vc" in variants:
-            raise ValueError("embedding mode needs a voice encoder, which the vc variant does not have; "
+            raise InvalidOptionError("embedding mode needs a voice encoder, which the vc variant does not have; "
                              "use --mode conditionals for vc")
         object.__setattr__(self, "variants", variants)
         object.__setattr__(self, "exaggeration", check_exaggeration(self.exaggeration))

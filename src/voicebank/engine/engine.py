@@ -30,7 +30,7 @@ import torch
 from ..audio.clip import Clip
 from ..audio.decode import S3_SR, S3GEN_SR, AudioSource
 from ..audio.reference import Reference, prepare_reference
-from ..errors import NonFiniteOutputError
+from ..errors import InvalidOptionError, NonFiniteOutputError
 from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprints, find_weights, read_tensors, strip_prefix
 from ..variants import (
     DEFAULT_EXAGGERATION,
@@ -113,7 +113,7 @@ class Engine:
                  precision: Precision = "exact", allow_download: bool = False,
                  settings: Settings | None = None) -> None:
         if precision not in PRECISIONS:
-            raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+            raise InvalidOptionError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         from ..settings import Settings
 
         self.settings = settings if settings is not None else Settings.from_env()

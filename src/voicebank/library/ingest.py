@@ -20,7 +20,7 @@ import numpy as np
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
 from ..audio.inspection import inspect_clip
-from ..errors import ReferenceRejectedError
+from ..errors import InvalidOptionError, ReferenceRejectedError
 from ..store.records import MODES, Mode, VoiceInfo
 from ..store.store import NewVoice, VoiceStore
 from ..variants import DEFAULT_EXAGGERATION, VARIANTS, check_exaggeration, check_variant, embedding_variant
@@ -105,7 +105,7 @@ def check_variants(variant: str | Sequence[str]) -> tuple[str, ...]:
     """One variant or several, checked and de-duplicated in order."""
     items = [variant] if isinstance(variant, str) else list(variant)
     if not items:
-        raise ValueError(f"give at least one variant: {', '.join(VARIANTS)}")
+        raise InvalidOptionError(f"give at least one variant: {', '.join(VARIANTS)}")
     out: list[str] = []
     for v in items:
         v = check_variant(v)
@@ -115,9 +115,9 @@ def check_variants(variant: str | Sequence[str]) -> tuple[str, ...]:
 
 
 def check_mode(mode: str) -> Mode:
-    """``mode`` if it is a storage mode, else ``ValueError`` naming them."""
+    """``mode`` if it is a storage mode, else :class:`~voicebank.errors.InvalidOptionError` naming them."""
     if mode not in MODES:
-        raise ValueError(f"unknown storage mode {mode!r}: choose one of {', '.join(MODES)}")
+        raise InvalidOptionError(f"unknown storage mode {mode!r}: choose one of {', '.join(MODES)}")
     return cast(Mode, mode)
 
 
@@ -125,14 +125,15 @@ def add_options(mode: str = "audio", variant: str | Sequence[str] = "english", *
                 exaggeration: float = DEFAULT_EXAGGERATION, tags: Iterable[str] = (), consent: str = "",
                 added_by: str | None = None, keep_audio: bool = True, base: str | None = None,
                 force: bool = False) -> AddOptions:
-    """Checked :class:`AddOptions` (``ValueError`` naming the bad option)."""
+    """Checked :class:`AddOptions` (:class:`~voicebank.errors.InvalidOptionError` naming the bad option)."""
     m = check_mode(mode)
     variants = check_variants(variant)
     ex = check_exaggeration(exaggeration)
     if m == "audio" and not keep_audio:
-        raise ValueError("mode 'audio' keeps the audio by definition; keep_audio=False needs mode 'conditionals'")
+        raise InvalidOptionError("mode 'audio' keeps the audio by definition; keep_audio=False needs mode "
+                                 "'conditionals'")
     if base is not None and m != "embedding":
-        raise ValueError("base= is for embedding-only voices (mode 'embedding')")
+        raise InvalidOptionError("base= is for embedding-only voices (mode 'embedding')")
     # audio mode keeps the audio by definition, embedding mode never; conditionals mode unless told not to
     keep = m == "audio" or (m == "conditionals" and keep_audio)
     return AddOptions(m, variants, ex, clean_tags(tags), consent, current_user() if added_by is None else added_by,

@@ -32,7 +32,7 @@ import numpy as np
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource, describe
-from ..errors import DuplicateAudioError, InvalidVoiceNameError, VoicebankError, WeightsError
+from ..errors import DuplicateAudioError, InvalidOptionError, InvalidVoiceNameError, VoicebankError, WeightsError
 from ..settings import Settings
 from ..similarity import DUPLICATE_SCORE
 from ..store.blobs import BlobStore
@@ -277,7 +277,7 @@ class Library:
         """
         srcs = builtins.list(sources)
         if names is not None and len(names) != len(srcs):
-            raise ValueError(f"names has {len(names)} entries for {len(srcs)} sources")
+            raise InvalidOptionError(f"names has {len(names)} entries for {len(srcs)} sources")
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
         self.store.check_writable()  # read-only or locked: say so before the costly extraction
         results: builtins.list[AddResult] = []

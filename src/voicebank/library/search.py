@@ -18,7 +18,7 @@ import numpy as np
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
 from ..cohort import builtin_cohort_embeddings, cached_builtin_cohort, library_normaliser
-from ..errors import LibraryError, VoicebankError, VoiceNotFoundError
+from ..errors import InvalidOptionError, LibraryError, VoicebankError, VoiceNotFoundError
 from ..similarity import DUPLICATE_SCORE, SAME_RECORDING_COSINE, ScoreNormaliser, cosine, cosine_matrix
 from ..similarity import blend as blend_vectors
 from ..store.records import VoiceInfo
@@ -207,12 +207,12 @@ def blend(store: VoiceStore, names: Sequence[str], mix: Sequence[float] | None =
     average of those of ``names`` (each L2-normalised first, the result re-normalised; the x-vector keeps the
     weighted mean norm of its inputs).  See :meth:`Library.blend <voicebank.Library.blend>`."""
     if len(names) < 2:
-        raise ValueError("a blend needs at least two voices")
+        raise InvalidOptionError("a blend needs at least two voices")
     w = [1.0] * len(names) if mix is None else [float(x) for x in mix]
     if len(w) != len(names):
-        raise ValueError(f"{len(w)} mix weights for {len(names)} voices; give one weight per voice")
+        raise InvalidOptionError(f"{len(w)} mix weights for {len(names)} voices; give one weight per voice")
     if any(not np.isfinite(x) or x < 0 for x in w) or sum(w) <= 0:
-        raise ValueError(f"mix weights must be finite, non-negative and not all zero; got {w}")
+        raise InvalidOptionError(f"mix weights must be finite, non-negative and not all zero; got {w}")
     voices = [store.voice(n) for n in names]
     speakers, xvectors = [], []
     for v in voices:

@@ -47,7 +47,9 @@ class StderrHandler(logging.StreamHandler):
 
 
 def configure(*, json_logs: bool = True, level: int = logging.INFO) -> None:
-    """Send the ``voicebank`` and ``uvicorn`` loggers to stderr (JSON lines unless ``json_logs=False``)."""
+    """Send the ``voicebank`` and ``uvicorn`` loggers to stderr (JSON lines unless ``json_logs=False``), and
+    every other library's warnings and errors through the same handler (the root logger), so that no line of
+    the server's log is in another format."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(name)s: "
                                                                              "%(message)s"))
@@ -56,4 +58,7 @@ def configure(*, json_logs: bool = True, level: int = logging.INFO) -> None:
         lg.handlers[:] = [handler]
         lg.setLevel(level)
         lg.propagate = False
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # the service logs each request itself, with its id
