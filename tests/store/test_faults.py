@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 import subprocess
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -186,6 +187,42 @@ def test_one_bad_row_is_reported_and_the_rest_still_work(root, tmp_path, capsys,
     with Library(root, engine=FakeEngine()) as lib:
         assert lib.check().ok and lib.names() == ["alice", "carol"]
         assert lib.get("carol").gen.prompt_feat.shape[1] > 0
+
+
+VECTOR_DAMAGE: dict[str, str] = {
+    "two-bytes": "x'0000'",
+    "odd-length": "zeroblob(1023)",
+    "one-float-too-many": "zeroblob(1028)",
+    "text": "'not a vector'",
+    "integer": "42",
+    "empty": "x''",
+}
+
+
+@pytest.mark.parametrize("column", ["speaker_emb", "xvector"])
+@pytest.mark.parametrize("damage", sorted(VECTOR_DAMAGE))
+def test_a_malformed_stored_vector_is_a_problem_of_that_voice_only(root, tmp_path, capsys, damage, column):
+    sql(root, f"UPDATE voices SET {column} = {VECTOR_DAMAGE[damage]} WHERE name = 'bob'")
+    before = blobs(root)
+    for args in (["list"], ["search", "alice"], ["compare", "alice", "carol"], ["show", "bob"], ["library", "stale"]):
+        rc, out, err = run_cli(capsys, [*args, "--library", root])
+        assert rc == 0 and "unexpected" not in err and "Traceback" not in err, (args, err)
+    rc, out, err = run_cli(capsys, ["library", "check", "--library", root])
+    assert rc == 1 and "bob" in out and "malformed" in out, out
+    with Library(root, engine=FakeEngine()) as lib:
+        assert sorted(v.name for v in lib.list()) == ["alice", "bob", "carol"]
+        assert [p.voice for p in lib.check().problems] == ["bob"]
+    assert_nothing_lost(root, before)
+
+
+@pytest.mark.parametrize("raw", ["\x1b]0;pwned\x07", "\x1b[2J", "\u202e", "\x9b31m", "\x08\x08"])
+def test_names_from_a_tampered_catalogue_are_printed_escaped(root, capsys, raw):
+    sql(root, f"UPDATE voices SET name = 'bob{raw}' WHERE name = 'bob'")
+    for args in (["list"], ["search", "alice"], ["search", "alice", "--json"], ["compare", "alice", "carol"],
+                 ["library", "check"], ["blend", "alice", "carol", "--name", "mix"]):
+        _rc, out, err = run_cli(capsys, [*args, "--library", root])
+        bad = [c for c in out + err if c != "\n" and unicodedata.category(c)[0] == "C"]
+        assert not bad, (args, bad, out, err)
 
 
 # --- check never deletes content files unless asked ---------------------------------------------------------

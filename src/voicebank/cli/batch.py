@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from .common import DeviceOpt, WeightsOpt, check_device
+from .common import DeviceOpt, WeightsOpt, check_device, clean
 
 if TYPE_CHECKING:
     from ..batch.runner import Summary
@@ -95,7 +95,7 @@ def batch(
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines would cut the progress bar
     job = plan(inputs, output, config)
-    typer.echo(f"{len(job.pending)} clip(s) to do, {job.skipped} already in {output}", err=True)
+    typer.echo(f"{len(job.pending)} clip(s) to do, {job.skipped} already in {clean(output)}", err=True)
     with _progress(len(job.pending)) as advance:
         summary = execute(job, engine=engine, workers=workers, batch_size=batch_size,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, threads_per_worker=threads,
@@ -209,7 +209,7 @@ def add_from_dataset(dataset: Path, *, library: Path | None, weights: Path | Non
         typer.echo(json.dumps(report, indent=2))
     for r in report:
         if r["status"] == "failed":
-            typer.echo(f"voicebank: error: {r['path']}: {r['reason']}", err=True)
+            typer.echo(f"voicebank: error: {clean(r['path'])}: {clean(r['reason'])}", err=True)
     typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" from {dataset}", err=True)
     if counts["failed"]:
         raise LibraryError(f"{counts['failed']} voice(s) of {dataset} could not be imported (listed above)")

@@ -127,6 +127,6 @@ def _inspect_voice(file: Path, as_json: bool) -> None:
         if val:
             typer.echo(f"  {clean(k)}: {clean(val)}")
     for k, t in info["tensors"].items():
-        typer.echo(f"  {k:32s} {t['dtype']:8s} {tuple(t['shape'])}")
+        typer.echo(f"  {clean(k):32s} {clean(t['dtype']):8s} {tuple(t['shape'])}")
 
 

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from ..errors import VoicebankError
-from .common import DeviceOpt, JsonOpt, WeightsOpt
+from .common import DeviceOpt, JsonOpt, WeightsOpt, clean
 
 log = logging.getLogger("voicebank.service")
 
@@ -197,7 +197,7 @@ def keys_list(library: LibraryOpt = None, keys_file: KeysFileOpt = None, as_json
         typer.echo("no API keys (the server binds loopback only)", err=True)
     for k in keys:
         state = "active" if k.active else f"revoked {k.revoked_at}"
-        typer.echo(f"{k.id}  {k.scope:10s}  {k.created_at}  {state:30s}  {k.name}")
+        typer.echo(f"{clean(k.id)}  {clean(k.scope):10s}  {clean(k.created_at)}  {state:30s}  {clean(k.name)}")
 
 
 @keys_app.command("revoke")
@@ -205,7 +205,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (`voice
                 library: LibraryOpt = None, keys_file: KeysFileOpt = None) -> None:
     """Revoke an API key (a running server stops accepting it within a second)."""
     rec = _keystore(library, keys_file).revoke(key_id)
-    typer.echo(f"revoked {rec.id} ({rec.name})", err=True)
+    typer.echo(f"revoked {clean(rec.id)} ({clean(rec.name)})", err=True)
 
 
 def pull(

@@ -14,6 +14,7 @@ from .common import (
     JsonOpt,
     LibraryOpt,
     WeightsOpt,
+    clean,
     echo_json,
     fmt,
     open_library,
@@ -65,11 +66,11 @@ def search(
         return
     for q, matches in results:
         if len(queries) > 1:
-            typer.echo(f"{q}:")
+            typer.echo(f"{clean(q)}:")
         if not matches:
-            typer.echo(f"{q}: no voices to compare with", err=True)
+            typer.echo(f"{clean(q)}: no voices to compare with", err=True)
         for m in matches:
-            typer.echo(f"{m.score:8.2f}  {m.speaker_cosine:.4f}  {m.name}")
+            typer.echo(f"{m.score:8.2f}  {m.speaker_cosine:.4f}  {clean(m.name)}")
 
 
 def _parse_mix(text: str, n: int, option: str = "--mix") -> list[float]:
@@ -123,7 +124,7 @@ def blend(
         checkpoints = checkpoints or model_weights
     w = _parse_mix(mix, len(voices)) if mix is not None else None
     info = open_library(library, checkpoints).blend(voices, w, name=name, base=base, tags=tag or ())
-    typer.echo(f"added {info.name}: EXPERIMENTAL embedding-space blend of {', '.join(voices)}"
-               + (f" (S3Gen reference from {info.base})" if info.base else ""), err=True)
+    typer.echo(f"added {clean(info.name)}: EXPERIMENTAL embedding-space blend of {clean(', '.join(voices))}"
+               + (f" (S3Gen reference from {clean(info.base)})" if info.base else ""), err=True)
 
 

@@ -68,10 +68,10 @@ def vec_bytes(x: np.ndarray | None) -> bytes | None:
 
 def vec(raw: bytes | None, dim: int) -> np.ndarray | None:
     """A stored vector of ``dim`` float32, or ``None`` when absent or malformed."""
-    if raw is None:
+    if not isinstance(raw, (bytes, bytearray, memoryview)) or len(raw) != 4 * dim:  # SQLite stores any type
         return None
     arr = np.frombuffer(raw, dtype="<f4")
-    if arr.shape != (dim,) or not np.isfinite(arr).all():
+    if not np.isfinite(arr).all():
         return None
     return arr.astype(np.float32)
 
