@@ -120,3 +120,25 @@ def test_absurd_sample_rates_are_audio_decode_errors(tmp_path, rate):
             return
         with pytest.raises(errors.AudioDecodeError):
             Clip.read(path)
+
+
+@pytest.mark.parametrize("rate", [float("nan"), float("inf"), 16000.5, True, "fast", None, 1e400])
+def test_a_sample_rate_that_is_not_a_whole_number_is_an_audio_decode_error(rate):
+    x = speechlike(1.0, 16000, seed=7)
+    for read in (lambda: Clip.read((x, rate)), lambda: load_audio((x, rate), 16000)):
+        with pytest.raises(errors.AudioDecodeError, match="whole number of Hz"):
+            read()
+
+
+def test_whole_float_and_numpy_rates_are_accepted():
+    x = speechlike(1.0, 16000, seed=7)
+    for rate in (16000.0, np.int64(16000), np.float32(16000)):
+        clip = Clip.read((x, rate))
+        assert clip.sample_rate == 16000 and isinstance(clip.sample_rate, int)
+
+
+def test_a_text_mode_file_object_says_to_open_it_in_binary(tmp_path):
+    import io
+
+    with pytest.raises(TypeError, match="binary mode"):
+        Clip.read(io.StringIO("RIFF...."))

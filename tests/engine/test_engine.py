@@ -70,3 +70,22 @@ def test_exaggeration_is_checked_before_any_work(golden_weights_dir, bad):
     with pytest.raises(ValueError, match="exaggeration"):
         engine.extract(CLIP, "english", exaggeration=bad)
     assert sum(engine.loads.values()) == 0
+
+
+@pytest.mark.parametrize("device", ["tpu", "meta", "xla", "cuda:99", 5, None, "cpu:x"])
+def test_a_device_this_machine_cannot_use_is_an_invalid_option(device):
+    import torch
+
+    from voicebank import errors
+
+    if device == "cuda:99" and torch.cuda.device_count() > 99:  # pragma: no cover
+        pytest.skip("a machine with 100 GPUs")
+    with pytest.raises(errors.InvalidOptionError, match="device"):
+        Engine(device=device)
+
+
+def test_cpu_devices_are_accepted():
+    import torch
+
+    assert Engine(device="cpu").device == torch.device("cpu")
+    assert Engine(device=torch.device("cpu")).device.type == "cpu"

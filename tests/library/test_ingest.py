@@ -126,3 +126,20 @@ def test_names_only_never_reads_a_path(lib, tmp_path, monkeypatch):
         lib.compare("a", A.name, names_only=True)
     with pytest.raises(errors.VoiceNotFoundError):
         lib.search(A.name, names_only=True)
+
+
+def test_tags_are_strings_one_string_is_one_tag_and_none_is_none():
+    from voicebank.library.ingest import MAX_TAG_LENGTH, clean_tags
+
+    assert clean_tags("narrator") == ("narrator",)  # not ('a', 'n', 'o', 'r', 'r', 't')
+    assert clean_tags(None) == () and clean_tags([]) == ()
+    assert clean_tags([" b", "a", "b ", "", "  "]) == ("a", "b")
+    for bad in (["ok", "\x1b[31mred"], ["tab\there"], ["x" * (MAX_TAG_LENGTH + 1)], [5], ["\u202eevil"]):
+        with pytest.raises(errors.InvalidOptionError, match="tag"):
+            clean_tags(bad)
+
+
+def test_a_bad_tag_is_refused_before_anything_is_stored(lib):
+    with pytest.raises(errors.InvalidOptionError):
+        lib.add(GOLDEN_INPUTS / "short_3s_22k.wav", name="t", tags=["fine", "\x1b]0;pwned\x07"])
+    assert lib.names() == []

@@ -71,7 +71,7 @@ class Clip:
             return source
         label = name if name is not None else describe(source)
         if isinstance(source, (Waveform, tuple)):
-            samples, sr = _waveform_parts(source)
+            samples, sr = _waveform_parts(source, label)
             shape = np.shape(samples.detach().cpu() if hasattr(samples, "detach") else samples)
             wav = _array_to_mono(samples, label)
             _check_duration(wav.shape[0], sr, label, max_seconds)
@@ -89,6 +89,10 @@ class Clip:
                 data = bytes(source)
             elif hasattr(source, "read"):
                 data = source.read()
+                if not isinstance(data, (bytes, bytearray, memoryview)):
+                    raise TypeError(f"{label}: the file object gave {type(data).__name__}, not bytes; open the file "
+                                    "in binary mode (open(path, 'rb'))")
+                data = bytes(data)
             else:
                 raise TypeError(f"cannot read audio from a {type(source).__name__}: pass a path, a binary file "
                                 "object, bytes, a Waveform or an (array, sample_rate) pair")

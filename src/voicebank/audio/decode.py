@@ -12,6 +12,7 @@ subclass whose message names the input and what to do.
 from __future__ import annotations
 
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,7 @@ def probe(source: AudioSource) -> AudioInfo:
     """Read only the header of a file source (no samples) and describe it."""
     name = describe(source)
     if isinstance(source, Waveform) or isinstance(source, tuple):
-        samples, sr = _waveform_parts(source)
+        samples, sr = _waveform_parts(source, name)
         arr = np.asarray(samples)
         mono_first = arr.ndim == 2 and arr.shape[0] < arr.shape[1]
         frames = arr.shape[-1] if mono_first else arr.shape[0]
@@ -192,13 +193,21 @@ def probe(source: AudioSource) -> AudioInfo:
         return AudioInfo(name, int(f.samplerate), int(f.channels), int(f.frames), str(f.format), str(f.subtype))
 
 
-def _waveform_parts(source: Waveform | tuple[Any, int]) -> tuple[Any, int]:
+def _waveform_parts(source: Waveform | tuple[Any, int], name: str) -> tuple[Any, int]:
     if isinstance(source, Waveform):
-        return source.samples, int(source.sample_rate)
-    if len(source) != 2:
+        samples, sr = source.samples, source.sample_rate
+    elif len(source) != 2:
         raise TypeError("an in-memory clip is an (array, sample_rate) pair")
-    samples, sr = source
-    return samples, int(sr)
+    else:
+        samples, sr = source
+    try:
+        rate = float(sr)
+    except (TypeError, ValueError, OverflowError):
+        rate = math.nan
+    if isinstance(sr, bool) or not math.isfinite(rate) or rate != int(rate):
+        raise AudioDecodeError(f"{name}: the sample rate {sr!r} is not a whole number of Hz; pass an int such as "
+                               "16000", source=name)
+    return samples, int(rate)
 
 
 def _array_to_mono(samples: Any, name: str) -> np.ndarray:
@@ -271,7 +280,7 @@ def read_audio(source: AudioSource, *, max_seconds: float = MAX_SECONDS) -> tupl
     """
     name = describe(source)
     if isinstance(source, Waveform) or isinstance(source, tuple):
-        samples, sr = _waveform_parts(source)
+        samples, sr = _waveform_parts(source, name)
         shape = np.shape(samples)
         wav = _array_to_mono(samples, name)
         _check_duration(wav.shape[0], sr, name, max_seconds)

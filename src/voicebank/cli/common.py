@@ -92,17 +92,15 @@ def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 def check_device(device: str) -> str:
-    """``device`` if torch knows it and this machine has it; a usage error (exit 2) otherwise."""
-    import torch
+    """``device`` if torch knows it and this machine has it (the engine's check); a usage error (exit 2)
+    otherwise."""
+    from ..engine.engine import check_device as engine_check_device
+    from ..errors import InvalidOptionError
 
     try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise typer.BadParameter(f"unknown device {device!r}: {e}") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise typer.BadParameter(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise typer.BadParameter(f"--device {device}: MPS is not available on this machine; use --device cpu")
+        engine_check_device(device)
+    except InvalidOptionError as e:
+        raise typer.BadParameter(f"--device: {e}") from e
     return device
 
 

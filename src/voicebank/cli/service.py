@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from ..errors import VoicebankError
-from .common import DeviceOpt, JsonOpt, WeightsOpt, clean
+from .common import DeviceOpt, JsonOpt, WeightsOpt, check_device, clean
 
 log = logging.getLogger("voicebank.service")
 
@@ -138,6 +138,7 @@ def serve(
         raise ServeError(f"`voicebank serve` needs the service extra ({e}); pip install 'voicebank[service]'") from e
     if log_format not in ("json", "text"):
         raise typer.BadParameter("--log-format must be json or text")
+    device = check_device(device)
     check_serve_numbers(workers=workers, queue=queue, cache_mb=cache_mb, max_upload_mb=max_upload_mb,
                         max_audio_seconds=max_audio_seconds, body_timeout=body_timeout,
                         graceful_timeout=graceful_timeout)

@@ -98,6 +98,35 @@ def decoded_ahead(fn: Callable[[T], R], items: Sequence[T], lookahead: int) -> I
                 future.cancel()
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` if torch knows it and this machine has it, else
+    :class:`~voicebank.errors.InvalidOptionError` saying which devices there are (the one device check of the
+    engine, the library, the service and the command line)."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device)
+        except RuntimeError as e:
+            raise InvalidOptionError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from e
+    else:
+        raise InvalidOptionError(f"device must be a name such as 'cpu' or 'cuda:0', got {device!r}")
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InvalidOptionError(f"device {str(dev)!r}: CUDA is not available on this machine; use cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InvalidOptionError(f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA "
+                                     f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return dev
+    if dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise InvalidOptionError(f"device {str(dev)!r}: MPS is not available on this machine; use cpu")
+        return dev
+    raise InvalidOptionError(f"device {str(dev)!r} cannot run the models; use cpu, cuda or mps")
+
+
 class Engine:
     """Computes Chatterbox voice conditionals for every variant from one set of weights.
 
@@ -118,7 +147,7 @@ class Engine:
 
         self.settings = settings if settings is not None else Settings.from_env()
         self.weights = Path(weights).expanduser() if weights is not None else None
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.precision: Precision = precision
         self.allow_download = allow_download
         self._lock = threading.RLock()
@@ -418,4 +447,4 @@ class Engine:
         return rows[:n], rows[n:]
 
 
-__all__ = ["PRECISIONS", "VARIANTS", "Engine", "Precision", "Progress", "Variant", "decoded_ahead"]
+__all__ = ["PRECISIONS", "VARIANTS", "Engine", "Precision", "Progress", "Variant", "check_device", "decoded_ahead"]

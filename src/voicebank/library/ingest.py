@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import logging
 import struct
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,9 +97,28 @@ def current_user() -> str:
         return ""
 
 
-def clean_tags(tags: Iterable[str]) -> tuple[str, ...]:
-    """Tags stripped, de-duplicated and sorted; empty ones dropped."""
-    return tuple(sorted({str(t).strip() for t in tags if str(t).strip()}))
+MAX_TAG_LENGTH = 128
+
+
+def clean_tags(tags: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Tags stripped, de-duplicated and sorted; empty ones dropped.  One string is one tag (not its letters);
+    ``None`` is none.  A tag with a control character or over :data:`MAX_TAG_LENGTH` characters is an
+    :class:`~voicebank.errors.InvalidOptionError`."""
+    if tags is None:
+        return ()
+    items = [tags] if isinstance(tags, str) else list(tags)
+    out = set()
+    for t in items:
+        if not isinstance(t, str):
+            raise InvalidOptionError(f"tag {t!r} is not text; tags are strings such as 'narrator'")
+        t = unicodedata.normalize("NFC", t.strip())
+        if not t:
+            continue
+        if len(t) > MAX_TAG_LENGTH or any(unicodedata.category(c)[0] == "C" for c in t):
+            raise InvalidOptionError(f"tag {t[:20]!r}{'...' if len(t) > 20 else ''} is longer than {MAX_TAG_LENGTH} "
+                                     "characters or holds a control character; use short plain words")
+        out.add(t)
+    return tuple(sorted(out))
 
 
 def check_variants(variant: str | Sequence[str]) -> tuple[str, ...]:
