@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import MissingDependencyError, VoicebankError, VoiceNotFoundError
+from .errors import InvalidOptionError, MissingDependencyError, VoicebankError, VoiceNotFoundError
 from .fileio import atomic_write
 
 if TYPE_CHECKING:
@@ -68,6 +68,22 @@ def _settings() -> Settings:
     return Settings.from_env()
 
 
+def check_server_url(url: object) -> str:
+    """``url`` without a trailing slash if it is an ``http://`` or ``https://`` URL with a host, else
+    :class:`~voicebank.errors.InvalidOptionError` saying what one looks like."""
+    hx = _httpx()
+    example = "; pass one such as http://127.0.0.1:8000"
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidOptionError(f"the server URL {url!r} is empty or not text{example}")
+    try:
+        parsed = hx.URL(url.strip())
+    except (hx.InvalidURL, ValueError, TypeError) as e:
+        raise InvalidOptionError(f"the server URL {url!r} is not a valid URL ({e}){example}") from e
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidOptionError(f"the server URL {url!r} is not an http:// or https:// URL with a host{example}")
+    return url.strip().rstrip("/")
+
+
 def default_cache_dir() -> Path:
     """``$VOICEBANK_CLIENT_CACHE``, else ``<user cache dir>/voicebank/client``."""
     configured = _settings().client_cache
@@ -89,7 +105,7 @@ class Client:
     def __init__(self, url: str, *, api_key: str | None = None, cache_dir: str | os.PathLike[str] | bool | None = None,
                  timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
         hx = _httpx()
-        self.url = url.rstrip("/")
+        self.url = check_server_url(url)
         key = api_key if api_key is not None else _settings().api_key
         headers = {"User-Agent": "voicebank-client"}
         if key:

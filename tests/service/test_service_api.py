@@ -491,6 +491,21 @@ def _metric(srv, key: str, name: str) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "ftp://host", "notaurl", "", "http://", "127.0.0.1:8000", None])
+def test_a_bad_server_url_is_an_invalid_option_in_the_client_and_the_cli(tmp_path, capsys, url):
+    from voicebank import errors
+    from voicebank.cli import main
+    from voicebank.client import Client
+
+    with pytest.raises(errors.InvalidOptionError, match="server URL"):
+        Client(url, cache_dir=False)  # type: ignore[arg-type]
+    if url is not None:
+        assert main(["pull", "a", "--server", url, "-o", str(tmp_path / "a.safetensors")]) == 1
+        err = capsys.readouterr().err
+        assert "server URL" in err and "unexpected" not in err and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "a.safetensors").exists()
+
+
 def test_cli_pull_and_keys(live, tmp_path, monkeypatch):
     from voicebank.cli import main
     from voicebank.voice import Voice
