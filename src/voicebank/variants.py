@@ -6,6 +6,7 @@ Pure data, no dependencies: every layer (audio front end, models, engine, librar
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -79,6 +80,20 @@ def check_number(value: object, name: str, lo: float | None = None, hi: float | 
                 else f"at least {lo:g}" if lo is not None else f"at most {hi:g}")
         raise InvalidOptionError(f"{name} {x:g} is out of range: use a value {span}")
     return x
+
+
+Limits = Mapping[str, tuple[float, float, bool]]
+"""Option name -> (lowest, highest, whole number): the ranges of a group of numeric options."""
+
+
+def check_numbers(limits: Limits, values: Mapping[str, object], *, prefix: str = "") -> None:
+    """:func:`check_number` of each of ``values`` against its entry in ``limits`` (``None`` means "the default"
+    and passes).  Errors name the option as ``prefix`` + its name, with ``_`` as ``-`` when there is a prefix
+    (``prefix="--"`` gives the command line's spelling)."""
+    for name, value in values.items():
+        if value is not None:
+            lo, hi, integer = limits[name]
+            check_number(value, prefix + (name.replace("_", "-") if prefix else name), lo, hi, integer=integer)
 
 
 def check_exaggeration(value: object, *, name: str = "exaggeration") -> float:

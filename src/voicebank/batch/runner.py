@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import MissingDependencyError, VoicebankError
+from ..variants import Limits, check_numbers
 from .dataset import (
     KEY_COLUMNS,
     BatchError,
@@ -171,7 +172,7 @@ class PartWriter:
         self._buffer, self._buffered, self._last_flush = [], 0, time.monotonic()
 
 
-RUN_LIMITS: dict[str, tuple[float, float, bool]] = {
+RUN_LIMITS: Limits = {
     "workers": (1, 1024, True),
     "batch_size": (1, 100_000, True),
     "gpus_per_worker": (0, 64, False),
@@ -180,18 +181,6 @@ RUN_LIMITS: dict[str, tuple[float, float, bool]] = {
 }
 """:func:`execute`'s numeric options: (lowest, highest, whole number); the CLI's ``--batch-size`` is
 ``batch_size``, and so on."""
-
-
-def check_run_numbers(*, prefix: str = "", **values: float | None) -> None:
-    """Refuse any of ``values`` (named as in :data:`RUN_LIMITS`; ``None`` is "the default") that is not a finite
-    number in its range: :class:`~voicebank.errors.InvalidOptionError` naming ``prefix + name`` (the CLI passes
-    ``--`` and its option names)."""
-    from ..variants import check_number
-
-    for name, value in values.items():
-        if value is not None:
-            lo, hi, integer = RUN_LIMITS[name]
-            check_number(value, prefix + (name.replace("_", "-") if prefix else name), lo, hi, integer=integer)
 
 
 def execute(job: Plan, *, engine: Engine = "local", workers: int = 1, batch_size: int = 16,
@@ -205,8 +194,8 @@ def execute(job: Plan, *, engine: Engine = "local", workers: int = 1, batch_size
     """
     if engine not in ENGINES:
         raise BatchError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
-    check_run_numbers(workers=workers, batch_size=batch_size, gpus_per_worker=gpus_per_worker,
-                      threads_per_worker=threads_per_worker, rows_per_file=rows_per_file)
+    check_numbers(RUN_LIMITS, {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
+                               "threads_per_worker": threads_per_worker, "rows_per_file": rows_per_file})
     summary = Summary(skipped=job.skipped * len(job.config.variants))
     start = time.perf_counter()
     with OutputLock(job.out_dir):

@@ -71,7 +71,7 @@ class TransformConfig:
             raise InvalidOptionError(f"variants repeat: {', '.join(variants)}")
         if self.mode == "embedding" and "vc" in variants:
             raise InvalidOptionError("embedding mode needs a voice encoder, which the vc variant does not have; "
-                             "use --mode conditionals for vc")
+                                     "use --mode conditionals for vc")
         object.__setattr__(self, "variants", variants)
         object.__setattr__(self, "exaggeration", check_exaggeration(self.exaggeration))
         for name, hi in (("model_batch", MAX_MODEL_BATCH), ("threads", MAX_THREADS)):

@@ -63,11 +63,12 @@ def batch(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Extract embeddings or conditionals of many clips into a Parquet dataset; resumable, exactly once."""
-    from ..batch.runner import ENGINES, check_run_numbers
+    from ..batch.runner import ENGINES, RUN_LIMITS
     from ..batch.transform import MODES, TransformConfig
+    from ..variants import check_numbers
 
-    check_run_numbers(prefix="--", workers=workers, batch_size=batch_size, gpus_per_worker=gpus_per_worker,
-                      threads_per_worker=threads, rows_per_file=rows_per_file)
+    check_numbers(RUN_LIMITS, {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
+                               "threads_per_worker": threads, "rows_per_file": rows_per_file}, prefix="--")
 
     if mode not in MODES:
         raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(MODES)}")

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from ..errors import VoicebankError
+from ..variants import Limits, check_numbers
 from .common import DeviceOpt, JsonOpt, WeightsOpt, check_device, clean
 
 log = logging.getLogger("voicebank.service")
@@ -52,7 +53,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-SERVE_LIMITS: dict[str, tuple[float, float, bool]] = {
+SERVE_LIMITS: Limits = {
     "workers": (1, 64, True),
     "queue": (0, 10_000, True),
     "cache_mb": (0, 1 << 20, False),
@@ -62,16 +63,6 @@ SERVE_LIMITS: dict[str, tuple[float, float, bool]] = {
     "graceful_timeout": (0, 3_600, False),
 }
 """``voicebank serve``'s numeric options: (lowest, highest, whole number)."""
-
-
-def check_serve_numbers(**values: float) -> None:
-    """Refuse any of ``serve``'s numeric options that is not a finite number in its range (the one numeric check,
-    :func:`~voicebank.variants.check_number`, with the option's name)."""
-    from ..variants import check_number
-
-    for name, value in values.items():
-        lo, hi, integer = SERVE_LIMITS[name]
-        check_number(value, "--" + name.replace("_", "-"), lo, hi, integer=integer)
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -139,9 +130,9 @@ def serve(
     if log_format not in ("json", "text"):
         raise typer.BadParameter("--log-format must be json or text")
     device = check_device(device)
-    check_serve_numbers(workers=workers, queue=queue, cache_mb=cache_mb, max_upload_mb=max_upload_mb,
-                        max_audio_seconds=max_audio_seconds, body_timeout=body_timeout,
-                        graceful_timeout=graceful_timeout)
+    check_numbers(SERVE_LIMITS, {"workers": workers, "queue": queue, "cache_mb": cache_mb,
+                                 "max_upload_mb": max_upload_mb, "max_audio_seconds": max_audio_seconds,
+                                 "body_timeout": body_timeout, "graceful_timeout": graceful_timeout}, prefix="--")
     from ..library import resolve_library_path
 
     lib_path = resolve_library_path(library)
