@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from golden_cases import EXPECTED, METRICS
 from golden_weights import write_golden_weights
+
+_CACHE_DIR: str | None = None
+
+
+def pytest_configure(config):
+    """Keep voicebank's user caches (the weights fingerprints) of the whole run, subprocesses included, in a
+    directory of its own rather than the user's cache directory."""
+    global _CACHE_DIR
+    _CACHE_DIR = tempfile.mkdtemp(prefix="voicebank-test-cache-")
+    os.environ["VOICEBANK_CACHE_DIR"] = _CACHE_DIR
+
+
+def pytest_unconfigure(config):
+    if _CACHE_DIR:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,8 @@ variable                        meaning
 ``VOICEBANK_NO_PROGRESS``       ``1``: the CLI shows no progress bars
 ``VOICEBANK_API_KEY``           the key :class:`voicebank.Client` sends to a voicebank service
 ``VOICEBANK_CLIENT_CACHE``      where :class:`voicebank.Client` keeps downloaded voices
+``VOICEBANK_CACHE_DIR``         where voicebank keeps small caches (weights fingerprints; default: the
+                                user cache directory, e.g. ``~/.cache/voicebank``)
 ``OMP_NUM_THREADS``             torch threads of a batch worker (Ray sets it per actor)
 ``PYTHONPATH``                  passed on to Ray workers, so they import the same voicebank
 ==============================  ================================================================
@@ -33,6 +35,7 @@ ENV_LIBRARY = "VOICEBANK_LIBRARY"
 ENV_NO_PROGRESS = "VOICEBANK_NO_PROGRESS"
 ENV_API_KEY = "VOICEBANK_API_KEY"
 ENV_CLIENT_CACHE = "VOICEBANK_CLIENT_CACHE"
+ENV_CACHE_DIR = "VOICEBANK_CACHE_DIR"
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -79,6 +82,8 @@ class Settings:
     """The service key :class:`voicebank.Client` sends when none is given."""
     client_cache: Path | None = None
     """Where :class:`voicebank.Client` keeps downloaded voices (``None``: the user cache directory)."""
+    cache_dir: Path | None = None
+    """Where small caches are kept (the weights fingerprints); ``None``: the user cache directory."""
     omp_threads: int | None = None
     """``OMP_NUM_THREADS`` when set to a number (a batch worker's torch threads)."""
     pythonpath: str = ""
@@ -96,6 +101,7 @@ class Settings:
             progress=not _flag(env.get(ENV_NO_PROGRESS)),
             api_key=env.get(ENV_API_KEY) or None,
             client_cache=Path(env[ENV_CLIENT_CACHE]).expanduser() if env.get(ENV_CLIENT_CACHE) else None,
+            cache_dir=Path(env[ENV_CACHE_DIR]).expanduser() if env.get(ENV_CACHE_DIR) else None,
             omp_threads=int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else None,
             pythonpath=env.get("PYTHONPATH", ""),
         )
@@ -109,6 +115,15 @@ class Settings:
         if library is not None:
             out = replace(out, library=Path(library).expanduser())
         return out
+
+    @property
+    def cache_path(self) -> Path:
+        """The directory of voicebank's small caches (the user cache directory when unset)."""
+        if self.cache_dir is not None:
+            return self.cache_dir
+        from platformdirs import user_cache_dir
+
+        return Path(user_cache_dir("voicebank"))
 
     @property
     def library_path(self) -> Path:

@@ -15,12 +15,22 @@ directly (for instance with Typer's test runner).
 from __future__ import annotations
 
 import sys
+from importlib import import_module
+from types import ModuleType
 
-from . import files, maintenance, similarity, voices
 from .app import app, main
 from .registry import register
 
 __all__ = ["app", "files", "main", "maintenance", "register", "similarity", "voices"]
+
+_SUBMODULES = ("batch", "common", "files", "maintenance", "service", "similarity", "voices")
+
+
+def __getattr__(name: str) -> ModuleType:
+    """The command modules, imported on first use: the console script imports only the one it runs."""
+    if name in _SUBMODULES:
+        return import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,54 +1,70 @@
 """Which function answers which command: the whole command tree in one place.
 
 Typer turns every registered function's signature into a click command each time the app runs (about 4 ms
-a command); the console script registers only the command it was asked for (see :func:`command_of`), so a
-cold ``voicebank extract`` does not pay for the other 25.  Help, a mistyped name or no name register all.
+a command); the console script registers only the command it was asked for (see :func:`command_of`), and
+imports only the module that holds it, so a cold ``voicebank extract`` does not pay for the other 25.  Help,
+a mistyped name or no name register all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import Any
 
 import typer
 
-from . import batch, files, maintenance, service, similarity, voices
+
+def _attr(module: str, name: str) -> Any:
+    """``voicebank.cli.<module>.<name>``, imported on first use."""
+    return getattr(import_module(f"{__package__}.{module}"), name)
 
 
 def _library_group(app: typer.Typer) -> None:
+    maintenance = import_module(f"{__package__}.maintenance")
     if not any(c.name == "inspect" for c in maintenance.library_app.registered_commands):
         # deprecated spelling, kept for one release
         maintenance.library_app.command("inspect", hidden=True)(maintenance.inspect_audio_deprecated)
     app.add_typer(maintenance.library_app, name="library")
 
 
-def _command(name: str, function: Callable[..., object], *, hidden: bool = False) -> Callable[[typer.Typer], None]:
+def _command(name: str, module: str, function: str, *, hidden: bool = False) -> Callable[[typer.Typer], None]:
     def add(app: typer.Typer) -> None:
-        app.command(name, hidden=hidden)(function)
+        app.command(name, hidden=hidden)(_attr(module, function))
+
+    return add
+
+
+def _registrar(module: str) -> Callable[[typer.Typer], None]:
+    """A module's own ``register(app)`` (for commands that come in groups)."""
+
+    def add(app: typer.Typer) -> None:
+        _attr(module, "register")(app)
 
     return add
 
 
 COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
-    "embed": _command("embed", files.embed),
-    "extract": _command("extract", files.extract),
-    "inspect-voice": _command("inspect-voice", files.inspect_voice),
-    "inspect-audio": _command("inspect-audio", maintenance.inspect_audio),
-    "add": _command("add", voices.add),
-    "list": _command("list", voices.list_voices),
-    "show": _command("show", voices.show),
-    "rm": _command("rm", voices.rm),
-    "rename": _command("rename", voices.rename),
-    "export": _command("export", voices.export),
-    "import": _command("import", voices.import_voice),
-    "compare": _command("compare", similarity.compare),
-    "search": _command("search", similarity.search),
-    "blend": _command("blend", similarity.blend),
-    "inspect": _command("inspect", files.inspect_voice_deprecated, hidden=True),  # deprecated spelling
+    "embed": _command("embed", "files", "embed"),
+    "extract": _command("extract", "files", "extract"),
+    "inspect-voice": _command("inspect-voice", "files", "inspect_voice"),
+    "inspect-audio": _command("inspect-audio", "maintenance", "inspect_audio"),
+    "add": _command("add", "voices", "add"),
+    "list": _command("list", "voices", "list_voices"),
+    "show": _command("show", "voices", "show"),
+    "rm": _command("rm", "voices", "rm"),
+    "rename": _command("rename", "voices", "rename"),
+    "export": _command("export", "voices", "export"),
+    "import": _command("import", "voices", "import_voice"),
+    "compare": _command("compare", "similarity", "compare"),
+    "search": _command("search", "similarity", "search"),
+    "blend": _command("blend", "similarity", "blend"),
+    "inspect": _command("inspect", "files", "inspect_voice_deprecated", hidden=True),  # deprecated spelling
     "library": _library_group,
-    "batch": batch.register,  # Parquet datasets; Ray is the voicebank[ray] extra
-    "serve": service.register,  # serve, keys, pull: the service itself is the voicebank[service] extra
-    "pull": service.register,
-    "keys": service.register,
+    "batch": _registrar("batch"),  # Parquet datasets; Ray is the voicebank[ray] extra
+    "serve": _registrar("service"),  # serve, keys, pull: the service itself is the voicebank[service] extra
+    "pull": _registrar("service"),
+    "keys": _registrar("service"),
 }
 """Top-level command or group name -> the function that adds it (and, for ``serve``, its siblings) to an app."""
 

@@ -31,6 +31,7 @@ from ..audio.clip import Clip
 from ..audio.decode import S3_SR, S3GEN_SR, AudioSource
 from ..audio.reference import Reference, prepare_reference
 from ..errors import InvalidOptionError, NonFiniteOutputError
+from ..models.fingerprint_cache import FingerprintCache
 from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprints, find_weights, read_tensors, strip_prefix
 from ..variants import (
     DEFAULT_EXAGGERATION,
@@ -64,6 +65,7 @@ ModelKind = Literal["voice_encoder", "speech_tokenizer", "speaker_encoder"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
 
 
 def _check_finite(x: np.ndarray, what: str) -> None:
@@ -153,6 +155,7 @@ class Engine:
         self._lock = threading.RLock()
         self._files: dict[tuple[str, bool], WeightFiles] = {}
         self._part_fps: dict[tuple[Path, tuple[str, ...]], str] = {}
+        self._fingerprint_cache = FingerprintCache(self.settings.cache_path)
         self._models: dict[tuple[ModelKind, str], torch.nn.Module] = {}
         self.loads: dict[ModelKind, int] = {"voice_encoder": 0, "speech_tokenizer": 0, "speaker_encoder": 0}
         """How many times each kind of model was built (for tests and benchmarks)."""
@@ -195,7 +198,10 @@ class Engine:
             groups: list[tuple[str, ...] | None] = (
                 [S3GEN_PREFIXES, *((p,) for p in S3GEN_PREFIXES)] if prefixes and set(prefixes) <= set(S3GEN_PREFIXES)
                 else [prefixes])
-            fps = file_fingerprints(path, groups)
+            fps = self._fingerprint_cache.get(path, groups)
+            if fps is None:
+                fps = file_fingerprints(path, groups)
+                self._fingerprint_cache.put(path, groups, fps)
             with self._lock:
                 for g, value in zip(groups, fps, strict=True):
                     self._part_fps[(path, g or ())] = value
@@ -230,19 +236,24 @@ class Engine:
                 log.debug("loaded the %s from %s", kind.replace("_", " "), path)
             return model
 
+    def _placed(self, model: ModuleT) -> ModuleT:
+        """``model`` (built from checkpoint tensors, all on the CPU) on this engine's device.  On the CPU it is
+        returned as is: ``Module.to`` would still visit every submodule (~20 ms for the three models)."""
+        return model if self.device.type == "cpu" else model.to(self.device)
+
     def voice_encoder(self, variant: str = "english") -> VoiceEncoder:
         """The voice encoder of ``variant`` (VC: English's), loaded on first use."""
         from ..models.voice_encoder import VoiceEncoder
 
         return self._model("voice_encoder", self._ve_file(variant), None,
-                           lambda state: VoiceEncoder.from_state(state).to(self.device))
+                           lambda state: self._placed(VoiceEncoder.from_state(state)))
 
     def speech_tokenizer(self, variant: str = "english") -> SpeechTokenizer:
         """The S3 speech tokenizer (``tokenizer.*`` of ``variant``'s S3Gen checkpoint), loaded on first use."""
         from ..models.speech_tokenizer import SpeechTokenizer
 
         def build(state: dict[str, Any]) -> SpeechTokenizer:
-            tok = SpeechTokenizer.from_state(state).to(self.device)
+            tok = self._placed(SpeechTokenizer.from_state(state))
             if self.precision == "bf16":
                 tok.to_bf16()
             return tok
@@ -254,7 +265,7 @@ class Engine:
         from ..models.campplus import CAMPPlus
 
         return self._model("speaker_encoder", self._s3gen_file(variant), "speaker_encoder.",
-                           lambda state: CAMPPlus.from_state(state).to(self.device))
+                           lambda state: self._placed(CAMPPlus.from_state(state)))
 
     def load(self, variants: Sequence[str] = ("english",), *, embeddings_only: bool = False) -> Engine:
         """Load now every model ``variants`` need (rather than on first use).  Returns ``self``.
