@@ -11,7 +11,7 @@ measured the way the cold start is: a new Python process that imports torch and 
 interpreter teardown, as ``voicebank`` skips it too); a warm extraction is a process's third ``Engine.extract``
 call.  The three kinds of process alternate, round after round, so that a busy machine slows them alike.
 
-    python benchmarks/cold_start.py [--quick] [--json OUT] [--upstream-python PATH]
+    python benchmarks/cold_start.py [--quick] [--repeat N] [--json OUT] [--upstream-python PATH]
 """
 
 from __future__ import annotations
@@ -79,12 +79,14 @@ def rounds(commands: dict[str, list[str]], ctx: C.Context, repeat: int) -> dict[
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = C.parser(__doc__.splitlines()[0]).parse_args(argv)
+    parser = C.parser(__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=7, help="timed rounds (default 7; 2 with --quick)")
+    args = parser.parse_args(argv)
     ctx = C.setup("cold_start", args)
     C.no_upstream_note(ctx)
     weights, weights_desc = C.weights(ctx)
     clip = C.clips(ctx)["10s"]
-    repeat = 2 if ctx.quick else int(__import__("os").environ.get("COLD_REPEAT", "7"))
+    repeat = 2 if ctx.quick else max(1, args.repeat)
     compile_voicebank()
     tmp = Path(tempfile.mkdtemp(prefix="vb-cold-"))
     try:
