@@ -26,7 +26,8 @@ from pathlib import Path
 
 import _common as C
 
-IMPORT_TORCH = "import os, torch; os._exit(0)"
+IMPORT_TORCH = ("import os, sys, time; t = time.perf_counter(); import torch; "
+                "print(time.perf_counter() - t); sys.stdout.flush(); os._exit(0)")
 SETTLE_S = 3.0
 """Pause after each upstream process: the kernel is still reclaiming its 7 GB when it has exited, which slowed
 whatever process ran next by up to 2x."""
@@ -121,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     # (the rounds run seconds apart, so they share the machine's current speed); the verdict is their median.
     ratios = [(c - t) / w for c, t, w in zip(cold, torch_only, warm, strict=True)]
     ratio = statistics.median(ratios)
+    # The stricter reading: `import torch` timed inside its process, without the interpreter's own start
+    torch_inside = [float(r.stdout.strip().splitlines()[-1]) for r in runs["import torch"]]
+    strict = statistics.median((c - t) / w for c, t, w in zip(cold, torch_inside, warm, strict=True))
     torch_s, warm_s, cold_s = statistics.median(torch_only), statistics.median(warm), statistics.median(cold)
     within = ratio <= 1.25
     env = C.environment(ctx, weights_desc)
@@ -129,6 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     result = {"environment": env, "clip": str(clip), "clip_seconds": 10, "repeat": repeat, "voicebank": vb,
               "upstream": up, "import_torch_process_s": torch_s, "warm_extraction_s": warm_s,
               "beyond_import_torch_in_warm_extractions": ratio, "round_ratios": ratios,
+              "import_torch_in_process_s": statistics.median(torch_inside),
+              "beyond_in_process_import_torch_in_warm_extractions": strict,
               "rounds": {"voicebank_s": cold, "import_torch_s": torch_only, "warm_extraction_s": warm,
                          **({"upstream_s": [r.wall_s for r in runs["upstream"]]} if "upstream" in runs else {})},
               "within_target": within}
@@ -153,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
                   ["process", "wall s (median)", "wall s (min)", "peak RSS MiB", "speedup", "less RSS"], rows)
     print(f"(cold start - import torch) / warm extraction: {ratio:.2f}, median of the rounds' "
           f"{', '.join(f'{r:.2f}' for r in sorted(ratios))}; target <= 1.25: {'met' if within else 'NOT met'}")
+    print(f"with `import torch` timed inside its process ({statistics.median(torch_inside):.2f} s, no interpreter "
+          f"start): {strict:.2f}")
     C.write_json(ctx, result)
 
 
