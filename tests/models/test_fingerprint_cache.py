@@ -152,3 +152,13 @@ def test_the_cache_keeps_a_bounded_number_of_files(tmp_path, golden_weights_dir)
 def test_the_cache_directory_follows_the_settings(tmp_path):
     assert Settings.from_env({"VOICEBANK_CACHE_DIR": str(tmp_path)}).cache_path == tmp_path
     assert Settings.from_env({}).cache_path.name == "voicebank"
+
+
+def test_no_cache_directory_at_all_changes_nothing(tmp_path, weights, monkeypatch):
+    expected = Engine(weights, settings=Settings(cache_dir=tmp_path / "c")).weights_fingerprint()
+
+    def no_home(self):
+        raise RuntimeError("no home directory")
+
+    monkeypatch.setattr(Settings, "cache_path", property(no_home))
+    assert Engine(weights).weights_fingerprint() == expected

@@ -155,7 +155,12 @@ class Engine:
         self._lock = threading.RLock()
         self._files: dict[tuple[str, bool], WeightFiles] = {}
         self._part_fps: dict[tuple[Path, tuple[str, ...]], str] = {}
-        self._fingerprint_cache = FingerprintCache(self.settings.cache_path)
+        try:
+            cache_dir: Path | None = self.settings.cache_path
+        except Exception as e:  # no home directory to put a user cache in: go without one
+            log.debug("no cache directory for weights fingerprints: %s", e)
+            cache_dir = None
+        self._fingerprint_cache = FingerprintCache(cache_dir)
         self._models: dict[tuple[ModelKind, str], torch.nn.Module] = {}
         self.loads: dict[ModelKind, int] = {"voice_encoder": 0, "speech_tokenizer": 0, "speaker_encoder": 0}
         """How many times each kind of model was built (for tests and benchmarks)."""
