@@ -36,3 +36,14 @@ def test_nothing_else_reads_the_environment():
     readers = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                if p.name != "settings.py" and ("os.environ" in p.read_text() or "getenv" in p.read_text())]
     assert readers == []
+
+
+def test_one_cache_directory_for_fingerprints_and_the_client(tmp_path, monkeypatch):
+    from voicebank.client import default_cache_dir
+
+    monkeypatch.delenv("VOICEBANK_CLIENT_CACHE", raising=False)
+    monkeypatch.setenv("VOICEBANK_CACHE_DIR", str(tmp_path / "cache"))
+    assert Settings.from_env().cache_path == tmp_path / "cache"
+    assert default_cache_dir() == tmp_path / "cache" / "client"
+    monkeypatch.setenv("VOICEBANK_CLIENT_CACHE", str(tmp_path / "voices"))
+    assert default_cache_dir() == tmp_path / "voices"

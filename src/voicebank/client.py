@@ -85,13 +85,10 @@ def check_server_url(url: object) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$VOICEBANK_CLIENT_CACHE``, else ``<user cache dir>/voicebank/client``."""
-    configured = _settings().client_cache
-    if configured is not None:
-        return configured
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("voicebank")) / "client"
+    """``$VOICEBANK_CLIENT_CACHE``, else ``client`` in voicebank's cache directory (``$VOICEBANK_CACHE_DIR``, else
+    the user cache directory: ``<user cache dir>/voicebank/client``)."""
+    settings = _settings()
+    return settings.client_cache if settings.client_cache is not None else settings.cache_path / "client"
 
 
 class Client:

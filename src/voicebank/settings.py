@@ -15,8 +15,9 @@ variable                        meaning
 ``VOICEBANK_NO_PROGRESS``       ``1``: the CLI shows no progress bars
 ``VOICEBANK_API_KEY``           the key :class:`voicebank.Client` sends to a voicebank service
 ``VOICEBANK_CLIENT_CACHE``      where :class:`voicebank.Client` keeps downloaded voices
-``VOICEBANK_CACHE_DIR``         where voicebank keeps small caches (weights fingerprints; default: the
-                                user cache directory, e.g. ``~/.cache/voicebank``)
+``VOICEBANK_CACHE_DIR``         voicebank's cache directory: weights fingerprints, and the client's
+                                voices unless ``VOICEBANK_CLIENT_CACHE`` is set (default: the user cache
+                                directory, e.g. ``~/.cache/voicebank``)
 ``OMP_NUM_THREADS``             torch threads of a batch worker (Ray sets it per actor)
 ``PYTHONPATH``                  passed on to Ray workers, so they import the same voicebank
 ==============================  ================================================================
@@ -83,7 +84,7 @@ class Settings:
     client_cache: Path | None = None
     """Where :class:`voicebank.Client` keeps downloaded voices (``None``: the user cache directory)."""
     cache_dir: Path | None = None
-    """Where small caches are kept (the weights fingerprints); ``None``: the user cache directory."""
+    """voicebank's cache directory (weights fingerprints, the client's voices); ``None``: the user cache directory."""
     omp_threads: int | None = None
     """``OMP_NUM_THREADS`` when set to a number (a batch worker's torch threads)."""
     pythonpath: str = ""
