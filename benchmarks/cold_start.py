@@ -69,6 +69,11 @@ def compile_voicebank() -> None:
     compileall.compile_dir(Path(voicebank.__file__).parent, quiet=2)
 
 
+def printed_seconds(run: C.ChildRun) -> float:
+    """The seconds a child printed on its last line of output."""
+    return float(run.stdout.strip().splitlines()[-1])
+
+
 def rounds(commands: dict[str, list[str]], ctx: C.Context, repeat: int) -> dict[str, list[C.ChildRun]]:
     """Run every command once per round, alternating, after one untimed round."""
     env = child_env(ctx.threads)
@@ -117,14 +122,18 @@ def main(argv: list[str] | None = None) -> None:
     assert vb is not None
     cold = [r.wall_s for r in runs["voicebank"]]
     torch_only = [r.wall_s for r in runs["import torch"]]
-    warm = [float(r.stdout.strip().splitlines()[-1]) for r in runs["warm"]]
-    # Each round's own ratio: what its cold start cost beyond its torch-only process, in its warm extractions
-    # (the rounds run seconds apart, so they share the machine's current speed); the verdict is their median.
-    ratios = [(c - t) / w for c, t, w in zip(cold, torch_only, warm, strict=True)]
-    ratio = statistics.median(ratios)
+    warm = [printed_seconds(r) for r in runs["warm"]]
+
+    def per_round(torch_s: list[float]) -> list[float]:
+        """Each round's own ratio: what its cold start cost beyond ``torch_s``, in its warm extractions (the
+        rounds run seconds apart, so they share the machine's current speed)."""
+        return [(c - t) / w for c, t, w in zip(cold, torch_s, warm, strict=True)]
+
+    ratios = per_round(torch_only)
+    ratio = statistics.median(ratios)  # the verdict
     # The stricter reading: `import torch` timed inside its process, without the interpreter's own start
-    torch_inside = [float(r.stdout.strip().splitlines()[-1]) for r in runs["import torch"]]
-    strict = statistics.median((c - t) / w for c, t, w in zip(cold, torch_inside, warm, strict=True))
+    torch_inside = [printed_seconds(r) for r in runs["import torch"]]
+    strict = statistics.median(per_round(torch_inside))
     torch_s, warm_s, cold_s = statistics.median(torch_only), statistics.median(warm), statistics.median(cold)
     within = ratio <= 1.25
     env = C.environment(ctx, weights_desc)
