@@ -22,6 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .chatterbox import DEFAULT_EXAGGERATION
 from .errors import InvalidOptionError, MissingDependencyError, VoicebankError, VoiceNotFoundError
 from .fileio import atomic_write
 
@@ -236,7 +237,8 @@ class Client:
         return path
 
     def add(self, audio: str | os.PathLike[str] | bytes, name: str, *, consent: str, mode: str = "audio",
-            variant: str | Sequence[str] = "english", exaggeration: float = 0.5, tags: Iterable[str] = (),
+            variant: str | Sequence[str] = "english", exaggeration: float = DEFAULT_EXAGGERATION,
+            tags: Iterable[str] = (),
             base: str | None = None, force: bool = False, filename: str | None = None) -> dict[str, Any]:
         """Upload a reference clip as voice ``name``; returns the server's voice object (with ``warnings``)."""
         if isinstance(audio, (bytes, bytearray)):

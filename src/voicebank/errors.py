@@ -18,7 +18,7 @@ class MissingDependencyError(VoicebankError, ImportError):
 
 class InvalidOptionError(VoicebankError, ValueError):
     """An option or argument value that cannot be used (unknown variant, NaN, out of range); the message names
-    the option and the values it takes.  Raised by the one set of checks in :mod:`voicebank.variants` that both
+    the option and the values it takes.  Raised by the one set of checks in :mod:`voicebank.options` that both
     the API and the CLI use."""
 
 

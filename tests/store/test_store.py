@@ -224,7 +224,7 @@ def test_inspect_reference_raises_only_for_undecodable_files(tmp_path):
 
 def test_gen_reference_seconds_matches_the_extractor():
     from voicebank.audio.inspection import GEN_REFERENCE_SECONDS as INSPECTION_GEN
-    from voicebank.variants import GEN_REFERENCE_SECONDS
+    from voicebank.chatterbox import GEN_REFERENCE_SECONDS
 
     assert INSPECTION_GEN == GEN_REFERENCE_SECONDS
 

@@ -12,8 +12,6 @@ from .clip import Clip, array_sha256
 from .decode import (
     MAX_SECONDS,
     MIN_SECONDS,
-    S3_SR,
-    S3GEN_SR,
     SILENCE_PEAK,
     AudioInfo,
     AudioSource,
@@ -29,8 +27,6 @@ from .decode import (
 __all__ = [
     "MAX_SECONDS",
     "MIN_SECONDS",
-    "S3GEN_SR",
-    "S3_SR",
     "SILENCE_PEAK",
     "AudioInfo",
     "AudioSource",

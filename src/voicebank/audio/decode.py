@@ -20,6 +20,7 @@ from typing import Any, BinaryIO, Union
 
 import numpy as np
 
+from ..chatterbox import S3GEN_SR
 from ..errors import (
     AudioDecodeError,
     AudioNotFoundError,
@@ -31,11 +32,6 @@ from ..errors import (
     SilentAudioError,
     UnsupportedAudioFormatError,
 )
-
-S3GEN_SR = 24_000
-"""Sample rate of the S3Gen reference (and of ``librosa.load`` in upstream)."""
-S3_SR = 16_000
-"""Sample rate of the speech tokenizer and the voice encoder."""
 
 MAX_SECONDS = 600.0
 """Longest reference accepted (10 minutes); longer input is refused before it is read."""

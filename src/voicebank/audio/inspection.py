@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..variants import GEN_REFERENCE_SECONDS, TURBO_MIN_SECONDS
+from ..chatterbox import GEN_REFERENCE_SECONDS, TURBO_MIN_SECONDS
 from .clip import Clip
 from .decode import MAX_PEAK, MAX_SECONDS, MIN_SECONDS, SILENCE_PEAK, AudioSource, describe, read_audio
 

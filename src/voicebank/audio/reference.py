@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..chatterbox import S3_SR, S3GEN_SR, TURBO_MIN_SECONDS, Variant
 from ..errors import AudioTooShortError, MissingDependencyError
-from ..variants import TURBO_MIN_SECONDS, Variant, check_variant
+from ..options import check_variant
 from .clip import Clip, array_sha256
-from .decode import S3_SR, S3GEN_SR, AudioSource, Waveform, resample
+from .decode import AudioSource, Waveform, resample
 
 log = logging.getLogger(__name__)
 

@@ -69,7 +69,7 @@ def require_pyarrow() -> Any:
 def schema() -> pa.Schema:
     """The Arrow schema of the batch output (see the module docstring)."""
     pa = require_pyarrow()
-    from .transform import SPEAKER_EMB_DIM, XVECTOR_DIM
+    from ..chatterbox import SPEAKER_EMB_DIM, XVECTOR_DIM
 
     return pa.schema([
         ("path", pa.string()),

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import MissingDependencyError, VoicebankError
-from ..variants import Limits, check_numbers
+from ..options import Limits, check_numbers
 from .dataset import (
     KEY_COLUMNS,
     BatchError,

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..chatterbox import DEFAULT_EXAGGERATION
 from ..errors import InvalidOptionError
 
 if TYPE_CHECKING:
@@ -29,8 +30,6 @@ MODES: tuple[Mode, ...] = ("embedding", "conditionals")
 """``embedding``: the 256-d speaker embedding and the 192-d x-vector (no speech tokenizer, cheap);
 ``conditionals``: the full Chatterbox conditionals as a voice file, plus both vectors."""
 
-SPEAKER_EMB_DIM = 256
-XVECTOR_DIM = 192
 
 MAX_MODEL_BATCH = 4096
 """Most clips a worker puts through the models at once (as :meth:`~voicebank.engine.Engine.extract_many`)."""
@@ -49,7 +48,7 @@ class TransformConfig:
     mode: Mode = "embedding"
     device: str = "cpu"
     precision: str = "exact"
-    exaggeration: float = 0.5
+    exaggeration: float = DEFAULT_EXAGGERATION
     """Conditionals mode: T3's ``emotion_adv``."""
     model_batch: int | None = None
     """Clips that go through the models together.  ``None``: 1 on the CPU, where a clip alone is bit-identical
@@ -60,7 +59,7 @@ class TransformConfig:
     from its CPUs), else torch's default."""
 
     def __post_init__(self) -> None:
-        from ..variants import check_exaggeration, check_number, check_variant
+        from ..options import check_exaggeration, check_number, check_variant
 
         if self.mode not in MODES:
             raise InvalidOptionError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
@@ -156,7 +155,7 @@ def worker_id() -> str:
 
 def _error_row(path: str, variant: str, mode: str, fingerprint: str | None, error: BaseException,
                sha256: str | None = None) -> dict[str, Any]:
-    from .. import __version__
+    from .._version import __version__
 
     return {"worker": worker_id(), "path": path, "source_sha256": sha256, "duration": None, "sample_rate": None,
             "speaker_emb": None, "xvector": None, "voice": None, "mode": mode, "variant": variant,
@@ -312,7 +311,7 @@ class BatchTransform:
             return [row for c in clips for row in self._run([c], variant)]
 
     def _rows(self, clips: Sequence[_Clip], variant: str) -> list[dict[str, Any]]:
-        from .. import __version__
+        from .._version import __version__
 
         engine = self._engine
         assert engine is not None

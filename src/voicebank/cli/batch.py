@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..chatterbox import DEFAULT_EXAGGERATION
 from .common import DeviceOpt, WeightsOpt, check_device, clean
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def batch(
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Chatterbox variant(s), repeatable "
                                                       "(default english).", show_default=False)] = None,
     exaggeration: Annotated[float, typer.Option("--exaggeration", help="Conditionals mode: emotion "
-                                                "exaggeration.")] = 0.5,
+                                                "exaggeration.")] = DEFAULT_EXAGGERATION,
     engine: Annotated[str, typer.Option("--engine", help="local (worker processes on this machine) or ray "
                                         "(Ray Data; pip install 'voicebank\\[ray]').")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join: auto or "
@@ -65,7 +66,7 @@ def batch(
     """Extract embeddings or conditionals of many clips into a Parquet dataset; resumable, exactly once."""
     from ..batch.runner import ENGINES, RUN_LIMITS
     from ..batch.transform import MODES, TransformConfig
-    from ..variants import check_numbers
+    from ..options import check_numbers
 
     check_numbers(RUN_LIMITS, {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
                                "threads_per_worker": threads, "rows_per_file": rows_per_file}, prefix="--")

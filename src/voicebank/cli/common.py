@@ -114,7 +114,7 @@ def open_library(library: Path | None, weights: Path | None = None, device: str 
 
 
 def variant_option(variant: str | None) -> str | None:
-    from ..variants import check_variant
+    from ..options import check_variant
 
     if variant is None:
         return None
@@ -127,7 +127,7 @@ def variant_option(variant: str | None) -> str | None:
 def check_exaggeration_option(value: float) -> float:
     """``--exaggeration`` checked by the API's own check (finite, in range) before any work: usage error."""
     from ..errors import InvalidOptionError
-    from ..variants import check_exaggeration
+    from ..options import check_exaggeration
 
     try:
         return check_exaggeration(value, name="--exaggeration")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..chatterbox import DEFAULT_EXAGGERATION
 from .app import VariantOpt, heavy_imports, quick_exit_ok
 from .common import (
     DeviceOpt,
@@ -66,7 +67,8 @@ def extract(
     output: Annotated[Path, typer.Option("--output", "-o", help="OUT.safetensors (voicebank) or OUT.pt (upstream "
                                          "Conditionals.save format).", show_default=False)],
     variant: VariantOpt = "english",
-    exaggeration: Annotated[float, typer.Option("--exaggeration", help="Emotion exaggeration (T3 emotion_adv).")] = 0.5,
+    exaggeration: Annotated[float, typer.Option(
+        "--exaggeration", help="Emotion exaggeration (T3 emotion_adv).")] = DEFAULT_EXAGGERATION,
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from ..errors import VoicebankError
-from ..variants import Limits, check_numbers
+from ..options import Limits, check_numbers
 from .common import DeviceOpt, JsonOpt, WeightsOpt, check_device, clean
 
 log = logging.getLogger("voicebank.service")

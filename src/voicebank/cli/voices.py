@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..chatterbox import DEFAULT_EXAGGERATION
 from ..errors import LibraryError
 from .common import (
     DeviceOpt,
@@ -49,7 +50,8 @@ def add(
                                       )] = "audio",
     variant: Annotated[list[str] | None, typer.Option("--variant", help="Chatterbox variant(s) to extract for "
                                                       "(repeatable; default english).", show_default=False)] = None,
-    exaggeration: Annotated[float, typer.Option("--exaggeration", help="Default emotion exaggeration.")] = 0.5,
+    exaggeration: Annotated[float, typer.Option(
+        "--exaggeration", help="Default emotion exaggeration.")] = DEFAULT_EXAGGERATION,
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag the voice (repeatable).",
                                                   show_default=False)] = None,
     consent: Annotated[str, typer.Option("--consent", help="Consent note kept with the voice.")] = "",

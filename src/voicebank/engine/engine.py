@@ -28,22 +28,13 @@ import numpy as np
 import torch
 
 from ..audio.clip import Clip
-from ..audio.decode import S3_SR, S3GEN_SR, AudioSource
+from ..audio.decode import AudioSource
 from ..audio.reference import Reference, prepare_reference
+from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, S3_SR, S3GEN_SR, VARIANT_SPECS, VARIANTS, Variant
 from ..errors import InvalidOptionError, NonFiniteOutputError
 from ..models.fingerprint_cache import FingerprintCache
 from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprints, find_weights, read_tensors, strip_prefix
-from ..variants import (
-    DEFAULT_EXAGGERATION,
-    GEN_REFERENCE_SECONDS,
-    VARIANT_SPECS,
-    VARIANTS,
-    Variant,
-    check_exaggeration,
-    check_number,
-    check_variant,
-    embedding_variant,
-)
+from ..options import check_exaggeration, check_number, check_variant, embedding_variant
 from ..voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
 if TYPE_CHECKING:

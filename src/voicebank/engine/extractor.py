@@ -16,8 +16,9 @@ import torch
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
 from ..audio.reference import Reference
+from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, VARIANT_SPECS, Variant, VariantSpec
 from ..models.weights import WeightFiles
-from ..variants import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, VARIANT_SPECS, Variant, VariantSpec, check_variant
+from ..options import check_variant
 from ..voice.voice import Voice
 from .engine import PRECISIONS, Engine, Precision, Progress
 

@@ -21,10 +21,11 @@ import numpy as np
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
 from ..audio.inspection import inspect_clip
+from ..chatterbox import DEFAULT_EXAGGERATION, VARIANTS
 from ..errors import InvalidOptionError, ReferenceRejectedError
+from ..options import check_exaggeration, check_variant, embedding_variant
 from ..store.records import MODES, Mode, VoiceInfo
 from ..store.store import NewVoice, VoiceStore
-from ..variants import DEFAULT_EXAGGERATION, VARIANTS, check_exaggeration, check_variant, embedding_variant
 from .results import AddResult
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-XVECTOR_DIM = 192
 
 
 class Computes(Protocol):

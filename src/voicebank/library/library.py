@@ -32,14 +32,15 @@ import numpy as np
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource, describe
+from ..chatterbox import DEFAULT_EXAGGERATION
 from ..errors import DuplicateAudioError, InvalidOptionError, InvalidVoiceNameError, VoicebankError, WeightsError
+from ..options import check_exaggeration, check_number, check_variant
 from ..settings import Settings
 from ..similarity import DUPLICATE_SCORE
 from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue, Generation
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
-from ..variants import DEFAULT_EXAGGERATION, check_exaggeration, check_number, check_variant
 from . import ingest, maintenance, materialise, search
 from .ingest import AddOptions, Computes, Prepared
 from .names import check_name, default_name

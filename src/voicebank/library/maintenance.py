@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from ..errors import NoAudioKeptError, VoicebankError
+from ..options import embedding_variant
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
-from ..variants import embedding_variant
 from .ingest import Computes
 from .materialise import extract_kept
 from .results import CheckProblem, CheckReport, ReextractResult, StaleVoice

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..audio.clip import Clip
+from ..chatterbox import DEFAULT_EXAGGERATION, SPEAKER_EMB_DIM, XVECTOR_DIM
 from ..errors import BaseVoiceError, LibraryError, NoAudioKeptError, VoiceFileError
+from ..options import check_variant
 from ..store.store import StoredVoice, VoiceStore
-from ..variants import DEFAULT_EXAGGERATION, check_variant
 from .ingest import Computes
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ log = logging.getLogger(__name__)
 CurrentFingerprint = Callable[[str], "str | None"]
 """``variant -> fingerprint of the weights loaded now``, or ``None`` when no weights are at hand."""
 
-SPEAKER_EMB_DIM = 256
-XVECTOR_DIM = 192
 
 
 def kept_clip(store: VoiceStore, stored: StoredVoice) -> Clip:

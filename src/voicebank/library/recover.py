@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..chatterbox import DEFAULT_EXAGGERATION
 from ..errors import VoicebankError
 from ..store.blobs import BlobStore, sha256_file
 from ..store.recovery import salvage, set_aside
@@ -95,7 +96,8 @@ def _new_voice(data: bytes, suffix: str, rel: str) -> NewVoice | None:
             info = sf.info(io.BytesIO(data))
         except (sf.LibsndfileError, RuntimeError, ValueError) as e:
             raise VoicebankError(f"{rel}: unreadable audio ({e})") from e
-        return NewVoice(name="", mode="audio", variant="english", exaggeration=0.5, speaker_emb=None, xvector=None,
+        return NewVoice(name="", mode="audio", variant="english", exaggeration=DEFAULT_EXAGGERATION,
+                        speaker_emb=None, xvector=None,
                         weights_fingerprint="", origin="recovered", duration=round(info.duration, 6),
                         sample_rate=int(info.samplerate), channels=1, provenance=provenance, audio=data)
     return None

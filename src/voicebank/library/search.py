@@ -19,11 +19,11 @@ from ..audio.clip import Clip
 from ..audio.decode import AudioSource
 from ..cohort import builtin_cohort_embeddings, cached_builtin_cohort, library_normaliser
 from ..errors import InvalidOptionError, LibraryError, VoicebankError, VoiceNotFoundError
+from ..options import embedding_variant
 from ..similarity import DUPLICATE_SCORE, SAME_RECORDING_COSINE, ScoreNormaliser, cosine, cosine_matrix
 from ..similarity import blend as blend_vectors
 from ..store.records import VoiceInfo
 from ..store.store import NewVoice, VoiceStore
-from ..variants import embedding_variant
 from .ingest import Computes, clean_tags
 from .results import Comparison, Match
 

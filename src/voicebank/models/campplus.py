@@ -31,9 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio.kaldi import fbank
+from ..chatterbox import XVECTOR_DIM
 from .weights import build_empty, load_into
 
-EMBEDDING_DIM = 192
 FEAT_DIM = 80
 # Shortest 16 kHz input with a finite x-vector: 3 fbank frames (400 + 2 * 160 samples), which the
 # stride-2 TDNN turns into the 2 frames an unbiased standard deviation needs.
@@ -262,7 +262,7 @@ class CAMPPlus(nn.Module):
     ``forward`` takes mean-normalised fbank features ``(B, T, 80)`` and returns ``(B, 192)``.
     """
 
-    def __init__(self, feat_dim: int = FEAT_DIM, embedding_size: int = EMBEDDING_DIM, growth_rate: int = 32,
+    def __init__(self, feat_dim: int = FEAT_DIM, embedding_size: int = XVECTOR_DIM, growth_rate: int = 32,
                  bn_size: int = 4, init_channels: int = 128) -> None:
         super().__init__()
         self.head = FCM(feat_dim=feat_dim)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..audio.dsp import trim_silence, voice_encoder_mel
+from ..chatterbox import S3_SR, SPEAKER_EMB_DIM
 from .weights import build_empty, load_into, read_tensors
 
 
@@ -29,10 +30,10 @@ from .weights import build_empty, load_into, read_tensors
 class VoiceEncoderConfig:
     """Hyper-parameters of Chatterbox's voice encoder (``VoiceEncConfig`` upstream)."""
 
-    sample_rate: int = 16_000
+    sample_rate: int = S3_SR
     n_mels: int = 40
     hidden_size: int = 256
-    embedding_size: int = 256
+    embedding_size: int = SPEAKER_EMB_DIM
     num_layers: int = 3
     partial_frames: int = 160
     frame_hop_samples: int = 160

@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
+from ..chatterbox import VARIANTS, Variant
 from ..errors import WeightsError, WeightsMismatchError, WeightsNotFoundError
-from ..variants import VARIANTS, Variant, check_variant
+from ..options import check_variant
 
 if TYPE_CHECKING:
     import torch

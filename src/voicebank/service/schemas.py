@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from ..chatterbox import EXAGGERATION_MAX, EXAGGERATION_MIN
 from ..library import VoiceInfo
 
 VariantName = Literal["english", "multilingual", "turbo", "vc"]
@@ -86,7 +87,8 @@ class VoicePatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=128, description="New name (rename).")
     tags: list[str] | None = Field(default=None, max_length=64, description="Replaces the tags.")
     consent: str | None = Field(default=None, max_length=2000)
-    exaggeration: float | None = Field(default=None, ge=0.0, le=2.0, description="Default exaggeration.")
+    exaggeration: float | None = Field(default=None, ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX,
+                                       description="Default exaggeration.")
     base: str | None = Field(default=None, min_length=1, max_length=128,
                              description="Base voice of an embedding-only voice.")
 

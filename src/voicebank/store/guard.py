@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..chatterbox import VARIANTS
 from ..errors import CatalogueDamagedError, CatalogueError, LibraryError, LibraryWriteError
 from .records import MODES
 
-KNOWN_VARIANTS = ("english", "multilingual", "turbo", "vc")
 TABLES = {
     "voices": {"id", "name", "mode", "variant", "exaggeration", "source_sha256", "source_name", "duration",
                "sample_rate", "channels", "loudness_lufs", "speaker_emb", "xvector", "weights_fingerprint", "base_id",
@@ -167,7 +167,7 @@ def row_problem(row: sqlite3.Row) -> str | None:
             return "its name is not text"
         if row["mode"] not in MODES:
             return f"unknown storage mode {str(row['mode'])[:40]!r}"
-        if row["variant"] not in KNOWN_VARIANTS:
+        if row["variant"] not in VARIANTS:
             return f"unknown variant {str(row['variant'])[:40]!r}"
         for col in ("exaggeration", "duration", "loudness_lufs"):
             if not _finite(row[col]):

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from ..chatterbox import SPEAKER_EMB_DIM, VARIANTS, XVECTOR_DIM
 from ..errors import (
     BaseVoiceError,
     CatalogueError,
@@ -42,14 +43,12 @@ from ..errors import (
 )
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue, Generation
-from .guard import KNOWN_VARIANTS, damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
+from .guard import damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
 from .records import Mode, StoredFile, VoiceInfo
 from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-SPEAKER_EMB_DIM = 256
-XVECTOR_DIM = 192
 AUDIO_SUFFIX = ".wav"
 VOICE_SUFFIX = ".safetensors"
 CACHE_DIR = "cache"
@@ -175,7 +174,7 @@ class VoiceStore(Upkeep):
         for f in conn.execute("SELECT vf.role, vf.variant, vf.blob, vf.weights_fingerprint, b.size, b.suffix "
                               "FROM voice_files vf JOIN blobs b ON b.sha256 = vf.blob WHERE vf.voice_id = ? "
                               "ORDER BY vf.role, vf.variant", (row["id"],)):
-            if f["variant"] not in ("", *KNOWN_VARIANTS) or not isinstance(f["size"], int):
+            if f["variant"] not in ("", *VARIANTS) or not isinstance(f["size"], int):
                 raise damaged(self.catalogue.path, f"a file row of voice {str(row['name'])[:60]!r} is unusable")
             files.append(StoredFile(f["role"], f["variant"], f["blob"], int(f["size"]),
                                     self.blobs.path(f["blob"], f["suffix"]), f["weights_fingerprint"]))

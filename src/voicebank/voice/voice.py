@@ -32,19 +32,21 @@ from typing import Any
 
 import torch
 
-from .. import __version__
+from .._version import __version__
+from ..chatterbox import (
+    MAX_PROMPT_FEAT_FRAMES,
+    MAX_T3_PROMPT_TOKENS,
+    N_MELS_S3GEN,
+    SPEAKER_EMB_DIM,
+    SPEECH_VOCAB_SIZE,
+    VARIANT_SPECS,
+    XVECTOR_DIM,
+)
 from ..errors import MissingDependencyError, NonFiniteOutputError, UnsafeVoiceFileError, VoiceFileError
 from ..fileio import atomic_write
 
 FORMAT_NAME = "voicebank.voice"
 FORMAT_VERSION = 1
-SPEECH_VOCAB_SIZE = 6561
-SPEAKER_EMB_DIM = 256
-XVECTOR_DIM = 192
-N_MELS_S3GEN = 80
-MAX_T3_PROMPT_TOKENS = 375
-MAX_PROMPT_FEAT_FRAMES = 3000
-"""Most ``gen.prompt_feat`` frames accepted: upstream makes at most 500 (10 s at 50 frames/s); 60 s is absurd."""
 MAX_VOICE_FILE_BYTES = 64 << 20
 """A voice file is ~160 kB; anything over 64 MiB is refused before it is read."""
 SAMPLE_RATE_RANGE = (1000, 768_000)
@@ -145,7 +147,7 @@ class VoiceMetadata:
     def check(self, where: str) -> None:
         """Raise :class:`VoiceFileError` unless every field is sane: a known variant, finite numbers, a sample rate
         in :data:`SAMPLE_RATE_RANGE`, a sha256 of 64 hex digits, short printable strings."""
-        from ..variants import VARIANTS
+        from ..chatterbox import VARIANTS
 
         def bad(what: str) -> VoiceFileError:
             return VoiceFileError(f"{where}: invalid metadata: {what}; re-export the voice")
@@ -209,7 +211,7 @@ class Voice:
 
     def with_exaggeration(self, exaggeration: float) -> Voice:
         """A copy whose ``emotion_adv`` is ``exaggeration * ones(1, 1, 1)``."""
-        from ..variants import check_exaggeration
+        from ..options import check_exaggeration
 
         x = check_exaggeration(exaggeration)
         if self.t3 is None:
@@ -527,7 +529,8 @@ def _load_pt(data: bytes, path: str) -> Voice:
     exaggeration = None
     if t3 is not None and t3.emotion_adv is not None:
         exaggeration = float(t3.emotion_adv.reshape(-1)[0])
-    if t3 is not None and t3.cond_prompt_speech_tokens is not None and t3.cond_prompt_speech_tokens.shape[1] > 150:
+    tokens = t3.cond_prompt_speech_tokens if t3 is not None else None
+    if tokens is not None and tokens.shape[1] > VARIANT_SPECS["english"].t3_prompt_tokens:
         variant = "turbo"
     return Voice(t3, gen, VoiceMetadata(variant=variant, exaggeration=exaggeration, voicebank_version=""))
 

@@ -11,6 +11,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from ...audio import Clip
+from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN
 from ...library import inspect_reference
 from ..deps import ReadKey, ServiceDep
 from ..schemas import Embedding, FormatName, InspectionResult, VariantName
@@ -43,7 +44,7 @@ async def embed(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
              responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}, "description": "Voice file"}})
 async def extract(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
                   variant: Annotated[VariantName, Form()] = "english",
-                  exaggeration: Annotated[float, Form(ge=0.0, le=2.0)] = 0.5,
+                  exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX)] = DEFAULT_EXAGGERATION,
                   format: Annotated[FormatName, Form()] = "safetensors") -> Response:
     """The clip's ready conditionals as a voice file, without storing anything."""
     upload = await read_upload(audio_sample, max_seconds=service.settings.max_audio_seconds)

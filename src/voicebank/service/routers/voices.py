@@ -18,6 +18,7 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
+from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN
 from ...errors import VoicebankError, VoiceNotFoundError
 from ...library import VoiceInfo, check_name
 from ..deps import ReadKey, ServiceDep, WriteKey
@@ -101,7 +102,7 @@ async def create_voice(
                                  description="Who consented to this voice being kept, and how.")],
     mode: Annotated[ModeName, Form(description="Storage mode.")] = "audio",
     variant: Annotated[list[VariantName] | None, Form(description="Variant(s); the first is primary.")] = None,
-    exaggeration: Annotated[float, Form(ge=0.0, le=2.0)] = 0.5,
+    exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX)] = DEFAULT_EXAGGERATION,
     tags: Annotated[list[Annotated[str, Form(max_length=128)]] | None, Form(max_length=64)] = None,
     base: Annotated[str | None, Form(max_length=128, description="Base voice (embedding mode).")] = None,
     force: Annotated[bool, Form(description="Accept a poor (not unusable) reference.")] = False,
@@ -296,7 +297,8 @@ def _voice_bytes(service: Service, name: str, variant: str | None, exaggeration:
 async def conditionals(
     request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKey,
     variant: Annotated[VariantName | None, Query(description="Default: the voice's own.")] = None,
-    exaggeration: Annotated[float | None, Query(ge=0.0, le=2.0, description="Default: the voice's own.")] = None,
+    exaggeration: Annotated[float | None, Query(
+        ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX, description="Default: the voice's own.")] = None,
     format: Annotated[FormatName, Query(description="safetensors (voicebank) or pt (upstream).")] = "safetensors",
     if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:

@@ -1,46 +1,16 @@
-"""The four Chatterbox variants and what differs between them when preparing conditionals.
+"""Checks of user options: each returns the value as voicebank uses it, or raises
+:class:`~voicebank.errors.InvalidOptionError` (a ``ValueError``) naming the option and the fix.
 
-Pure data, no dependencies: every layer (audio front end, models, engine, library, shells) reads it.
+The one place a variant, an exaggeration or a numeric limit is checked, for the API, the CLI and the service.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
 
+from .chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_RANGE, VARIANTS, Variant
 from .errors import InvalidOptionError
-
-Variant = Literal["english", "multilingual", "turbo", "vc"]
-VARIANTS: tuple[Variant, ...] = ("english", "multilingual", "turbo", "vc")
-
-DEFAULT_EXAGGERATION = 0.5
-"""Chatterbox's default emotion exaggeration (``t3.emotion_adv``)."""
-EXAGGERATION_RANGE = (0.0, 2.0)
-"""Exaggerations accepted: Chatterbox's useful range (its demos offer 0.25-2)."""
-GEN_REFERENCE_SECONDS = 10
-"""S3Gen conditions on the first 10 s of the 24 kHz reference (``DEC_COND_LEN``)."""
-TURBO_MIN_SECONDS = 5.0
-"""Chatterbox Turbo refuses references of 5 s or less."""
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """What differs between Chatterbox variants when preparing conditionals."""
-
-    t3_prompt_seconds: int | None
-    """Seconds of 16 kHz audio T3's prompt tokens come from (``ENC_COND_LEN``); ``None``: no T3 part."""
-    t3_prompt_tokens: int
-    """``speech_cond_prompt_len``: at most this many T3 prompt tokens."""
-
-
-VARIANT_SPECS: dict[Variant, VariantSpec] = {
-    "english": VariantSpec(6, 150),
-    "multilingual": VariantSpec(6, 150),
-    "turbo": VariantSpec(15, 375),
-    "vc": VariantSpec(None, 0),
-}
 
 
 def check_variant(variant: str) -> Variant:
@@ -53,7 +23,7 @@ def check_variant(variant: str) -> Variant:
 
 
 def embedding_variant(variant: str) -> Variant:
-    """The variant whose pipeline gives a voice's speaker embedding: VC has none, so English's."""
+    """The variant whose pipeline gives a voice's speaker embedding (VC has none, so English's), checked."""
     return "english" if variant == "vc" else check_variant(variant)
 
 
@@ -105,3 +75,6 @@ def check_exaggeration(value: object, *, name: str = "exaggeration") -> float:
         raise InvalidOptionError(f"{name} {x:g} is out of range: use a value from {lo:g} to {hi:g} (default "
                                  f"{DEFAULT_EXAGGERATION:g})")
     return x
+
+
+__all__ = ["Limits", "check_exaggeration", "check_number", "check_numbers", "check_variant", "embedding_variant"]
