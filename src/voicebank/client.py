@@ -209,7 +209,7 @@ class Client:
         return data
 
     def get(self, name: str, *, variant: str | None = None, exaggeration: float | None = None) -> Voice:
-        """Voice ``name``'s ready conditionals (a :class:`~voicebank.conditionals.Voice`), validated on load.
+        """Voice ``name``'s ready conditionals (a :class:`~voicebank.voice.Voice`), validated on load.
 
         Raises :class:`RemoteVoiceNotFoundError` (a :class:`~voicebank.errors.VoiceNotFoundError`) for an
         unknown name: there is no fallback voice.

@@ -400,13 +400,15 @@ def test_batch_imports_are_lazy() -> None:
     assert out.strip() == "[]"
 
 
-def test_embedding_mode_never_builds_the_tokenizer(golden_weights_dir: Path) -> None:
-    """One engine per worker process, and an embedding-only job loads the voice encoder and CAM++ only."""
-    from voicebank.batch import transform as transform_module
+def test_embedding_mode_never_builds_the_tokenizer(golden_weights_dir: Path, monkeypatch) -> None:
+    """One engine per worker process (the process's registry), and an embedding-only job loads the voice encoder
+    and CAM++ only."""
+    from voicebank.engine import registry, shared_engines
 
-    transform_module._LOADED.clear()
+    monkeypatch.setattr(registry, "_ENGINES", {})  # a fresh process's registry
     t = BatchTransform(weights=str(golden_weights_dir), variants=("english", "turbo"), mode="embedding")
     t.process([InputRow(str(GOLDEN_INPUTS / "mid_12s.flac"))])
-    engine = transform_module._LOADED[(str(golden_weights_dir), "cpu", "exact")]
+    t2 = BatchTransform(weights=str(golden_weights_dir), variants=("english",), mode="embedding")
+    t2.process([InputRow(str(GOLDEN_INPUTS / "mid_12s.flac"))])
+    [engine] = shared_engines()
     assert engine.loads == {"voice_encoder": 1, "speech_tokenizer": 0, "speaker_encoder": 1}
-    transform_module._LOADED.clear()

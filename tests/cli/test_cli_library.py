@@ -24,7 +24,7 @@ MP3S = sorted((REALSPEECH / "vctk_librispeech_mp3").glob("*.mp3"))
 
 COMMANDS = [["add"], ["list"], ["show"], ["rm"], ["rename"], ["export"], ["import"], ["compare"], ["search"],
             ["blend"], ["library"], ["library", "check"], ["library", "stale"], ["library", "reextract"],
-            ["library", "inspect"], ["library", "path"]]
+            ["library", "path"]]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -212,7 +212,7 @@ def test_compare_search_blend(capsys, lib, golden_weights_dir):
     assert set(hits[0]) == {"name", "score", "speaker_cosine", "xvector_cosine"}
     assert [m["name"] for m in found[1]["matches"]] == ["c"]
     code, _, err = run(capsys, "blend", "c", "b", "--mix", "0.7,0.3", "--name", "mix", "--library", root)
-    assert code == 0 and "EXPERIMENTAL" in err and "from c" in err and "deprecated" not in err
+    assert code == 0 and "EXPERIMENTAL" in err and "from c" in err
     listed = json.loads(run(capsys, "list", "--library", root, "--json")[1])
     mix = next(v for v in listed if v["name"] == "mix")
     assert mix["experimental"] and mix["mode"] == "embedding" and mix["provenance"]["blend"] == [["c", 0.7],
@@ -221,9 +221,6 @@ def test_compare_search_blend(capsys, lib, golden_weights_dir):
     for bad in ("0.7", "a,b", "-1,2", "nan,1"):
         assert run(capsys, "blend", "c", "b", "--mix", bad, "--name", "mix2", "--library", root)[0] == 2
     assert "mix2" not in lib
-    # the old spelling of the mix still works for one release, with a warning
-    code, _, err = run(capsys, "blend", "c", "b", "--weights", "0.5,0.5", "--name", "mix3", "--library", root)
-    assert code == 0 and "--weights 0.7,0.3` is deprecated" in err and "mix3" in lib
 
 
 def test_library_check_inspect_stale(capsys, lib, tmp_path, golden_weights_dir):
@@ -237,9 +234,9 @@ def test_library_check_inspect_stale(capsys, lib, tmp_path, golden_weights_dir):
     audio.write_bytes(audio.read_bytes()[:-10])
     code, out, err = run(capsys, "library", "check", "--library", root)
     assert code == 1 and "PROBLEM: c: audio" in out and "problem(s)" in err and err.count("\n") == 1
-    code, out, _ = run(capsys, "library", "inspect", C, B, "--variant", "turbo")
+    code, out, _ = run(capsys, "inspect-audio", C, B, "--variant", "turbo")
     assert code == 1 and "too short for Chatterbox Turbo" in out
-    code, out, _ = run(capsys, "library", "inspect", C, "--json")
+    code, out, _ = run(capsys, "inspect-audio", C, "--json")
     assert code == 0 and json.loads(out)[0]["sample_rate"] == 16_000
     code, _, err = run(capsys, "library", "reextract", "b", "--library", root, "--weights", golden_weights_dir)
     assert code == 1 and "keeps no audio" in err

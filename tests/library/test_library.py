@@ -14,7 +14,6 @@ from voicebank import errors
 from voicebank.audio import read_audio
 from voicebank.engine import Extractor
 from voicebank.library import Library
-from voicebank.library import library as library_module
 from voicebank.similarity import DUPLICATE_SCORE
 from voicebank.voice.voice import Voice
 
@@ -494,7 +493,6 @@ def test_module_level_get_uses_the_default_library(tmp_path, monkeypatch, direct
     src = direct(A)
     src.save(tmp_path / "alice.safetensors")
     Library(tmp_path / "lib").import_file(tmp_path / "alice.safetensors")
-    monkeypatch.setattr(library_module, "_OPEN", {})
     monkeypatch.setenv("VOICEBANK_LIBRARY", str(tmp_path / "lib"))
     from voicebank.library import get
 

@@ -15,13 +15,14 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import MissingDependencyError, VoicebankError
 from ..options import Limits, check_numbers
+from ..progress import Progress
 from .dataset import (
     KEY_COLUMNS,
     BatchError,
@@ -42,8 +43,6 @@ log = logging.getLogger(__name__)
 
 Engine = Literal["local", "ray"]
 ENGINES: tuple[Engine, ...] = ("local", "ray")
-Progress = Callable[[int], None]
-"""Called with the number of inputs just finished."""
 
 DEFAULT_ROWS_PER_FILE = 1024
 FLUSH_SECONDS = 30.0

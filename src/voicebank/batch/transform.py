@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -93,23 +92,12 @@ class TransformConfig:
 
 
 def _engine(config: TransformConfig) -> Engine:
-    """The one place the batch path builds its models: one :class:`~voicebank.engine.Engine` per process and
-    (weights, device, precision), serving every variant (Spark and Dask unpickle a fresh transform for every
-    task; the cache keeps their Python workers from loading the models each time)."""
-    from ..engine import Engine
+    """The process's engine for ``config``'s weights, device and precision
+    (:func:`~voicebank.engine.shared_engine`): Spark and Dask unpickle a fresh transform for every task, and
+    the registry keeps their Python workers from loading the models each time."""
+    from ..engine import shared_engine
 
-    key = (config.weights, config.device, config.precision)
-    with _LOADED_LOCK:
-        engine = _LOADED.get(key)
-        if engine is None:
-            engine = Engine(config.weights, device=config.device, precision=config.precision)  # type: ignore[arg-type]
-            _LOADED[key] = engine
-        return engine
-
-
-_LOADED: dict[tuple[str | None, str, str], Engine] = {}
-"""The engines this process has built, by (weights, device, precision)."""
-_LOADED_LOCK = threading.Lock()
+    return shared_engine(config.weights, device=config.device, precision=config.precision)  # type: ignore[arg-type]
 
 
 def weights_fingerprints(config: TransformConfig) -> dict[str, str]:

@@ -110,10 +110,11 @@ def _exit_quickly(code: int) -> None:
 def _run(argv: list[str] | None) -> int:
     """Run the command line: the one error boundary of the CLI.
 
-    Every failure ends as one escaped line ``voicebank: error: ...`` (at most 500 characters) and exit 1
-    (usage errors: click's message and exit 2); never a traceback.
+    Every failure ends as one escaped line ``voicebank: error: ...`` (at most 500 characters) and exit 1;
+    usage errors exit 2 (click's message, or that line for an option value the checks of
+    :mod:`voicebank.options` refuse); never a traceback.
     """
-    from ..errors import VoicebankError
+    from ..errors import InvalidOptionError, VoicebankError
     from .registry import command_of, register
 
     _install_log_handler()
@@ -121,6 +122,9 @@ def _run(argv: list[str] | None) -> int:
     register(app, only=command_of(args))
     try:
         rc = app(args=args, standalone_mode=False)
+    except InvalidOptionError as e:  # an option's value refused by the one set of checks: a usage error
+        _err(str(e))
+        return 2
     except VoicebankError as e:
         _err(str(e))
         return 1
@@ -135,14 +139,19 @@ def _run(argv: list[str] | None) -> int:
     except MemoryError:
         _err("out of memory")
         return 1
-    except Exception as e:  # usage errors (click's ClickException, vendored or not, by duck typing)
-        show, exit_code = getattr(e, "show", None), getattr(e, "exit_code", None)
-        if callable(show) and isinstance(exit_code, int):
-            show()
-            return exit_code
+    except _usage_errors() as e:  # click's message and its exit code (2)
+        e.show()  # type: ignore[attr-defined]
+        return int(e.exit_code)  # type: ignore[attr-defined]
+    except Exception as e:
         _err(_describe_unexpected(e))
         return 1
     return rc if isinstance(rc, int) else 0
+
+
+def _usage_errors() -> type[Exception]:
+    """click's ``ClickException``, the base of every usage error: the class typer's ``BadParameter`` derives
+    from, so it is typer's own copy of click where typer vendors it (0.17 and later) and click itself before."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
 
 
 def _describe_unexpected(e: BaseException) -> str:

@@ -103,19 +103,10 @@ def inspect_voice(
     _inspect_voice(file, as_json)
 
 
-def inspect_voice_deprecated(
-    file: Annotated[Path, typer.Argument(help="A voice file: voicebank .safetensors or upstream .pt.",
-                                         show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-) -> None:
-    """Deprecated spelling of `voicebank inspect-voice`."""
-    typer.echo("voicebank: warning: `voicebank inspect` is deprecated; use `voicebank inspect-voice`", err=True)
-    _inspect_voice(file, as_json)
-
-
 def _inspect_voice(file: Path, as_json: bool) -> None:
     with heavy_imports():
-        from ..voice.voice import Voice, voice_file_format
+        from ..voice.files import voice_file_format
+        from ..voice.voice import Voice
 
     voice = Voice.load(file)
     info: dict[str, Any] = voice.describe()

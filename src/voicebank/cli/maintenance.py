@@ -162,19 +162,6 @@ def inspect_audio(
     _inspect_audio(audio, variant, as_json)
 
 
-def inspect_audio_deprecated(
-    audio: AudioFilesArg,
-    variant: ClipVariantsOpt = None,
-    as_json: JsonOpt = False,
-    library: LibraryOpt = None,
-    weights: WeightsOpt = None,
-) -> None:
-    """Deprecated spelling of `voicebank inspect-audio`."""
-    typer.echo("voicebank: warning: `voicebank library inspect` is deprecated; use `voicebank inspect-audio`",
-               err=True)
-    _inspect_audio(audio, variant, as_json)
-
-
 def _inspect_audio(audio: list[Path], variant: list[str] | None, as_json: bool) -> None:
     from ..library import inspect_reference
 

@@ -22,9 +22,6 @@ def _attr(module: str, name: str) -> Any:
 
 def _library_group(app: typer.Typer) -> None:
     maintenance = import_module(f"{__package__}.maintenance")
-    if not any(c.name == "inspect" for c in maintenance.library_app.registered_commands):
-        # deprecated spelling, kept for one release
-        maintenance.library_app.command("inspect", hidden=True)(maintenance.inspect_audio_deprecated)
     app.add_typer(maintenance.library_app, name="library")
 
 
@@ -59,7 +56,6 @@ COMMANDS: dict[str, Callable[[typer.Typer], None]] = {
     "compare": _command("compare", "similarity", "compare"),
     "search": _command("search", "similarity", "search"),
     "blend": _command("blend", "similarity", "blend"),
-    "inspect": _command("inspect", "files", "inspect_voice_deprecated", hidden=True),  # deprecated spelling
     "library": _library_group,
     "batch": _registrar("batch"),  # Parquet datasets; Ray is the voicebank[ray] extra
     "serve": _registrar("service"),  # serve, keys, pull: the service itself is the voicebank[service] extra

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -85,15 +84,6 @@ def _parse_mix(text: str, n: int, option: str = "--mix") -> list[float]:
     return values
 
 
-def _looks_like_mix(text: str) -> bool:
-    parts = [p for p in text.replace(" ", "").split(",") if p]
-    try:
-        [float(p) for p in parts]
-    except ValueError:
-        return False
-    return len(parts) > 1 and not Path(text).exists()
-
-
 def blend(
     voices: Annotated[list[str], typer.Argument(help="Two or more voice names.", show_default=False)],
     name: Annotated[str, typer.Option("--name", "-n", help="Name of the new voice.", show_default=False)],
@@ -104,26 +94,12 @@ def blend(
     tag: Annotated[list[str] | None, typer.Option("--tag", "-t", help="Tag the voice (repeatable).",
                                                   show_default=False)] = None,
     library: LibraryOpt = None,
-    weights: Annotated[str | None, typer.Option(
-        "--weights", "-w", help="Directory with the Chatterbox checkpoints, as in every command (a list of numbers "
-        "here is the deprecated spelling of --mix).", show_default=False)] = None,
-    model_weights: Annotated[Path | None, typer.Option("--model-weights", hidden=True,
-                                                       help="Deprecated: use --weights.")] = None,
 ) -> None:
     """EXPERIMENTAL: a new embedding-only voice, the weighted average of voices' speaker embeddings and x-vectors."""
     if len(voices) < 2:
         raise typer.BadParameter("a blend needs at least two voices")
-    checkpoints: Path | None = Path(weights) if weights is not None else None
-    if weights is not None and _looks_like_mix(weights):
-        typer.echo("voicebank: warning: `blend --weights 0.7,0.3` is deprecated; the mix is now --mix (--weights "
-                   "names the checkpoint directory, as in every other command)", err=True)
-        if mix is None:
-            mix, checkpoints = weights, None
-    if model_weights is not None:
-        typer.echo("voicebank: warning: --model-weights is deprecated; use --weights", err=True)
-        checkpoints = checkpoints or model_weights
     w = _parse_mix(mix, len(voices)) if mix is not None else None
-    info = open_library(library, checkpoints).blend(voices, w, name=name, base=base, tags=tag or ())
+    info = open_library(library).blend(voices, w, name=name, base=base, tags=tag or ())
     typer.echo(f"added {clean(info.name)}: EXPERIMENTAL embedding-space blend of {clean(', '.join(voices))}"
                + (f" (S3Gen reference from {clean(info.base)})" if info.base else ""), err=True)
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from .engine import PRECISIONS, Engine, Precision, Progress
+from .engine import PRECISIONS, Engine, Precision
 from .extractor import Extractor, extract_speaker_embedding, speaker_embedding
+from .registry import shared_engine, shared_engines
 
-__all__ = ["PRECISIONS", "Engine", "Extractor", "Precision", "Progress", "extract_speaker_embedding",
-           "speaker_embedding"]
+__all__ = ["PRECISIONS", "Engine", "Extractor", "Precision", "extract_speaker_embedding",
+           "shared_engine", "shared_engines", "speaker_embedding"]

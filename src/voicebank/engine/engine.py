@@ -30,11 +30,12 @@ import torch
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
 from ..audio.reference import Reference, prepare_reference
-from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, S3_SR, S3GEN_SR, VARIANT_SPECS, VARIANTS, Variant
+from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, S3_SR, S3GEN_SR, VARIANT_SPECS
 from ..errors import InvalidOptionError, NonFiniteOutputError
 from ..models.fingerprint_cache import FingerprintCache
 from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprints, find_weights, read_tensors, strip_prefix
 from ..options import check_exaggeration, check_number, check_variant, embedding_variant
+from ..progress import Progress
 from ..voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
 if TYPE_CHECKING:
@@ -45,8 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], None]
-"""Called with the number of clips just finished (for progress bars)."""
+
+MAX_THREADS = 1024
+"""Most torch threads an engine may be given."""
 
 Precision = Literal["exact", "bf16"]
 PRECISIONS: tuple[Precision, ...] = ("exact", "bf16")
@@ -126,16 +128,21 @@ class Engine:
     ``weights``: a checkpoint directory (or a single voice-encoder file, for embeddings only); ``None``:
     ``$VOICEBANK_WEIGHTS``, then the Hugging Face cache (see :func:`~voicebank.models.weights.find_weights`).
     ``allow_download``: fetch missing checkpoints with ``huggingface_hub`` (never when ``HF_HUB_OFFLINE``).
+    ``threads``: torch's intra-op threads, set when the engine is built (torch has one such setting per
+    process: the last engine built with ``threads`` decides); ``None`` leaves torch's setting alone.
     ``precision="exact"`` (default) reproduces upstream in float32; ``"bf16"`` runs the speech tokenizer's
     matrix products in bfloat16 (faster on CPUs with AVX512-BF16/AMX; a few tokens differ; its voices carry
     a different ``weights_fingerprint``).
     """
 
     def __init__(self, weights: str | os.PathLike[str] | None = None, *, device: str | torch.device = "cpu",
-                 precision: Precision = "exact", allow_download: bool = False,
+                 precision: Precision = "exact", threads: int | None = None, allow_download: bool = False,
                  settings: Settings | None = None) -> None:
         if precision not in PRECISIONS:
             raise InvalidOptionError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+        self.threads = int(check_number(threads, "threads", 1, MAX_THREADS, integer=True)) if threads else None
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
         from ..settings import Settings
 
         self.settings = settings if settings is not None else Settings.from_env()
@@ -158,7 +165,7 @@ class Engine:
 
     def __repr__(self) -> str:
         return (f"Engine(weights={str(self.weights) if self.weights else None!r}, device={str(self.device)!r}, "
-                f"precision={self.precision!r})")
+                f"precision={self.precision!r}, threads={self.threads!r})")
 
     # --- weights ------------------------------------------------------------------------------------
 
@@ -454,4 +461,4 @@ class Engine:
         return rows[:n], rows[n:]
 
 
-__all__ = ["PRECISIONS", "VARIANTS", "Engine", "Precision", "Progress", "Variant", "check_device", "decoded_ahead"]
+__all__ = ["MAX_THREADS", "PRECISIONS", "Engine", "Precision", "check_device", "decoded_ahead"]

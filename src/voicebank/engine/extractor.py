@@ -1,7 +1,8 @@
 """:class:`Extractor`: one variant's view of an :class:`~voicebank.engine.Engine` (the original API).
 
-``Extractor(weights, variant="turbo")`` is ``Engine(weights)`` with the variant fixed.  Extractors made with
-``engine=`` share that engine's models, so several variants cost one copy of each model.
+``Extractor(weights, variant="turbo")`` is the process's engine for those weights
+(:func:`~voicebank.engine.shared_engine`) with the variant fixed, so several extractors, variants and libraries
+cost one copy of each model.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from ..audio.reference import Reference
 from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, VARIANT_SPECS, Variant, VariantSpec
 from ..models.weights import WeightFiles
 from ..options import check_variant
+from ..progress import Progress
 from ..voice.voice import Voice
-from .engine import PRECISIONS, Engine, Precision, Progress
+from .engine import PRECISIONS, Engine, Precision
+from .registry import shared_engine
 
 if TYPE_CHECKING:
     from ..models.campplus import CAMPPlus
@@ -43,7 +46,7 @@ class Extractor:
                  precision: Precision = "exact", engine: Engine | None = None) -> None:
         self.variant: Variant = check_variant(variant)
         if engine is None:
-            engine = Engine(weights, device=device, precision=precision, allow_download=allow_download)
+            engine = shared_engine(weights, device=device, precision=precision, allow_download=allow_download)
         self.engine = engine
 
     @property
@@ -137,14 +140,14 @@ def speaker_embedding(source: AudioSource, *, weights: str | os.PathLike[str] | 
     ``weights``: a directory with ``ve.safetensors``, a voice-encoder file, or ``None`` for
     ``$VOICEBANK_WEIGHTS`` / the Hugging Face cache.
     """
-    return Engine(weights, device=device).embed([source])[0]
+    return shared_engine(weights, device=device).embed([source])[0]
 
 
 def extract_speaker_embedding(source: AudioSource, device: str | torch.device = "cpu", *,
                               weights: str | os.PathLike[str] | None = None, variant: Variant = "english",
                               exaggeration: float = DEFAULT_EXAGGERATION) -> tuple[np.ndarray, Voice]:
     """The seed document's one-call helper: ``(embedding (256,) float32, conditionals)`` of one clip."""
-    voice = Engine(weights, device=device).extract(source, variant, exaggeration=exaggeration)
+    voice = shared_engine(weights, device=device).extract(source, variant, exaggeration=exaggeration)
     return voice.speaker_embedding.cpu().numpy(), voice
 
 

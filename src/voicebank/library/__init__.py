@@ -20,7 +20,6 @@ from .library import (
     Library,
     default_library_path,
     get,
-    open_library,
     resolve_library_path,
 )
 from .names import check_name, collect_audio
@@ -60,6 +59,5 @@ __all__ = [
     "inspect_clip",
     "inspect_reference",
     "inspect_samples",
-    "open_library",
     "resolve_library_path",
 ]

@@ -22,8 +22,7 @@ import builtins
 import logging
 import os
 import threading
-import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +34,7 @@ from ..audio.decode import AudioSource, describe
 from ..chatterbox import DEFAULT_EXAGGERATION
 from ..errors import DuplicateAudioError, InvalidOptionError, InvalidVoiceNameError, VoicebankError, WeightsError
 from ..options import check_exaggeration, check_number, check_variant
+from ..progress import Progress
 from ..settings import Settings
 from ..similarity import DUPLICATE_SCORE
 from ..store.blobs import BlobStore
@@ -55,7 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[int], None]
 
 
 def default_library_path() -> Path:
@@ -75,8 +74,9 @@ class Library:
     platform's user data directory (``platformdirs.user_data_dir("voicebank")``).
 
     ``engine``: the :class:`~voicebank.engine.Engine` that computes embeddings and conditionals (shared, not
-    copied); without one, an engine is built on first need from ``weights``, ``device`` and
-    ``allow_download``.  Listing, showing and getting ``conditionals`` voices never build one.
+    copied); without one, the process's engine for ``weights``, ``device`` and ``allow_download``
+    (:func:`~voicebank.engine.shared_engine`) is asked for on first need.  Listing, showing and getting
+    ``conditionals`` voices never ask.
 
     ``duplicate_threshold``: the normalised similarity score at or above which a new voice is reported as
     possibly the same speaker as a stored one (see :mod:`.search`; raw cosine
@@ -87,15 +87,10 @@ class Library:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, weights: str | os.PathLike[str] | None = None,
                  device: str = "cpu", allow_download: bool = False, engine: Engine | Computes | None = None,
-                 extractors: Mapping[str, Extractor] | None = None,
                  duplicate_threshold: float = DUPLICATE_SCORE) -> None:
         self.path = resolve_library_path(path)
         self.store = VoiceStore(self.path)
         self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", allow_infinite=True)
-        if engine is None and extractors:
-            warnings.warn("Library(extractors=...) is deprecated: pass engine=Engine(...)", DeprecationWarning,
-                          stacklevel=2)
-            engine = next(iter(extractors.values())).engine
         self._engine: Engine | Computes | None = engine
         self._weights = weights
         self._device = device
@@ -135,9 +130,9 @@ class Library:
         """The engine (built on first use from the library's weights settings; no model loads until needed)."""
         with self._lock:
             if self._engine is None:
-                from ..engine import Engine
+                from ..engine import shared_engine
 
-                self._engine = Engine(self._weights, device=self._device, allow_download=self._allow_download)
+                self._engine = shared_engine(self._weights, device=self._device, allow_download=self._allow_download)
             return self._engine
 
     def extractor(self, variant: str = "english") -> Extractor:
@@ -419,18 +414,15 @@ class Library:
 
     def blend(self, names: Sequence[str], mix: Sequence[float] | None = None, *, name: str,
               base: str | None = None, tags: Iterable[str] = (), consent: str = "",
-              added_by: str | None = None, weights: Sequence[float] | None = None) -> VoiceInfo:
+              added_by: str | None = None) -> VoiceInfo:
         """EXPERIMENTAL: a new embedding-only voice whose speaker embedding and x-vector are the ``mix``-weighted
         average of those of ``names`` (each L2-normalised first, the result re-normalised; the x-vector keeps the
-        weighted mean norm of its inputs).  ``weights=`` is the deprecated spelling of ``mix=``.
+        weighted mean norm of its inputs).
 
         An embedding-space blend is not a recording of anybody: how it sounds is not validated.  The voice is
         marked experimental.  ``base`` (default: the heaviest-weighted input that has an S3Gen reference)
         lends the S3Gen reference when the blend is turned into conditionals.
         """
-        if weights is not None:
-            warnings.warn("Library.blend(weights=...) is deprecated: use mix=", DeprecationWarning, stacklevel=2)
-            mix = weights if mix is None else mix
         return search.blend(self.store, names, mix, name=check_name(name), base=base, tags=tags, consent=consent,
                             added_by=ingest.current_user() if added_by is None else added_by)
 
@@ -473,21 +465,6 @@ class Library:
 
 # --- module-level convenience --------------------------------------------------------------------------
 
-_OPEN: dict[tuple[str, str, str], Library] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-def open_library(path: str | os.PathLike[str] | None = None, *, weights: str | os.PathLike[str] | None = None,
-                 device: str = "cpu") -> Library:
-    """A shared :class:`Library` per (path, weights, device) in this process, so models load once."""
-    key = (str(resolve_library_path(path).resolve()), str(weights or ""), str(device))
-    with _OPEN_LOCK:
-        lib = _OPEN.get(key)
-        if lib is None:
-            lib = Library(key[0], weights=weights, device=device)
-            _OPEN[key] = lib
-        return lib
-
 
 def get(name: str, *, library: str | os.PathLike[str] | None = None, weights: str | os.PathLike[str] | None = None,
         variant: str | None = None, exaggeration: float | None = None, base: str | None = None,
@@ -497,8 +474,8 @@ def get(name: str, *, library: str | os.PathLike[str] | None = None, weights: st
     >>> voice = voicebank.get("alice")          # doctest: +SKIP
     >>> voice.apply_to(tts_model)               # doctest: +SKIP
     """
-    return open_library(library, weights=weights, device="cpu").get(
-        name, variant=variant, exaggeration=exaggeration, base=base, device=device)
+    with Library(library, weights=weights) as lib:  # the models, if any are needed, are the process's own
+        return lib.get(name, variant=variant, exaggeration=exaggeration, base=base, device=device)
 
 
-__all__ = ["DUPLICATE_THRESHOLD", "Library", "default_library_path", "get", "open_library", "resolve_library_path"]
+__all__ = ["DUPLICATE_THRESHOLD", "Library", "default_library_path", "get", "resolve_library_path"]

@@ -9,13 +9,13 @@ import numpy as np
 
 from ..errors import NoAudioKeptError, VoicebankError
 from ..options import embedding_variant
+from ..progress import Progress
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
 from .ingest import Computes
 from .materialise import extract_kept
 from .results import CheckProblem, CheckReport, ReextractResult, StaleVoice
 
-Progress = Callable[[int], None]
 log = logging.getLogger(__name__)
 
 

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..engine import Engine
+from ..engine import shared_engine
 from ..errors import VoicebankError
 from ..library import Library, VoiceInfo
 from .cache import ConditionalsCache
@@ -76,7 +76,7 @@ class Service:
         if self._library is None:
             s = self.settings
             # the process's one engine: every variant, request and worker share its models
-            self._library = Library(s.library, engine=Engine(s.weights, device=s.device))
+            self._library = Library(s.library, engine=shared_engine(s.weights, device=s.device))
         return self._library
 
     def generation(self) -> Generation | None:
