@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 from safetensors.torch import save as st_save
 
 from voicebank import errors
+from voicebank.chatterbox import MAX_PROMPT_FEAT_FRAMES
 from voicebank.library import Library
-from voicebank.voice.voice import MAX_PROMPT_FEAT_FRAMES, Voice
+from voicebank.voice.voice import Voice
 
 from faults import OTHER_VOICE_FILE, VOICE_FILE, FakeEngine, assert_nothing_lost, blobs, build_library
 
@@ -67,7 +68,7 @@ def test_format_is_read_from_the_bytes(tmp_path, suffix):
     for path in (st, pt):
         voice = Voice.load(path)
         assert torch.equal(voice.gen.prompt_feat, GOOD.gen.prompt_feat)
-    from voicebank.voice.voice import voice_file_format
+    from voicebank.voice.files import voice_file_format
 
     assert voice_file_format(st) == "voicebank safetensors" and voice_file_format(pt) == "upstream .pt"
 

@@ -201,7 +201,7 @@ def test_newer_format_version_is_refused(voice, tmp_path):
 
 
 def test_failed_save_leaves_nothing(voice, tmp_path, monkeypatch):
-    import voicebank.voice.voice as c
+    import voicebank.voice.files as c
 
     def boom(*a, **k):
         raise OSError("disk full")

@@ -260,7 +260,8 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     """
     from ..similarity import DUPLICATE_SCORE
     from ..store.blobs import sha256_bytes
-    from ..voice.voice import Voice, voice_file_format
+    from ..voice.files import voice_file_format
+    from ..voice.voice import Voice
     from .search import find_similar, similar_warnings
 
     voice = Voice.load(path)

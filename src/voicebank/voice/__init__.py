@@ -1,8 +1,9 @@
-"""Voices: Chatterbox conditionals (:class:`Voice`) and their two file formats (voicebank ``.safetensors``,
-upstream ``.pt``)."""
+"""Voices: Chatterbox conditionals (:class:`Voice`, :mod:`.voice`), what their tensors must be
+(:mod:`.validation`) and their two file formats (:mod:`.files`: voicebank ``.safetensors``, upstream ``.pt``)."""
 
 from __future__ import annotations
 
+from .files import voice_file_format
 from .voice import FORMAT_VERSION, GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
-__all__ = ["FORMAT_VERSION", "GenConditioning", "T3Conditioning", "Voice", "VoiceMetadata"]
+__all__ = ["FORMAT_VERSION", "GenConditioning", "T3Conditioning", "Voice", "VoiceMetadata", "voice_file_format"]
