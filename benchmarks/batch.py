@@ -1,4 +1,4 @@
-"""Batch extraction throughput: the local and Ray engines of ``voicebank.batch`` against one process.
+"""Batch extraction throughput: the local and Ray executors of ``voicebank.batch`` against one process.
 
 For embedding mode (speaker embedding + x-vector) and conditionals mode (the full voice file), on 4 s clips of
 real speech: clips/s and real-time factor (seconds of audio per second) of
@@ -7,10 +7,10 @@ real speech: clips/s and real-time factor (seconds of audio per second) of
   ``reference`` + ``embeddings_of`` per clip (embedding) or ``extract_many`` (conditionals), timed from its
   start to its exit: the baseline, the job a user would otherwise script.  Its steady rate (models loaded, no
   start-up) is reported too, and the scaling table uses it;
-* the local engine with 1 and 2 worker processes;
-* the Ray engine (a local Ray cluster on this machine) with 1 and 2 actors.
+* the local executor with 1 and 2 worker processes;
+* the Ray executor (a local Ray cluster on this machine) with 1 and 2 actors.
 
-Every engine run writes a fresh Parquet dataset and its time includes starting the workers and loading their
+Every executor run writes a fresh Parquet dataset and its time includes starting the workers and loading their
 models (not the driver's planning), as the baseline's includes its own start.  Each run is made ``--repeat``
 times (default 2, alternating) and the fastest is kept, so that a shared machine's bursts of load hit every
 configuration alike.  Each worker uses ``--threads`` torch threads (default 1: on a shared 2-core machine, two
@@ -79,23 +79,23 @@ def _baseline(weights: Path, paths: list[str], mode: str, threads: int, listing:
     return run.wall_s, float(run.stdout.strip().splitlines()[-1])
 
 
-def _engine(weights: Path, paths: list[str], mode: str, engine: str, workers: int, threads: int,
-            out: Path, model_batch: int | None = None) -> float:
+def _run_executor(weights: Path, paths: list[str], mode: str, executor: str, workers: int, threads: int,
+                  out: Path, model_batch: int | None = None) -> float:
     from voicebank.batch import TransformConfig
     from voicebank.batch.runner import execute, plan
 
     shutil.rmtree(out, ignore_errors=True)
     config = TransformConfig(weights=str(weights), mode=mode, model_batch=model_batch)  # type: ignore[arg-type]
     job = plan(paths, out, config)
-    summary = execute(job, engine=engine, workers=workers, batch_size=8,  # type: ignore[arg-type]
+    summary = execute(job, executor=executor, workers=workers, batch_size=8,  # type: ignore[arg-type]
                       threads_per_worker=threads)
     if summary.done != len(paths):
-        raise SystemExit(f"{engine} x{workers}: {summary.done} of {len(paths)} clips done ({summary.failures})")
+        raise SystemExit(f"{executor} x{workers}: {summary.done} of {len(paths)} clips done ({summary.failures})")
     return summary.seconds
 
 
-def _name(engine: str, workers: int, model_batch: int | None) -> str:
-    name = f"{engine}, {workers} worker{'s' if workers > 1 else ''}"
+def _name(executor: str, workers: int, model_batch: int | None) -> str:
+    name = f"{executor}, {workers} worker{'s' if workers > 1 else ''}"
     return name + (f", --model-batch {model_batch}" if model_batch else "")
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     per_worker: dict[str, float] = {}
     for mode, n in (("embedding", n_emb), ("conditionals", n_cond)):
-        # (engine, workers, model batch); conditionals also with 8 clips through the models at once, as
+        # (executor, workers, model batch); conditionals also with 8 clips through the models at once, as
         # extract_many does (equal to extract to float32 rounding instead of bit-identical)
         configs: tuple[tuple[str, int, int | None], ...] = (("local", 1, None), ("ray", 1, None), ("local", 2, None),
                                                             ("ray", 2, None))
@@ -138,10 +138,10 @@ def main(argv: list[str] | None = None) -> None:
             whole, steady = _baseline(weights, paths, mode, ctx.threads, work / "baseline-inputs.txt")
             times["one process (baseline)"].append(whole)
             times["one process, steady (models loaded)"].append(steady)
-            for engine, workers, model_batch in order:
-                name = _name(engine, workers, model_batch)
-                seconds = _engine(weights, paths, mode, engine, workers, ctx.threads,
-                                  work / f"{mode}-{engine}{workers}", model_batch)
+            for executor, workers, model_batch in order:
+                name = _name(executor, workers, model_batch)
+                seconds = _run_executor(weights, paths, mode, executor, workers, ctx.threads,
+                                  work / f"{mode}-{executor}{workers}", model_batch)
                 times.setdefault(name, []).append(seconds)
         best = {name: min(ts) for name, ts in times.items()}
         base = best["one process (baseline)"]

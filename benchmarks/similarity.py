@@ -42,7 +42,7 @@ from voicebank.cohort import (  # noqa: E402
 )
 from voicebank.similarity import (  # noqa: E402
     DEFAULT_TOP_K,
-    DUPLICATE_SCORE,
+    DUPLICATE_THRESHOLD,
     SAME_RECORDING_COSINE,
     ScoreNormaliser,
     cosine_matrix,
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="directory with MANIFEST.tsv (path, speaker_id) and the clips (default: tests/data/realspeech)")
     p.add_argument("--weights", type=Path, help="voice-encoder weights (default: Resemblyzer's pretrained.pt)")
     p.add_argument("--orders", type=int, default=12, help="how many orders of adding to average (seeds 0, 1, ...)")
-    p.add_argument("--threshold", type=float, default=DUPLICATE_SCORE, help="normalised duplicate threshold")
+    p.add_argument("--threshold", type=float, default=DUPLICATE_THRESHOLD, help="normalised duplicate threshold")
     args = p.parse_args(argv)
 
     import torch

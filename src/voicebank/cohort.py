@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .fileio import atomic_write
-from .similarity import DEFAULT_TOP_K, DUPLICATE_SCORE, ScoreNormaliser, impostor_ceiling
+from .similarity import DEFAULT_TOP_K, DUPLICATE_THRESHOLD, ScoreNormaliser, impostor_ceiling
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def select_cohort(library: np.ndarray, builtin: np.ndarray, *, min_size: int = M
 
 def library_normaliser(library: np.ndarray, builtin: np.ndarray, *, min_size: int = MIN_LIBRARY_COHORT,
                        max_size: int = MAX_LIBRARY_COHORT, top_k: int = DEFAULT_TOP_K,
-                       duplicate_threshold: float = DUPLICATE_SCORE) -> ScoreNormaliser:
+                       duplicate_threshold: float = DUPLICATE_THRESHOLD) -> ScoreNormaliser:
     """The :class:`ScoreNormaliser` of a library: (L, d) stored voices' embeddings, (B, d) built-in cohort.
 
     Its cohort is :func:`select_cohort`; cohort entries that score at least :func:`impostor_ceiling` of the

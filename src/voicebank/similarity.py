@@ -43,10 +43,15 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
 
 DEFAULT_TOP_K = 20
 """Cohort voices per side whose cosines make the normalisation statistics (fewer when the cohort is smaller)."""
-DUPLICATE_SCORE = 4.5
-"""Normalised score at or above which two voices are reported as possibly the same speaker: the raw cosine
+DUPLICATE_THRESHOLD = 4.5
+"""Normalised score at or above which two voices are reported as possibly the same speaker (the default of
+every ``duplicate_threshold=``): the raw cosine
 stands 4.5 standard deviations above the mean of each voice's closest cohort voices.  See README, "Similarity
 scores", for what it measured."""
+DUPLICATE_COSINE = 0.80
+"""Raw speaker-embedding cosine at or above which two voices count as possibly the same speaker when there are
+no weights (nor a cached cohort) to normalise scores with; otherwise the normalised score is compared with
+:data:`DUPLICATE_THRESHOLD`."""
 SAME_RECORDING_COSINE = 0.999
 """Raw cosine at or above which two embeddings are taken for the same recording (re-encoded, say) and reported
 as possible duplicates whatever the normalised score: an untrained encoder scores every pair high, so only the
@@ -133,7 +138,7 @@ class ScoreNormaliser:
     """
 
     def __init__(self, cohort: np.ndarray, *, top_k: int = DEFAULT_TOP_K, exclude_above: float | None = None,
-                 duplicate_threshold: float = DUPLICATE_SCORE) -> None:
+                 duplicate_threshold: float = DUPLICATE_THRESHOLD) -> None:
         c = np.asarray(cohort)
         if c.ndim != 2 or c.shape[0] == 0:
             raise ValueError(f"the cohort must be a non-empty (N, d) matrix, got shape {c.shape}")

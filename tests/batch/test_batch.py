@@ -297,7 +297,7 @@ def test_cli_model_batch_runs_clips_together(tmp_path: Path, golden_weights_dir:
 
 def test_cli_usage_errors(tmp_path: Path, clips: list[Path]) -> None:
     assert cli("batch", str(clips[0]), "-o", str(tmp_path), "--mode", "everything") == 2
-    assert cli("batch", str(clips[0]), "-o", str(tmp_path), "--engine", "spark") == 2
+    assert cli("batch", str(clips[0]), "-o", str(tmp_path), "--executor", "spark") == 2
     assert cli("batch", str(clips[0]), "-o", str(tmp_path), "--ray-address", "auto") == 2
     assert cli("batch", str(tmp_path / "*.none"), "-o", str(tmp_path)) == 1
     assert cli("batch", str(clips[0]), "-o", str(tmp_path), "-w", str(tmp_path / "no-weights")) == 1

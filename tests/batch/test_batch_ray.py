@@ -62,8 +62,8 @@ def test_ray_and_local_engines_give_identical_rows_equal_to_extract(
     inputs = [*map(str, clips), str(manifest)]
     config = TransformConfig(weights=str(golden_weights_dir))
     out_ray, out_local = tmp_path / "ray", tmp_path / "local"
-    s_ray = execute(plan(inputs, out_ray, config), engine="ray", workers=1, batch_size=8, rows_per_file=40)
-    s_local = execute(plan(inputs, out_local, config), engine="local", workers=2, batch_size=8,
+    s_ray = execute(plan(inputs, out_ray, config), executor="ray", workers=1, batch_size=8, rows_per_file=40)
+    s_local = execute(plan(inputs, out_local, config), executor="local", workers=2, batch_size=8,
                       threads_per_worker=1)
     n = len(clips) + len(expected_errors)
     assert n >= 100
@@ -84,8 +84,8 @@ def test_ray_and_local_engines_give_identical_rows_equal_to_extract(
     # conditionals on a subset: the same voice files from both engines, equal to extract()
     subset = [str(p) for p in clips[:6]]
     cond = TransformConfig(weights=str(golden_weights_dir), mode="conditionals")
-    execute(plan(subset, tmp_path / "cray", cond), engine="ray", workers=1, batch_size=2)
-    execute(plan(subset, tmp_path / "clocal", cond), engine="local", workers=1, batch_size=3,
+    execute(plan(subset, tmp_path / "cray", cond), executor="ray", workers=1, batch_size=2)
+    execute(plan(subset, tmp_path / "clocal", cond), executor="local", workers=1, batch_size=3,
             threads_per_worker=1)
     cray, clocal = rows_by_path(tmp_path / "cray"), rows_by_path(tmp_path / "clocal")
     assert cray == clocal
@@ -131,7 +131,7 @@ def test_ray_actor_killed_mid_job(ray_cluster: None, tmp_path: Path, golden_weig
                 os.kill(pid, signal.SIGKILL)
             killed.extend(pids)
 
-    summary = execute(job, engine="ray", workers=1, batch_size=4, rows_per_file=8, progress=progress)
+    summary = execute(job, executor="ray", workers=1, batch_size=4, rows_per_file=8, progress=progress)
     assert killed and finished[0] < len(inputs) + summary.duplicates_dropped + 1
     assert summary.failed == 0
     table = read_table(out, columns=["path", "worker"])
@@ -150,5 +150,5 @@ def test_ray_worker_errors_come_back_typed(ray_cluster: None, tmp_path: Path, go
     job = plan([str(p) for p in clips[:4]], tmp_path / "ds", TransformConfig(weights=str(golden_weights_dir)))
     job.config = replace(job.config, weights=str(tmp_path / "not-on-this-node"))
     with pytest.raises(WeightsNotFoundError, match="not-on-this-node"):
-        execute(job, engine="ray", workers=1, batch_size=2)
+        execute(job, executor="ray", workers=1, batch_size=2)
     assert read_table(tmp_path / "ds").num_rows == 0

@@ -70,7 +70,7 @@ def test_two_node_cluster_spreads_the_job(two_nodes: dict, tmp_path: Path, golde
     clips = make_clips(tmp_path / "clips", 24, seconds=1.0)
     out = tmp_path / "ds"
     done = subprocess.run([sys.executable, "-m", "voicebank.cli", "batch", str(tmp_path / "clips"), "-o", str(out),
-                           "-w", str(golden_weights_dir), "--engine", "ray", "--ray-address", two_nodes["address"],
+                           "-w", str(golden_weights_dir), "--executor", "ray", "--ray-address", two_nodes["address"],
                            "--workers", "2", "--batch-size", "2"],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

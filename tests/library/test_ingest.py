@@ -86,8 +86,7 @@ class NoWeightsEngine(FakeEngine):
 def test_scores_without_weights_use_the_cached_cohort_else_raw_cosine(tmp_path):
     import shutil
 
-    from voicebank.library.search import DUPLICATE_THRESHOLD
-    from voicebank.similarity import DUPLICATE_SCORE
+    from voicebank.similarity import DUPLICATE_COSINE, DUPLICATE_THRESHOLD
 
     with Library(tmp_path / "lib", engine=FakeEngine()) as lib:
         lib.add(A, name="a", mode="embedding")
@@ -95,10 +94,10 @@ def test_scores_without_weights_use_the_cached_cohort_else_raw_cosine(tmp_path):
         with_weights = lib.compare("a", "b")
     with Library(tmp_path / "lib", engine=NoWeightsEngine()) as bare:
         cached = bare.compare("a", "b")
-        assert cached.score == pytest.approx(with_weights.score) and cached.threshold == DUPLICATE_SCORE
+        assert cached.score == pytest.approx(with_weights.score) and cached.threshold == DUPLICATE_THRESHOLD
         shutil.rmtree(bare.store.cache_dir)
         raw = bare.compare("a", "b")
-        assert raw.score is None and raw.threshold == DUPLICATE_THRESHOLD
+        assert raw.score is None and raw.threshold == DUPLICATE_COSINE
         (hit,) = bare.search("a")
         assert hit.name == "b" and hit.score == pytest.approx(hit.speaker_cosine) == pytest.approx(raw.speaker_cosine)
         assert hit.to_dict() == {"name": "b", "score": hit.score, "speaker_cosine": hit.speaker_cosine,

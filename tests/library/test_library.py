@@ -14,7 +14,7 @@ from voicebank import errors
 from voicebank.audio import read_audio
 from voicebank.engine import Extractor
 from voicebank.library import Library
-from voicebank.similarity import DUPLICATE_SCORE
+from voicebank.similarity import DUPLICATE_THRESHOLD
 from voicebank.voice.voice import Voice
 
 from audio_fixtures import GOLDEN_INPUTS, REALSPEECH, speechlike
@@ -262,7 +262,7 @@ def test_same_speaker_under_another_name_is_a_warning_and_audio_is_shared(lib, t
     # without weights the cached cohort still normalises stored voices' scores
     with Library(lib.path, weights=tmp_path / "no-weights-here") as bare:
         c = bare.compare("one", "two")
-    assert c.score is not None and c.same_speaker and c.threshold == pytest.approx(DUPLICATE_SCORE)
+    assert c.score is not None and c.same_speaker and c.threshold == pytest.approx(DUPLICATE_THRESHOLD)
     one, two = lib.show("one"), lib.show("two")
     assert one.files[0].sha256 == two.files[0].sha256  # one file for both: content-addressed
     shared = one.files[0].path

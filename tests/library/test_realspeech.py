@@ -11,7 +11,7 @@ import pytest
 
 from voicebank.cohort import builtin_cohort_embeddings, builtin_cohort_files, library_normaliser
 from voicebank.engine import Extractor
-from voicebank.similarity import DUPLICATE_SCORE, cosine_matrix, equal_error_rate
+from voicebank.similarity import DUPLICATE_THRESHOLD, cosine_matrix, equal_error_rate
 
 from audio_fixtures import REALSPEECH, resemblyzer_weights
 from golden_cases import METRICS
@@ -98,12 +98,12 @@ def test_duplicate_warnings_rarely_name_another_speaker_and_catch_re_added_ones(
             best = int(np.argmax(score))
             readded = speakers[i] in {speakers[j] for j in stored}
             n_readded += readded
-            if score[best] >= DUPLICATE_SCORE:
+            if score[best] >= DUPLICATE_THRESHOLD:
                 n_false += speakers[stored[best]] != speakers[i]
                 n_caught += readded and speakers[stored[best]] == speakers[i]
         false_rates.append(n_false / len(order))
         catch_rates.append(n_caught / n_readded)
     METRICS["real-speech duplicate warnings (normalised score)"] = (
         f"false {np.mean(false_rates):.1%} of voices (worst order {max(false_rates):.1%}), re-added speakers caught "
-        f"{np.mean(catch_rates):.1%} (worst {min(catch_rates):.1%}), threshold {DUPLICATE_SCORE}")
+        f"{np.mean(catch_rates):.1%} (worst {min(catch_rates):.1%}), threshold {DUPLICATE_THRESHOLD}")
     assert np.mean(false_rates) <= 0.05 and np.mean(catch_rates) >= 0.70

@@ -120,8 +120,8 @@ def wav_bytes(samples: object, sample_rate: int) -> bytes:
 
 def make_server(tmp: Path, weights: Path, extractor, **settings) -> ThreadServer:
     from voicebank.library import Library
-    from voicebank.service import Settings, create_app
+    from voicebank.service import ServiceSettings, create_app
 
     lib = Library(tmp / "lib", weights=weights, engine=extractor.engine)
-    app = create_app(Settings(library=lib.path, weights=weights, **settings), library=lib)
+    app = create_app(ServiceSettings(library=lib.path, weights=weights, **settings), library=lib)
     return ThreadServer(app)

@@ -1,12 +1,12 @@
 """Corpus-scale extraction: the same job on one machine (worker processes) or a Ray cluster.
 
 - :class:`BatchTransform` (``transform``): picklable; rows ``{path or data}`` -> result rows, models loaded
-  once per worker; plugs into Ray Data ``map_batches``, a Spark or Dask pandas UDF, or the local engine.
+  once per worker; plugs into Ray Data ``map_batches``, a Spark or Dask pandas UDF, or the local executor.
 - ``dataset``: the Parquet output (atomic part files), :func:`read` -> :class:`~voicebank.voice.Voice`.
-- ``runner``: :func:`plan` / :func:`execute` / :func:`run` with the ``local`` and ``ray`` engines, resumable
+- ``runner``: :func:`plan` / :func:`execute` / :func:`run` with the ``local`` and ``ray`` executors, resumable
   and exactly-once.
 
-Needs pyarrow (``pip install 'voicebank[batch]'``); the ray engine needs Ray Data (``voicebank[ray]``).
+Needs pyarrow (``pip install 'voicebank[batch]'``); the ray executor needs Ray Data (``voicebank[ray]``).
 Nothing heavy is imported until used.
 """
 

@@ -52,7 +52,7 @@ KEY_COLUMNS = ("path", "source_sha256", "weights_fingerprint", "mode", "variant"
 
 
 class BatchError(VoicebankError):
-    """A batch job that cannot run: bad inputs, an output folder in use or unreadable, a missing engine."""
+    """A batch job that cannot run: bad inputs, an output folder in use or unreadable, a missing executor."""
 
 
 def require_pyarrow() -> Any:

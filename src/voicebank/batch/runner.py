@@ -1,6 +1,6 @@
-"""Running a batch job: plan (what is left to do), then execute on the ``local`` or the ``ray`` engine.
+"""Running a batch job: plan (what is left to do), then execute on the ``local`` or the ``ray`` executor.
 
-Whatever the engine, the driver is the dataset's one writer: workers (processes here, Ray actors there)
+Whatever the executor, the driver is the dataset's one writer: workers (processes here, Ray actors there)
 return result rows, and the driver appends them to Parquet part files, each written whole or not at all.
 Every row is keyed by (path, sha256, weights fingerprint, mode, variant): the plan skips inputs whose keys
 are all in the output already, and the writer drops any row whose key it has already written (a batch that
@@ -41,8 +41,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Engine = Literal["local", "ray"]
-ENGINES: tuple[Engine, ...] = ("local", "ray")
+Executor = Literal["local", "ray"]
+"""Where a batch job's workers run: processes on this machine, or Ray actors."""
+EXECUTORS: tuple[Executor, ...] = ("local", "ray")
 
 DEFAULT_ROWS_PER_FILE = 1024
 FLUSH_SECONDS = 30.0
@@ -182,7 +183,7 @@ RUN_LIMITS: Limits = {
 ``batch_size``, and so on."""
 
 
-def execute(job: Plan, *, engine: Engine = "local", workers: int = 1, batch_size: int = 16,
+def execute(job: Plan, *, executor: Executor = "local", workers: int = 1, batch_size: int = 16,
             ray_address: str | None = None, gpus_per_worker: float = 0.0, threads_per_worker: int | None = None,
             rows_per_file: int = DEFAULT_ROWS_PER_FILE, progress: Progress | None = None) -> Summary:
     """Run a planned job; results are in ``job.out_dir`` when it returns.
@@ -191,8 +192,8 @@ def execute(job: Plan, *, engine: Engine = "local", workers: int = 1, batch_size
     torch threads of each worker (default: the cores shared out between the local workers; Ray's
     ``OMP_NUM_THREADS`` for actors).
     """
-    if engine not in ENGINES:
-        raise BatchError(f"unknown engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    if executor not in EXECUTORS:
+        raise BatchError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     check_numbers(RUN_LIMITS, {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
                                "threads_per_worker": threads_per_worker, "rows_per_file": rows_per_file})
     summary = Summary(skipped=job.skipped * len(job.config.variants))
@@ -201,7 +202,7 @@ def execute(job: Plan, *, engine: Engine = "local", workers: int = 1, batch_size
         clean_temp_files(job.out_dir)
         writer = PartWriter(job.out_dir, job.done, summary, rows_per_file=rows_per_file)
         if job.pending:
-            if engine == "local":
+            if executor == "local":
                 _run_local(job, writer, workers=workers, batch_size=batch_size, threads=threads_per_worker,
                            progress=progress)
             else:
@@ -227,7 +228,7 @@ def _advance(progress: Progress | None, table: pa.Table, variants: int) -> None:
         progress(max(1, table.num_rows // max(1, variants)) if table.num_rows else 0)
 
 
-# --- local engine --------------------------------------------------------------------------------------
+# --- local executor ------------------------------------------------------------------------------------
 
 _WORKER: BatchTransform | None = None
 
@@ -317,7 +318,7 @@ def _run_local(job: Plan, writer: PartWriter, *, workers: int, batch_size: int, 
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-# --- ray engine ----------------------------------------------------------------------------------------
+# --- ray executor --------------------------------------------------------------------------------------
 
 
 def _require_ray() -> Any:
@@ -325,7 +326,7 @@ def _require_ray() -> Any:
         import ray
         import ray.data
     except ImportError as e:
-        raise MissingDependencyError("the ray engine needs Ray Data: pip install 'voicebank[ray]'") from e
+        raise MissingDependencyError("the ray executor needs Ray Data: pip install 'voicebank[ray]'") from e
     return ray
 
 

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Mode = Literal["embedding", "conditionals"]
-MODES: tuple[Mode, ...] = ("embedding", "conditionals")
+BatchMode = Literal["embedding", "conditionals"]
+BATCH_MODES: tuple[BatchMode, ...] = ("embedding", "conditionals")
 """``embedding``: the 256-d speaker embedding and the 192-d x-vector (no speech tokenizer, cheap);
 ``conditionals``: the full Chatterbox conditionals as a voice file, plus both vectors."""
 
@@ -44,7 +44,7 @@ class TransformConfig:
     """Directory with the Chatterbox checkpoints (``None``: ``$VOICEBANK_WEIGHTS``, then the HF cache)."""
     variants: tuple[str, ...] = ("english",)
     """One output row per input and variant."""
-    mode: Mode = "embedding"
+    mode: BatchMode = "embedding"
     device: str = "cpu"
     precision: str = "exact"
     exaggeration: float = DEFAULT_EXAGGERATION
@@ -60,8 +60,8 @@ class TransformConfig:
     def __post_init__(self) -> None:
         from ..options import check_exaggeration, check_number, check_variant
 
-        if self.mode not in MODES:
-            raise InvalidOptionError(f"unknown mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.mode not in BATCH_MODES:
+            raise InvalidOptionError(f"unknown mode {self.mode!r}: choose one of {', '.join(BATCH_MODES)}")
         variants = tuple(check_variant(v) for v in self.variants)
         if not variants:
             raise InvalidOptionError("give at least one variant")
@@ -115,8 +115,8 @@ class InputRow:
 
 
 @dataclass
-class _Clip:
-    """A decoded clip, or why it could not be decoded."""
+class _RowRead:
+    """One input row read (and, per variant, prepared), or why it could not be."""
 
     row: InputRow
     ref: Any = None  # voicebank.audio.reference.Reference
@@ -266,27 +266,28 @@ class BatchTransform:
                     results[i, variant] = row
         return [results[i, v] for i in range(len(rows)) for v in self.config.variants]
 
-    def _read(self, row: InputRow) -> _Clip:
+    def _read(self, row: InputRow) -> _RowRead:
         from ..audio import Clip
 
         source: Any = row.data if row.data is not None else row.path
         try:
             clip = Clip.read(source, name=row.path)
-            return _Clip(row, clip=clip, sha256=clip.sha256)
+            return _RowRead(row, clip=clip, sha256=clip.sha256)
         except Exception as e:  # whatever a bad file makes the decoder raise, it fails this row only
             # the file's hash still keys the row, so a re-run knows this input was seen
-            return _Clip(row, error=e, sha256=_file_sha256(row))
+            return _RowRead(row, error=e, sha256=_file_sha256(row))
 
-    def _prepare(self, read: _Clip, variant: str) -> _Clip:
+    def _prepare(self, read: _RowRead, variant: str) -> _RowRead:
         if read.error is not None:
             return read
         assert self._engine is not None
         try:
-            return _Clip(read.row, ref=self._engine.reference(read.clip, variant), clip=read.clip, sha256=read.sha256)
+            return _RowRead(read.row, ref=self._engine.reference(read.clip, variant), clip=read.clip,
+                            sha256=read.sha256)
         except Exception as e:  # e.g. a clip too short for Turbo: this variant's row only
-            return _Clip(read.row, error=e, sha256=read.sha256)
+            return _RowRead(read.row, error=e, sha256=read.sha256)
 
-    def _run(self, clips: Sequence[_Clip], variant: str) -> list[dict[str, Any]]:
+    def _run(self, clips: Sequence[_RowRead], variant: str) -> list[dict[str, Any]]:
         """Result rows of decoded clips; a failure in the models fails only the clips it concerns."""
         try:
             return self._rows(clips, variant)
@@ -298,7 +299,7 @@ class BatchTransform:
             log.warning("a batch of %d clips failed (%s); running them one by one", len(clips), e)
             return [row for c in clips for row in self._run([c], variant)]
 
-    def _rows(self, clips: Sequence[_Clip], variant: str) -> list[dict[str, Any]]:
+    def _rows(self, clips: Sequence[_RowRead], variant: str) -> list[dict[str, Any]]:
         from .._version import __version__
 
         engine = self._engine

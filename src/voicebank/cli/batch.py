@@ -39,7 +39,7 @@ def batch(
                                                       "(default english).", show_default=False)] = None,
     exaggeration: Annotated[float, typer.Option("--exaggeration", help="Conditionals mode: emotion "
                                                 "exaggeration.")] = DEFAULT_EXAGGERATION,
-    engine: Annotated[str, typer.Option("--engine", help="local (worker processes on this machine) or ray "
+    executor: Annotated[str, typer.Option("--executor", help="local (worker processes on this machine) or ray "
                                         "(Ray Data; pip install 'voicebank\\[ray]').")] = "local",
     ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join: auto or "
                                                     "HOST:PORT (default: start a local one).",
@@ -64,24 +64,24 @@ def batch(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Extract embeddings or conditionals of many clips into a Parquet dataset; resumable, exactly once."""
-    from ..batch.runner import ENGINES, RUN_LIMITS
-    from ..batch.transform import MODES, TransformConfig
+    from ..batch.runner import EXECUTORS, RUN_LIMITS
+    from ..batch.transform import BATCH_MODES, TransformConfig
     from ..options import check_numbers
 
     check_numbers(RUN_LIMITS, {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
                                "threads_per_worker": threads, "rows_per_file": rows_per_file}, prefix="--")
 
-    if mode not in MODES:
-        raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(MODES)}")
-    if engine not in ENGINES:
-        raise typer.BadParameter(f"--engine {engine}: choose one of {', '.join(ENGINES)}")
-    if ray_address is not None and engine != "ray":
-        raise typer.BadParameter("--ray-address is for --engine ray")
-    if gpus_per_worker > 0 and engine != "ray":
-        raise typer.BadParameter("--gpus-per-worker is for --engine ray (local workers share --device)")
+    if mode not in BATCH_MODES:
+        raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(BATCH_MODES)}")
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise typer.BadParameter("--ray-address is for --executor ray")
+    if gpus_per_worker > 0 and executor != "ray":
+        raise typer.BadParameter("--gpus-per-worker is for --executor ray (local workers share --device)")
     if gpus_per_worker > 0 and not device.startswith("cuda"):
         raise typer.BadParameter("--gpus-per-worker needs --device cuda")
-    if engine == "local" or ray_address is None:
+    if executor == "local" or ray_address is None:
         device = check_device(device)  # a remote cluster's devices are checked where the actors run
     try:
         config = TransformConfig(weights=str(weights) if weights is not None else None,
@@ -92,14 +92,14 @@ def batch(
         raise typer.BadParameter(str(e)) from e
     from ..batch.runner import execute, plan
 
-    if engine == "ray":
+    if executor == "ray":
         import logging
 
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # per-dataset INFO lines would cut the progress bar
     job = plan(inputs, output, config)
     typer.echo(f"{len(job.pending)} clip(s) to do, {job.skipped} already in {clean(output)}", err=True)
     with _progress(len(job.pending)) as advance:
-        summary = execute(job, engine=engine, workers=workers, batch_size=batch_size,
+        summary = execute(job, executor=executor, workers=workers, batch_size=batch_size,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, threads_per_worker=threads,
                           rows_per_file=rows_per_file, progress=advance)
     _print_summary(summary, output)

@@ -123,7 +123,7 @@ def serve(
     try:
         import uvicorn
 
-        from ..service import Settings, create_app
+        from ..service import ServiceSettings, create_app
         from ..service.logs import configure
     except ImportError as e:
         raise ServeError(f"`voicebank serve` needs the service extra ({e}); pip install 'voicebank[service]'") from e
@@ -136,7 +136,7 @@ def serve(
     from ..library import resolve_library_path
 
     lib_path = resolve_library_path(library)
-    settings = Settings(library=lib_path, weights=weights, device=device, workers=workers, queue_size=queue,
+    settings = ServiceSettings(library=lib_path, weights=weights, device=device, workers=workers, queue_size=queue,
                         cache_mb=cache_mb, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds,
                         body_timeout_s=body_timeout, variants=tuple(variant or ["english"]), keys_file=keys_file,
                         cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page,

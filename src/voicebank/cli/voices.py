@@ -74,7 +74,7 @@ def add(
                                                       show_default=False)] = None,
 ) -> None:
     """Add reference clips as named voices; a summary table at the end, exit 1 if any clip failed."""
-    from ..library import MODES, collect_audio
+    from ..library import STORAGE_MODES, collect_audio
 
     check_exaggeration_option(exaggeration)
     if from_dataset is not None:
@@ -89,8 +89,8 @@ def add(
     if not audio:
         raise typer.BadParameter("give audio files or folders (or --from-dataset DIR)")
 
-    if mode not in MODES:
-        raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(MODES)}")
+    if mode not in STORAGE_MODES:
+        raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(STORAGE_MODES)}")
     variants = [variant_option(v) or "english" for v in (variant or ["english"])]
     if no_audio and mode != "conditionals":
         raise typer.BadParameter("--no-audio is for --mode conditionals (audio mode keeps the audio by definition; "

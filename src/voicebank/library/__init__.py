@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from ..audio.inspection import Finding, Inspection, inspect_clip, inspect_reference, inspect_samples
 from ..settings import ENV_LIBRARY
-from ..store.records import MODES, Mode, StoredFile, VoiceInfo
+from ..store.records import STORAGE_MODES, StorageMode, StoredFile, VoiceInfo
 from .ingest import AddOptions, Prepared
 from .library import (
-    DUPLICATE_THRESHOLD,
     Library,
     default_library_path,
     get,
@@ -34,9 +33,8 @@ from .results import (
 )
 
 __all__ = [
-    "DUPLICATE_THRESHOLD",
     "ENV_LIBRARY",
-    "MODES",
+    "STORAGE_MODES",
     "AddOptions",
     "AddResult",
     "CheckProblem",
@@ -46,10 +44,10 @@ __all__ = [
     "Inspection",
     "Library",
     "Match",
-    "Mode",
     "Prepared",
     "ReextractResult",
     "StaleVoice",
+    "StorageMode",
     "StoredFile",
     "VoiceInfo",
     "check_name",

@@ -24,7 +24,7 @@ from ..audio.inspection import inspect_clip
 from ..chatterbox import DEFAULT_EXAGGERATION, VARIANTS
 from ..errors import InvalidOptionError, ReferenceRejectedError
 from ..options import check_exaggeration, check_variant, embedding_variant
-from ..store.records import MODES, Mode, VoiceInfo
+from ..store.records import STORAGE_MODES, StorageMode, VoiceInfo
 from ..store.store import NewVoice, VoiceStore
 from .results import AddResult
 
@@ -55,7 +55,7 @@ class Computes(Protocol):
 class AddOptions:
     """How clips are added (checked once for a whole batch by :func:`add_options`)."""
 
-    mode: Mode = "audio"
+    mode: StorageMode = "audio"
     variants: tuple[str, ...] = ("english",)
     exaggeration: float = DEFAULT_EXAGGERATION
     tags: tuple[str, ...] = ()
@@ -134,11 +134,11 @@ def check_variants(variant: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-def check_mode(mode: str) -> Mode:
+def check_mode(mode: str) -> StorageMode:
     """``mode`` if it is a storage mode, else :class:`~voicebank.errors.InvalidOptionError` naming them."""
-    if mode not in MODES:
-        raise InvalidOptionError(f"unknown storage mode {mode!r}: choose one of {', '.join(MODES)}")
-    return cast(Mode, mode)
+    if mode not in STORAGE_MODES:
+        raise InvalidOptionError(f"unknown storage mode {mode!r}: choose one of {', '.join(STORAGE_MODES)}")
+    return cast(StorageMode, mode)
 
 
 def add_options(mode: str = "audio", variant: str | Sequence[str] = "english", *,
@@ -258,7 +258,7 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     that may be the same speaker are reported (:func:`~voicebank.library.search.find_similar`: ``threshold``
     is the normalised duplicate score, ``engine`` embeds the built-in cohort, ``cohorts`` memoises it).
     """
-    from ..similarity import DUPLICATE_SCORE
+    from ..similarity import DUPLICATE_THRESHOLD
     from ..store.blobs import sha256_bytes
     from ..voice.files import voice_file_format
     from ..voice.voice import Voice
@@ -271,7 +271,7 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     speaker = voice.speaker_embedding.float().cpu().numpy() if voice.t3 is not None else None
     xvector = voice.xvector.float().cpu().numpy()
     similar = find_similar(store, engine, speaker, known if known is not None else store.speaker_embeddings(),
-                           meta.variant, duplicate_threshold=DUPLICATE_SCORE if threshold is None else threshold,
+                           meta.variant, duplicate_threshold=DUPLICATE_THRESHOLD if threshold is None else threshold,
                            memo=cohorts)
     warnings = similar_warnings(similar)
     if meta.hybrid:

@@ -36,7 +36,7 @@ from ..errors import DuplicateAudioError, InvalidOptionError, InvalidVoiceNameEr
 from ..options import check_exaggeration, check_number, check_variant
 from ..progress import Progress
 from ..settings import Settings
-from ..similarity import DUPLICATE_SCORE
+from ..similarity import DUPLICATE_THRESHOLD
 from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue, Generation
 from ..store.records import VoiceInfo
@@ -45,7 +45,7 @@ from . import ingest, maintenance, materialise, search
 from .ingest import AddOptions, Computes, Prepared
 from .names import check_name, default_name
 from .results import AddResult, CheckReport, Comparison, Match, ReextractResult, StaleVoice
-from .search import DUPLICATE_THRESHOLD, CohortMemo
+from .search import CohortMemo
 
 if TYPE_CHECKING:
     import torch
@@ -80,14 +80,14 @@ class Library:
 
     ``duplicate_threshold``: the normalised similarity score at or above which a new voice is reported as
     possibly the same speaker as a stored one (see :mod:`.search`; raw cosine
-    :data:`~voicebank.library.search.DUPLICATE_THRESHOLD` applies when there are no weights to normalise with).
+    :data:`~voicebank.similarity.DUPLICATE_COSINE` applies when there are no weights to normalise with).
 
     Safe to share between threads; several processes may use the same library at once.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, weights: str | os.PathLike[str] | None = None,
                  device: str = "cpu", allow_download: bool = False, engine: Engine | Computes | None = None,
-                 duplicate_threshold: float = DUPLICATE_SCORE) -> None:
+                 duplicate_threshold: float = DUPLICATE_THRESHOLD) -> None:
         self.path = resolve_library_path(path)
         self.store = VoiceStore(self.path)
         self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", allow_infinite=True)
@@ -478,4 +478,4 @@ def get(name: str, *, library: str | os.PathLike[str] | None = None, weights: st
         return lib.get(name, variant=variant, exaggeration=exaggeration, base=base, device=device)
 
 
-__all__ = ["DUPLICATE_THRESHOLD", "Library", "default_library_path", "get", "resolve_library_path"]
+__all__ = ["Library", "default_library_path", "get", "resolve_library_path"]

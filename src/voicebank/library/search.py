@@ -20,7 +20,14 @@ from ..audio.decode import AudioSource
 from ..cohort import builtin_cohort_embeddings, cached_builtin_cohort, library_normaliser
 from ..errors import InvalidOptionError, LibraryError, VoicebankError, VoiceNotFoundError
 from ..options import embedding_variant
-from ..similarity import DUPLICATE_SCORE, SAME_RECORDING_COSINE, ScoreNormaliser, cosine, cosine_matrix
+from ..similarity import (
+    DUPLICATE_COSINE,
+    DUPLICATE_THRESHOLD,
+    SAME_RECORDING_COSINE,
+    ScoreNormaliser,
+    cosine,
+    cosine_matrix,
+)
 from ..similarity import blend as blend_vectors
 from ..store.records import VoiceInfo
 from ..store.store import NewVoice, VoiceStore
@@ -29,10 +36,6 @@ from .results import Comparison, Match
 
 log = logging.getLogger(__name__)
 
-DUPLICATE_THRESHOLD = 0.80
-"""Raw speaker-embedding cosine at or above which two voices count as possibly the same speaker when there are
-no weights (nor a cached cohort) to normalise scores with; otherwise the normalised score is compared with
-:data:`~voicebank.similarity.DUPLICATE_SCORE` (see README, "Similarity scores")."""
 
 Similar = tuple[str, float, float]
 """A stored voice that may be the same speaker: ``(name, score, speaker_cosine)``."""
@@ -44,14 +47,14 @@ CohortMemo = dict[str, np.ndarray]
 
 
 def normaliser(store: VoiceStore, engine: Computes | None, variant: str, known: Mapping[str, np.ndarray], *,
-               duplicate_threshold: float = DUPLICATE_SCORE, memo: CohortMemo | None = None,
+               duplicate_threshold: float = DUPLICATE_THRESHOLD, memo: CohortMemo | None = None,
                ) -> ScoreNormaliser | None:
     """The score normaliser of the library's voices ``known`` (name -> (256,)) for ``variant``'s voice encoder.
 
     The built-in cohort (:mod:`voicebank.cohort`) is embedded by ``engine.embed`` and cached in
     ``store.cache_dir`` per weights fingerprint (and in ``memo``, when given).  Without an engine or weights,
     the cache of the fingerprint most stored voices carry serves; with neither, ``None`` (logged): scores are
-    then raw speaker cosines, compared with :data:`DUPLICATE_THRESHOLD`.
+    then raw speaker cosines, compared with :data:`DUPLICATE_COSINE`.
     """
     v = embedding_variant(variant)
     builtin: np.ndarray | None = None
@@ -72,7 +75,7 @@ def normaliser(store: VoiceStore, engine: Computes | None, variant: str, known: 
         builtin = cached_builtin_cohort(common, store.cache_dir) if common is not None else None
     if builtin is None:
         log.warning("similarity scores are raw speaker cosines (threshold %.2f): no weights to embed the "
-                    "built-in cohort with (%s)", DUPLICATE_THRESHOLD, reason)
+                    "built-in cohort with (%s)", DUPLICATE_COSINE, reason)
         return None
     library = (np.stack(list(known.values())) if known
                else np.zeros((0, builtin.shape[1]), dtype=np.float32))
@@ -94,14 +97,14 @@ def similar_voices(speaker_emb: np.ndarray | None, known: Mapping[str, np.ndarra
     """Stored voices that may be the same speaker as ``speaker_emb`` (256,): ``(name, score, speaker_cosine)``,
     best first, at most 5.
 
-    A voice is listed when its score reaches ``norm.duplicate_threshold`` (:data:`DUPLICATE_THRESHOLD` on the
+    A voice is listed when its score reaches ``norm.duplicate_threshold`` (:data:`DUPLICATE_COSINE` on the
     raw cosine when ``norm`` is ``None``), or its raw cosine
     :data:`~voicebank.similarity.SAME_RECORDING_COSINE` (the same recording, whatever the encoder).
     """
     names = [n for n in known if n != exclude]
     if speaker_emb is None or not names:
         return []
-    threshold = norm.duplicate_threshold if norm is not None else DUPLICATE_THRESHOLD
+    threshold = norm.duplicate_threshold if norm is not None else DUPLICATE_COSINE
     s, cos = scores(speaker_emb, np.stack([known[n] for n in names]), norm)
     hits = [(n, float(a), float(c)) for n, a, c in zip(names, s, cos, strict=True)
             if a >= threshold or c >= SAME_RECORDING_COSINE]
@@ -109,7 +112,7 @@ def similar_voices(speaker_emb: np.ndarray | None, known: Mapping[str, np.ndarra
 
 
 def find_similar(store: VoiceStore, engine: Computes | None, speaker_emb: np.ndarray | None,
-                 known: Mapping[str, np.ndarray], variant: str, *, duplicate_threshold: float = DUPLICATE_SCORE,
+                 known: Mapping[str, np.ndarray], variant: str, *, duplicate_threshold: float = DUPLICATE_THRESHOLD,
                  memo: CohortMemo | None = None, exclude: str = "") -> list[Similar]:
     """:func:`similar_voices` with the library's :func:`normaliser` (built only when there is something to
     compare: no cohort is embedded for the first voice or a voice without speaker embedding)."""
@@ -155,7 +158,7 @@ def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSour
 
 
 def compare(store: VoiceStore, engine: Computes | None, a: str | AudioSource, b: str | AudioSource, *,
-            variant: str = "english", duplicate_threshold: float = DUPLICATE_SCORE,
+            variant: str = "english", duplicate_threshold: float = DUPLICATE_THRESHOLD,
             memo: CohortMemo | None = None, names_only: bool = False) -> Comparison:
     """Similarity of two voices or clips: the normalised score (against the library's cohort, see
     :func:`normaliser`) with the raw speaker and x-vector cosines beside it.
@@ -168,17 +171,17 @@ def compare(store: VoiceStore, engine: Computes | None, a: str | AudioSource, b:
         if xa is None or xb is None:
             raise LibraryError(f"cannot compare {la!r} and {lb!r}: an embedding is missing")
         cos = cosine(xa, xb)
-        return Comparison(la, lb, cos, cos, DUPLICATE_THRESHOLD)
+        return Comparison(la, lb, cos, cos, DUPLICATE_COSINE)
     xcos = cosine(xa, xb) if xa is not None and xb is not None else None
     norm = normaliser(store, engine, variant, store.speaker_embeddings(), duplicate_threshold=duplicate_threshold,
                       memo=memo)
     if norm is None:
-        return Comparison(la, lb, cosine(sa, sb), xcos, DUPLICATE_THRESHOLD)
+        return Comparison(la, lb, cosine(sa, sb), xcos, DUPLICATE_COSINE)
     return Comparison(la, lb, cosine(sa, sb), xcos, norm.duplicate_threshold, norm.score(sa, sb))
 
 
 def search(store: VoiceStore, engine: Computes | None, query: str | AudioSource, *, k: int = 5,
-           tag: str | None = None, variant: str = "english", duplicate_threshold: float = DUPLICATE_SCORE,
+           tag: str | None = None, variant: str = "english", duplicate_threshold: float = DUPLICATE_THRESHOLD,
            memo: CohortMemo | None = None, names_only: bool = False) -> list[Match]:
     """The ``k`` stored voices most similar to ``query`` (a voice name or a clip), best first, the query excluded.
 
@@ -249,5 +252,5 @@ def blend(store: VoiceStore, names: Sequence[str], mix: Sequence[float] | None =
     return info
 
 
-__all__ = ["DUPLICATE_THRESHOLD", "CohortMemo", "Similar", "blend", "compare", "find_similar", "normaliser", "scores",
+__all__ = ["CohortMemo", "Similar", "blend", "compare", "find_similar", "normaliser", "scores",
            "search", "similar_voices", "similar_warnings", "vectors_of"]

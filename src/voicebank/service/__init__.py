@@ -2,8 +2,8 @@
 
 Needs the optional extra: ``pip install 'voicebank[service]'`` (FastAPI, uvicorn, httpx, python-multipart).
 
->>> from voicebank.service import Settings, create_app   # doctest: +SKIP
->>> app = create_app(Settings(library="voices/", weights="weights/"))
+>>> from voicebank.service import ServiceSettings, create_app   # doctest: +SKIP
+>>> app = create_app(ServiceSettings(library="voices/", weights="weights/"))
 """
 
 from __future__ import annotations
@@ -18,6 +18,6 @@ except ImportError as e:  # pragma: no cover - depends on the environment
                                  "pip install 'voicebank[service]'") from e
 
 from .app import create_app
-from .settings import Settings
+from .settings import ServiceSettings
 
-__all__ = ["Settings", "create_app"]
+__all__ = ["ServiceSettings", "create_app"]

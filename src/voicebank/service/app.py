@@ -31,7 +31,7 @@ from .revalidation import RevalidationMiddleware
 from .routers import audio, health, page, voices
 from .routers.page import STATIC
 from .security import KeyStore
-from .settings import Settings
+from .settings import ServiceSettings
 from .state import Service
 from .uploads import AuthGateMiddleware, BodyLimitMiddleware
 from .workers import ExtractionPool
@@ -99,7 +99,7 @@ class RequestContextMiddleware:
             request_id.reset(token)
 
 
-def build_service(settings: Settings, library: Library | None = None) -> Service:
+def build_service(settings: ServiceSettings, library: Library | None = None) -> Service:
     """The service objects for ``settings`` (the library, unless given, is opened later by the lifespan)."""
     lib_path = library.path if library is not None else resolve_library_path(settings.library)
     metrics = Metrics()
@@ -117,10 +117,10 @@ def build_service(settings: Settings, library: Library | None = None) -> Service
     return service
 
 
-def create_app(settings: Settings | None = None, *, library: Library | None = None) -> FastAPI:
+def create_app(settings: ServiceSettings | None = None, *, library: Library | None = None) -> FastAPI:
     """The voice service for ``settings``; ``library``: an open library to serve (its engine is reused),
     else the lifespan opens one from ``settings`` and loads its models, once."""
-    settings = settings or Settings()
+    settings = settings or ServiceSettings()
     service = build_service(settings, library)
 
     @asynccontextmanager

@@ -10,7 +10,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 """Hosts that only this machine can reach: the only ones the service binds to while no API key exists."""
 
 
-class Settings(BaseModel):
+class ServiceSettings(BaseModel):
     """How the service runs.  Every limit has a unit in its name; every field can be set on ``voicebank serve``."""
 
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)

@@ -22,7 +22,7 @@ from .cache import ConditionalsCache
 from .metrics import Metrics
 from .revalidation import Generation, RevalidationIndex
 from .security import KeyStore
-from .settings import Settings
+from .settings import ServiceSettings
 from .workers import ExtractionPool
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def io_executor() -> ThreadPoolExecutor:
 class Service:
     """The library (with its loaded extractors), the conditionals cache, the worker pool, keys and metrics."""
 
-    settings: Settings
+    settings: ServiceSettings
     _library: Library | None
     cache: ConditionalsCache
     pool: ExtractionPool

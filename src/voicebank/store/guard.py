@@ -20,7 +20,7 @@ from typing import Any
 
 from ..chatterbox import VARIANTS
 from ..errors import CatalogueDamagedError, CatalogueError, LibraryError, LibraryWriteError
-from .records import MODES
+from .records import STORAGE_MODES
 
 TABLES = {
     "voices": {"id", "name", "mode", "variant", "exaggeration", "source_sha256", "source_name", "duration",
@@ -165,7 +165,7 @@ def row_problem(row: sqlite3.Row) -> str | None:
         name = row["name"]
         if not isinstance(name, str) or not name:
             return "its name is not text"
-        if row["mode"] not in MODES:
+        if row["mode"] not in STORAGE_MODES:
             return f"unknown storage mode {str(row['mode'])[:40]!r}"
         if row["variant"] not in VARIANTS:
             return f"unknown variant {str(row['variant'])[:40]!r}"

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-Mode = Literal["audio", "conditionals", "embedding"]
-MODES: tuple[Mode, ...] = ("audio", "conditionals", "embedding")
+StorageMode = Literal["audio", "conditionals", "embedding"]
+STORAGE_MODES: tuple[StorageMode, ...] = ("audio", "conditionals", "embedding")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class VoiceInfo:
     """What the library knows about one voice (no tensors: see :meth:`Library.get`)."""
 
     name: str
-    mode: Mode
+    mode: StorageMode
     variant: str
     """The variant its speaker embedding (and first conditionals) came from."""
     variants: tuple[str, ...]

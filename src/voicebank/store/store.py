@@ -44,7 +44,7 @@ from ..errors import (
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue, Generation
 from .guard import damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
-from .records import Mode, StoredFile, VoiceInfo
+from .records import StorageMode, StoredFile, VoiceInfo
 from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -92,7 +92,7 @@ class NewVoice:
     """Everything one insertion writes: the row, its tags and its files (bytes), committed together."""
 
     name: str
-    mode: Mode
+    mode: StorageMode
     variant: str
     exaggeration: float | None
     speaker_emb: np.ndarray | None
