@@ -128,7 +128,7 @@ def test_names_only_never_reads_a_path(lib, tmp_path, monkeypatch):
 
 
 def test_tags_are_strings_one_string_is_one_tag_and_none_is_none():
-    from voicebank.library.ingest import MAX_TAG_LENGTH, clean_tags
+    from voicebank.library.names import MAX_TAG_LENGTH, clean_tags
 
     assert clean_tags("narrator") == ("narrator",)  # not ('a', 'n', 'o', 'r', 'r', 't')
     assert clean_tags(None) == () and clean_tags([]) == ()

@@ -7,48 +7,31 @@ a Ray actor.  ``commit(store, prepared)`` runs where the one writer is, in one t
 
 from __future__ import annotations
 
-import getpass
 import logging
 import struct
-import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from ..audio.clip import Clip
-from ..audio.decode import AudioSource
 from ..audio.inspection import inspect_clip
 from ..chatterbox import DEFAULT_EXAGGERATION, VARIANTS
 from ..errors import InvalidOptionError, ReferenceRejectedError
 from ..options import check_exaggeration, check_variant, embedding_variant
 from ..store.records import STORAGE_MODES, StorageMode, VoiceInfo
 from ..store.store import NewVoice, VoiceStore
+from .computes import Computes
+from .names import clean_tags, current_user
 from .results import AddResult
 
 if TYPE_CHECKING:
-    from ..audio.reference import Reference
-    from ..voice.voice import Voice
+    pass
 
 log = logging.getLogger(__name__)
 
-
-
-class Computes(Protocol):
-    """What the library needs from an engine (:class:`~voicebank.engine.Engine` is one; tests use fakes)."""
-
-    def weights_fingerprint(self, variant: str = "english") -> str: ...
-
-    def embeddings(self, source: Clip | Reference, variant: str = "english") -> tuple[np.ndarray, np.ndarray]: ...
-
-    def embed(self, sources: Sequence[AudioSource | Clip], *, variant: str = "english") -> np.ndarray:
-        """Speaker embeddings of several clips, ``(len(sources), 256)`` (the built-in similarity cohort)."""
-        ...
-
-    def extract(self, source: Clip, variant: str = "english", *, exaggeration: float = DEFAULT_EXAGGERATION,
-                ) -> Voice: ...
 
 
 @dataclass(frozen=True)
@@ -87,38 +70,6 @@ class Prepared:
     voice_files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     """``variant -> (voice file bytes, weights fingerprint)`` in conditionals mode."""
     warnings: list[str] = field(default_factory=list)
-
-
-def current_user() -> str:
-    """The login name, or ``""`` where there is none (containers)."""
-    try:
-        return getpass.getuser()
-    except Exception:
-        return ""
-
-
-MAX_TAG_LENGTH = 128
-
-
-def clean_tags(tags: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Tags stripped, de-duplicated and sorted; empty ones dropped.  One string is one tag (not its letters);
-    ``None`` is none.  A tag with a control character or over :data:`MAX_TAG_LENGTH` characters is an
-    :class:`~voicebank.errors.InvalidOptionError`."""
-    if tags is None:
-        return ()
-    items = [tags] if isinstance(tags, str) else list(tags)
-    out = set()
-    for t in items:
-        if not isinstance(t, str):
-            raise InvalidOptionError(f"tag {t!r} is not text; tags are strings such as 'narrator'")
-        t = unicodedata.normalize("NFC", t.strip())
-        if not t:
-            continue
-        if len(t) > MAX_TAG_LENGTH or any(unicodedata.category(c)[0] == "C" for c in t):
-            raise InvalidOptionError(f"tag {t[:20]!r}{'...' if len(t) > 20 else ''} is longer than {MAX_TAG_LENGTH} "
-                                     "characters or holds a control character; use short plain words")
-        out.add(t)
-    return tuple(sorted(out))
 
 
 def check_variants(variant: str | Sequence[str]) -> tuple[str, ...]:
@@ -288,5 +239,5 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     return AddResult(str(path), name, "added", "", tuple(warnings), tuple(similar), info)
 
 
-__all__ = ["AddOptions", "Computes", "Prepared", "add_options", "check_mode", "check_variants", "clean_tags",
-           "commit", "current_user", "import_voice_file", "prepare", "wav_bytes"]
+__all__ = ["AddOptions", "Prepared", "add_options", "check_mode", "check_variants", "commit", "import_voice_file",
+           "prepare", "wav_bytes"]

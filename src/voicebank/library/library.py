@@ -42,8 +42,9 @@ from ..store.catalogue import Catalogue, Generation
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
 from . import ingest, maintenance, materialise, search
-from .ingest import AddOptions, Computes, Prepared
-from .names import check_name, default_name
+from .computes import Computes
+from .ingest import AddOptions, Prepared
+from .names import check_name, clean_tags, current_user, default_name
 from .results import AddResult, CheckReport, Comparison, Match, ReextractResult, StaleVoice
 from .search import CohortMemo
 
@@ -326,7 +327,7 @@ class Library:
         path = Path(path)
         return ingest.import_voice_file(
             self.store, path, check_name(name if name is not None else path.stem), tags=tags, consent=consent,
-            added_by=ingest.current_user() if added_by is None else added_by, exaggeration=exaggeration,
+            added_by=current_user() if added_by is None else added_by, exaggeration=exaggeration,
             threshold=self.duplicate_threshold, engine=self.engine, cohorts=self._cohorts)
 
     # --- getting conditionals --------------------------------------------------------------------------
@@ -379,7 +380,7 @@ class Library:
     def update(self, name: str, *, tags: Iterable[str] | None = None, consent: str | None = None,
                base: str | None = None, exaggeration: float | None = None) -> VoiceInfo:
         """Change a voice's tags (replacing them), consent note, base voice (embedding mode) or default exaggeration."""
-        return self.store.update(name, tags=ingest.clean_tags(tags) if tags is not None else None, consent=consent,
+        return self.store.update(name, tags=clean_tags(tags) if tags is not None else None, consent=consent,
                                  base=base, exaggeration=check_exaggeration(exaggeration)
                                  if exaggeration is not None else None)
 
@@ -424,7 +425,7 @@ class Library:
         lends the S3Gen reference when the blend is turned into conditionals.
         """
         return search.blend(self.store, names, mix, name=check_name(name), base=base, tags=tags, consent=consent,
-                            added_by=ingest.current_user() if added_by is None else added_by)
+                            added_by=current_user() if added_by is None else added_by)
 
     # --- maintenance -----------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from ..options import embedding_variant
 from ..progress import Progress
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
-from .ingest import Computes
+from .computes import Computes
 from .materialise import extract_kept
 from .results import CheckProblem, CheckReport, ReextractResult, StaleVoice
 

@@ -17,7 +17,7 @@ from ..chatterbox import DEFAULT_EXAGGERATION, SPEAKER_EMB_DIM, XVECTOR_DIM
 from ..errors import BaseVoiceError, LibraryError, NoAudioKeptError, VoiceFileError
 from ..options import check_variant
 from ..store.store import StoredVoice, VoiceStore
-from .ingest import Computes
+from .computes import Computes
 
 if TYPE_CHECKING:
     from ..voice.voice import Voice

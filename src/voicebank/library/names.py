@@ -1,14 +1,16 @@
-"""Voice names and the inputs a batch add expands into."""
+"""The rules for what names a voice and labels it (names, tags, who added it), and the inputs a batch add
+expands into."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..audio.decode import AudioSource, _known_extensions, describe
-from ..errors import InvalidVoiceNameError
+from ..errors import InvalidOptionError, InvalidVoiceNameError
 
 MAX_NAME_LENGTH = 128
 
@@ -33,6 +35,38 @@ def check_name(name: str) -> str:
     if name.startswith("-"):
         raise InvalidVoiceNameError(f"voice name {name!r} starts with '-', which reads as a command-line option")
     return name
+
+
+def current_user() -> str:
+    """The login name, or ``""`` where there is none (containers)."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return ""
+
+
+MAX_TAG_LENGTH = 128
+
+
+def clean_tags(tags: Iterable[str] | str | None) -> tuple[str, ...]:
+    """Tags stripped, de-duplicated and sorted; empty ones dropped.  One string is one tag (not its letters);
+    ``None`` is none.  A tag with a control character or over :data:`MAX_TAG_LENGTH` characters is an
+    :class:`~voicebank.errors.InvalidOptionError`."""
+    if tags is None:
+        return ()
+    items = [tags] if isinstance(tags, str) else list(tags)
+    out = set()
+    for t in items:
+        if not isinstance(t, str):
+            raise InvalidOptionError(f"tag {t!r} is not text; tags are strings such as 'narrator'")
+        t = unicodedata.normalize("NFC", t.strip())
+        if not t:
+            continue
+        if len(t) > MAX_TAG_LENGTH or any(unicodedata.category(c)[0] == "C" for c in t):
+            raise InvalidOptionError(f"tag {t[:20]!r}{'...' if len(t) > 20 else ''} is longer than {MAX_TAG_LENGTH} "
+                                     "characters or holds a control character; use short plain words")
+        out.add(t)
+    return tuple(sorted(out))
 
 
 def default_name(source: AudioSource) -> str:

@@ -31,7 +31,8 @@ from ..similarity import (
 from ..similarity import blend as blend_vectors
 from ..store.records import VoiceInfo
 from ..store.store import NewVoice, VoiceStore
-from .ingest import Computes, clean_tags
+from .computes import Computes
+from .names import clean_tags
 from .results import Comparison, Match
 
 log = logging.getLogger(__name__)
