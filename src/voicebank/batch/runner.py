@@ -332,9 +332,7 @@ def _require_ray() -> Any:
 
 def _package_root() -> str:
     """The folder this voicebank is imported from, so Ray workers on this machine run the same code."""
-    import voicebank
-
-    return str(Path(voicebank.__file__).resolve().parent.parent)
+    return str(Path(__file__).resolve().parents[2])  # .../<root>/voicebank/batch/runner.py
 
 
 def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> Any:
