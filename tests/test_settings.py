@@ -25,7 +25,7 @@ def test_offline_refuses_downloads(tmp_path):
     import pytest
 
     from voicebank.errors import WeightsNotFoundError
-    from voicebank.models.weights import find_weights
+    from voicebank.models.checkpoints import find_weights
 
     s = Settings.from_env({"HF_HUB_CACHE": str(tmp_path / "empty"), "HF_HUB_OFFLINE": "1"})
     with pytest.raises(WeightsNotFoundError, match="HF_HUB_OFFLINE"):

@@ -6,7 +6,7 @@ import pytest
 
 from voicebank.engine import Engine, Extractor
 from voicebank.library import Library
-from voicebank.models.weights import S3GEN_PREFIXES, file_fingerprint, file_fingerprints, fingerprint, read_tensors
+from voicebank.models.checkpoints import S3GEN_PREFIXES, file_fingerprint, file_fingerprints, fingerprint, read_tensors
 
 from audio_fixtures import GOLDEN_INPUTS
 

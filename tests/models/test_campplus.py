@@ -14,7 +14,7 @@ from voicebank.audio.kaldi import fbank, num_frames
 from voicebank.audio.sinc import resampled_length, sinc_resample
 from voicebank.errors import WeightsMismatchError
 from voicebank.models.campplus import MIN_SAMPLES, CAMPPlus
-from voicebank.models.weights import read_tensors, strip_prefix
+from voicebank.models.checkpoints import read_tensors, strip_prefix
 
 from golden_cases import EXPECTED, INPUTS, case_name
 from golden_weights import DATA

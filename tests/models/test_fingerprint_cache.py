@@ -12,8 +12,8 @@ import pytest
 
 import voicebank.engine.engine as engine_module
 from voicebank.engine import Engine
+from voicebank.models.checkpoints import S3GEN_PREFIXES, file_fingerprints
 from voicebank.models.fingerprint_cache import FILE_NAME, MAX_FILES, FingerprintCache
-from voicebank.models.weights import S3GEN_PREFIXES, file_fingerprints
 from voicebank.settings import Settings
 
 GROUPS = [S3GEN_PREFIXES, ("tokenizer.",), ("speaker_encoder.",)]

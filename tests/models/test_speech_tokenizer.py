@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from voicebank.errors import WeightsMismatchError
+from voicebank.models.checkpoints import read_tensors, strip_prefix
 from voicebank.models.speech_tokenizer import (
     FSMNAttention,
     SpeechTokenizer,
@@ -19,7 +20,6 @@ from voicebank.models.speech_tokenizer import (
     log_mel_spectrogram,
     token_count,
 )
-from voicebank.models.weights import read_tensors, strip_prefix
 
 from golden_weights import DATA
 

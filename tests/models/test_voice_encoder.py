@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from voicebank.audio.dsp import trim_silence, voice_encoder_mel
 from voicebank.errors import WeightsMismatchError
+from voicebank.models.checkpoints import read_tensors
 from voicebank.models.voice_encoder import VoiceEncoder, VoiceEncoderConfig, partial_layout
-from voicebank.models.weights import read_tensors
 
 from audio_fixtures import GOLDEN_INPUTS, resemblyzer_weights
 from golden_cases import EXPECTED, case_name

@@ -77,7 +77,7 @@ def extract(
     quick_exit_ok()
     with heavy_imports():
         from ..engine.extractor import Extractor
-    from ..models.weights import check_variant
+    from ..options import check_variant
 
     if output.suffix.lower() not in (".safetensors", ".pt"):
         raise typer.BadParameter(f"--output {clean(output)}: use a .safetensors or .pt file name")

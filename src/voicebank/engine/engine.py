@@ -32,8 +32,15 @@ from ..audio.decode import AudioSource
 from ..audio.reference import Reference, prepare_reference
 from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, S3_SR, S3GEN_SR, VARIANT_SPECS
 from ..errors import InvalidOptionError, NonFiniteOutputError
+from ..models.checkpoints import (
+    S3GEN_PREFIXES,
+    WeightFiles,
+    file_fingerprints,
+    find_weights,
+    read_tensors,
+    strip_prefix,
+)
 from ..models.fingerprint_cache import FingerprintCache
-from ..models.weights import S3GEN_PREFIXES, WeightFiles, file_fingerprints, find_weights, read_tensors, strip_prefix
 from ..options import check_exaggeration, check_number, check_variant, embedding_variant
 from ..progress import Progress
 from ..voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
@@ -126,7 +133,7 @@ class Engine:
     """Computes Chatterbox voice conditionals for every variant from one set of weights.
 
     ``weights``: a checkpoint directory (or a single voice-encoder file, for embeddings only); ``None``:
-    ``$VOICEBANK_WEIGHTS``, then the Hugging Face cache (see :func:`~voicebank.models.weights.find_weights`).
+    ``$VOICEBANK_WEIGHTS``, then the Hugging Face cache (see :func:`~voicebank.models.checkpoints.find_weights`).
     ``allow_download``: fetch missing checkpoints with ``huggingface_hub`` (never when ``HF_HUB_OFFLINE``).
     ``threads``: torch's intra-op threads, set when the engine is built (torch has one such setting per
     process: the last engine built with ``threads`` decides); ``None`` leaves torch's setting alone.

@@ -18,7 +18,7 @@ from ..audio.clip import Clip
 from ..audio.decode import AudioSource
 from ..audio.reference import Reference
 from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, VARIANT_SPECS, Variant, VariantSpec
-from ..models.weights import WeightFiles
+from ..models.checkpoints import WeightFiles
 from ..options import check_variant
 from ..progress import Progress
 from ..voice.voice import Voice

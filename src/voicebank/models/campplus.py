@@ -32,7 +32,7 @@ from torch import nn
 
 from ..audio.kaldi import fbank
 from ..chatterbox import XVECTOR_DIM
-from .weights import build_empty, load_into
+from .building import build_empty, load_into
 
 FEAT_DIM = 80
 # Shortest 16 kHz input with a finite x-vector: 3 fbank frames (400 + 2 * 160 samples), which the

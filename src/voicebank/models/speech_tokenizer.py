@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..audio.dsp import mel_filters
-from .weights import build_empty, load_into
+from .building import build_empty, load_into
 
 __all__ = [
     "MAX_MEL_FRAMES",

@@ -23,7 +23,8 @@ from torch import nn
 
 from ..audio.dsp import trim_silence, voice_encoder_mel
 from ..chatterbox import S3_SR, SPEAKER_EMB_DIM
-from .weights import build_empty, load_into, read_tensors
+from .building import build_empty, load_into
+from .checkpoints import read_tensors
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ import torch
 from safetensors.torch import save_file
 
 from voicebank.errors import WeightsError, WeightsNotFoundError
-from voicebank.models.weights import ENV_WEIGHTS, find_weights, fingerprint, read_tensors
+from voicebank.models.checkpoints import find_weights, fingerprint, read_tensors
+from voicebank.settings import ENV_WEIGHTS
 
 
 @pytest.fixture(autouse=True)
