@@ -154,15 +154,9 @@ def inspect_audio(
     audio: AudioFilesArg,
     variant: ClipVariantsOpt = None,
     as_json: JsonOpt = False,
-    library: LibraryOpt = None,
-    weights: WeightsOpt = None,
 ) -> None:
     """Inspect reference clips as `add` does (duration, level, clipping, loudness, silence, SNR); exit 1 if any is
-    unusable.  Needs neither the library nor weights (the options are accepted for uniformity)."""
-    _inspect_audio(audio, variant, as_json)
-
-
-def _inspect_audio(audio: list[Path], variant: list[str] | None, as_json: bool) -> None:
+    unusable.  Needs neither a library nor weights."""
     from ..library import inspect_reference
 
     variants = [variant_option(v) or "english" for v in (variant or ["english"])]
@@ -185,8 +179,8 @@ def _inspect_audio(audio: list[Path], variant: list[str] | None, as_json: bool) 
 
 
 @library_app.command("path")
-def path(library: LibraryOpt = None, weights: WeightsOpt = None) -> None:
-    """Print the library directory in use (``--weights`` is accepted for uniformity and not used)."""
+def path(library: LibraryOpt = None) -> None:
+    """Print the library directory in use."""
     from ..library import resolve_library_path
 
     typer.echo(str(resolve_library_path(library)))

@@ -151,10 +151,9 @@ def list_voices(
                                             show_default=False)] = None,
     as_json: JsonOpt = False,
     library: LibraryOpt = None,
-    weights: WeightsOpt = None,
 ) -> None:
     """List the voices in the library (a table, or JSON with --json)."""
-    voices = open_library(library, weights).list(tag=tag)
+    voices = open_library(library).list(tag=tag)
     if as_json:
         echo_json([v.to_dict() for v in voices])
         return
@@ -175,10 +174,9 @@ def show(
     name: Annotated[str, typer.Argument(help="Voice name.", show_default=False)],
     as_json: JsonOpt = False,
     library: LibraryOpt = None,
-    weights: WeightsOpt = None,
 ) -> None:
     """Show everything the library keeps about a voice."""
-    info = open_library(library, weights).show(name)
+    info = open_library(library).show(name)
     data = info.to_dict()
     if as_json:
         echo_json(data)
@@ -207,10 +205,9 @@ def show(
 def rm(
     names: Annotated[list[str], typer.Argument(help="Voice names.", show_default=False)],
     library: LibraryOpt = None,
-    weights: WeightsOpt = None,
 ) -> None:
     """Remove voices; their files go when no other voice uses them."""
-    lib = open_library(library, weights)
+    lib = open_library(library)
     for n in names:
         if n not in lib:  # every name must exist before anything is removed (a damaged row can still be removed)
             lib.show(n)
@@ -225,10 +222,9 @@ def rename(
     old: Annotated[str, typer.Argument(help="Current name.", show_default=False)],
     new: Annotated[str, typer.Argument(help="New name.", show_default=False)],
     library: LibraryOpt = None,
-    weights: WeightsOpt = None,
 ) -> None:
     """Rename a voice."""
-    info = open_library(library, weights).rename(old, new)
+    info = open_library(library).rename(old, new)
     typer.echo(f"renamed {clean(old)} to {clean(info.name)}", err=True)
 
 
@@ -270,10 +266,9 @@ def import_voice(
     added_by: Annotated[str | None, typer.Option("--by", help="Who adds it (default: the user name).",
                                                  show_default=False)] = None,
     library: LibraryOpt = None,
-    weights: WeightsOpt = None,
 ) -> None:
     """Add a voice file (conditionals, no audio) to the library."""
-    result = open_library(library, weights).import_file(file, name, tags=tag or (), consent=consent, added_by=added_by)
+    result = open_library(library).import_file(file, name, tags=tag or (), consent=consent, added_by=added_by)
     for w in result.warnings:
         error_line(w, kind="warning")
     typer.echo(f"imported {clean(file)} as {clean(result.name)}", err=True)
