@@ -89,9 +89,25 @@ def _remove_dirs(created: list[Path]) -> None:
             d.rmdir()
 
 
+def fsync_directory(directory: Path) -> None:
+    """Flush ``directory``'s entries (a rename, a new file) to disk.  A no-op where directories cannot be opened
+    (Windows) or fsynced (some network file systems)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, tmp_dir: Path | None = None,
                  prefix: str | None = None, suffix: str = ".tmp") -> None:
-    """Create ``path`` atomically: ``write(f)`` fills a temp file, which is fsynced and renamed over ``path``.
+    """Create ``path`` atomically: ``write(f)`` fills a temp file, which is fsynced and renamed over ``path``;
+    the directory is then fsynced, so the new name is durable when this returns.
 
     The temp file lives in ``tmp_dir`` (default: beside ``path``; it must be on the same filesystem).  On any
     failure the temp file and the directories this call created are removed, so an error never leaves half a
@@ -116,6 +132,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, tmp_dir: Pa
             os.fsync(f.fileno())
         os.replace(tmp, path)
         tmp = None
+        fsync_directory(path.parent)  # the rename itself survives a crash only once the directory is on disk
     except BaseException as e:
         if tmp is not None:
             with contextlib.suppress(FileNotFoundError):

@@ -67,13 +67,14 @@ of their largest element, in near-silent bins where the log magnifies float32 ro
 embedding stays within the tight bounds below."""
 
 CLOSENESS = {"tokens": 0, "identical": 0, "worst": 0.0}
-"""Running totals over the golden cases: how much closer than the tolerances voicebank actually is."""
+"""Totals over the golden cases, for the run summary only (each case is checked on its own)."""
 
 
 def assert_close_to_golden(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
     """Far tighter than the golden floors, as voicebank should be: float tensors within 1e-5 relative to
     their largest element (upstream's own thread-count noise), and at most one speech token in 500 differing.
     Records the figures for the run summary."""
+    tokens = identical = 0
     for k, e in expected.items():
         if e.is_floating_point():
             err = ((got[k].double() - e.double()).abs().max() / e.double().abs().max()).item()
@@ -81,9 +82,12 @@ def assert_close_to_golden(got: dict[str, torch.Tensor], expected: dict[str, tor
             assert err <= tol, f"{k}: max relative error {err:.2e}"
             CLOSENESS["worst"] = max(CLOSENESS["worst"], err)
         elif k in ("gen.prompt_token", "t3.cond_prompt_speech_tokens"):
-            CLOSENESS["tokens"] += e.numel()
-            CLOSENESS["identical"] += int((got[k] == e).sum())
-    assert CLOSENESS["identical"] >= 0.998 * CLOSENESS["tokens"]
+            assert got[k].shape == e.shape, k
+            tokens += e.numel()
+            identical += int((got[k] == e).sum())
+    assert tokens - identical <= tokens // 500, f"{tokens - identical} of {tokens} speech tokens differ"
+    CLOSENESS["tokens"] += tokens
+    CLOSENESS["identical"] += identical
     METRICS["golden cases vs upstream"] = (
         f"{CLOSENESS['identical']}/{CLOSENESS['tokens']} speech tokens identical, largest relative error of a "
         f"float tensor {CLOSENESS['worst']:.1e}")

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingDependencyError, VoicebankError
+from ..fileio import fsync_directory
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -139,14 +140,7 @@ def write_part(out_dir: str | os.PathLike[str], table: pa.Table) -> Path:
         except FileNotFoundError:
             pass
         raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(out, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:  # some filesystems cannot fsync a directory; the file itself is complete
-        pass
+    fsync_directory(out)  # make the rename itself durable
     return out / name
 
 

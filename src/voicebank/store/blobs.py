@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, fsync_directory
 
 TEMP_SUFFIX = ".tmp"
 TEMP_GRACE_SECONDS = 24 * 3600.0
@@ -34,16 +34,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: f.read(_HASH_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -90,7 +80,7 @@ class BlobStore:
         target = self.path(digest, suffix)
         atomic_write(target, lambda f: f.write(data), tmp_dir=self.tmp_dir, prefix=f"{os.getpid()}.",
                      suffix=TEMP_SUFFIX)
-        _fsync_dir(target.parent)
+        fsync_directory(target.parent)
         return digest, target
 
     def verify(self, sha256: str, suffix: str, size: int | None = None) -> str | None:
