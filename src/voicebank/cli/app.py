@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from .._version import __version__
+from ..chatterbox import VARIANTS
 
 app = typer.Typer(
     name="voicebank",
@@ -22,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-VariantOpt = Annotated[str, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, vc.")]
+VariantOpt = Annotated[str, typer.Option("--variant", help=f"Chatterbox variant: {', '.join(VARIANTS)}.")]
 
 
 def _err(message: str) -> None:

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..chatterbox import VARIANTS
+
 if TYPE_CHECKING:
     from ..library import Library
 
@@ -28,8 +30,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LibraryOpt = Annotated[Path | None, typer.Option(
     "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
     show_default=False)]
-VariantOpt = Annotated[str | None, typer.Option("--variant", help="Chatterbox variant: english, multilingual, turbo, "
-                                                "vc (default: the voice's own).", show_default=False)]
+VariantOpt = Annotated[str | None, typer.Option("--variant", help=f"Chatterbox variant: {', '.join(VARIANTS)} "
+                                                "(default: the voice's own).", show_default=False)]
 
 
 

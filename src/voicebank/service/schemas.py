@@ -9,9 +9,8 @@ from pydantic import BaseModel, Field
 
 from ..chatterbox import EXAGGERATION_MAX, EXAGGERATION_MIN
 from ..library import VoiceInfo
+from ..store.records import StorageMode
 
-VariantName = Literal["english", "multilingual", "turbo", "vc"]
-ModeName = Literal["audio", "conditionals", "embedding"]
 FormatName = Literal["safetensors", "pt"]
 
 
@@ -32,7 +31,7 @@ class VoiceObject(BaseModel):
     name: str
     object: Literal["audio.voice"] = "audio.voice"
     created_at: int = Field(description="Unix time the voice was added.")
-    mode: ModeName
+    mode: StorageMode
     variant: str
     variants: list[str]
     exaggeration: float | None

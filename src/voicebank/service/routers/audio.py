@@ -11,10 +11,10 @@ from fastapi import APIRouter, File, Form, UploadFile
 from fastapi.responses import Response
 
 from ...audio import Clip
-from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN
+from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN, Variant
 from ...library import inspect_reference
 from ..deps import ReadKey, ServiceDep
-from ..schemas import Embedding, FormatName, InspectionResult, VariantName
+from ..schemas import Embedding, FormatName, InspectionResult
 from ..uploads import read_upload
 from .voices import ERRORS
 
@@ -25,7 +25,7 @@ ClipUpload = Annotated[UploadFile, File(description="Reference clip: WAV, FLAC, 
 
 @router.post("/embed", response_model=Embedding, responses=ERRORS, summary="Embeddings of a clip")
 async def embed(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
-                variant: Annotated[VariantName, Form()] = "english") -> dict[str, Any]:
+                variant: Annotated[Variant, Form()] = "english") -> dict[str, Any]:
     """The clip's speaker embedding (256) and x-vector (192), as extraction computes them; nothing is stored."""
     upload = await read_upload(audio_sample, max_seconds=service.settings.max_audio_seconds)
     emb_variant = "english" if variant == "vc" else variant
@@ -43,7 +43,7 @@ async def embed(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
 @router.post("/extract", response_class=Response, summary="Conditionals of a clip (voice file)",
              responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}, "description": "Voice file"}})
 async def extract(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
-                  variant: Annotated[VariantName, Form()] = "english",
+                  variant: Annotated[Variant, Form()] = "english",
                   exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX)] = DEFAULT_EXAGGERATION,
                   format: Annotated[FormatName, Form()] = "safetensors") -> Response:
     """The clip's ready conditionals as a voice file, without storing anything."""
@@ -65,7 +65,7 @@ async def extract(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
 
 @router.post("/inspect", response_model=InspectionResult, responses=ERRORS, summary="Inspect a reference clip")
 async def inspect(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
-                  variant: Annotated[list[VariantName] | None, Form()] = None) -> dict[str, Any]:
+                  variant: Annotated[list[Variant] | None, Form()] = None) -> dict[str, Any]:
     """What adding the clip would find (duration, level, clipping, loudness, silence, SNR, the verdict)."""
     upload = await read_upload(audio_sample, max_seconds=service.settings.max_audio_seconds)
     result = await service.pool.run("inspect", lambda: inspect_reference(upload.source(),

@@ -18,9 +18,10 @@ import numpy as np
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.responses import Response, StreamingResponse
 
-from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN
+from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN, Variant
 from ...errors import VoicebankError, VoiceNotFoundError
 from ...library import VoiceInfo, check_name
+from ...store.records import StorageMode
 from ..deps import ReadKey, ServiceDep, WriteKey
 from ..errors import ApiError, from_library
 from ..revalidation import etag_matches
@@ -30,10 +31,8 @@ from ..schemas import (
     Embedding,
     ErrorBody,
     FormatName,
-    ModeName,
     Report,
     SearchResult,
-    VariantName,
     VoiceCreated,
     VoiceDeleted,
     VoiceList,
@@ -100,8 +99,8 @@ async def create_voice(
     name: Annotated[str, Form(min_length=1, max_length=128, description="The voice's name (its id).")],
     consent: Annotated[str, Form(min_length=1, max_length=2000,
                                  description="Who consented to this voice being kept, and how.")],
-    mode: Annotated[ModeName, Form(description="Storage mode.")] = "audio",
-    variant: Annotated[list[VariantName] | None, Form(description="Variant(s); the first is primary.")] = None,
+    mode: Annotated[StorageMode, Form(description="Storage mode.")] = "audio",
+    variant: Annotated[list[Variant] | None, Form(description="Variant(s); the first is primary.")] = None,
     exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX)] = DEFAULT_EXAGGERATION,
     tags: Annotated[list[Annotated[str, Form(max_length=128)]] | None, Form(max_length=64)] = None,
     base: Annotated[str | None, Form(max_length=128, description="Base voice (embedding mode).")] = None,
@@ -296,7 +295,7 @@ def _voice_bytes(service: Service, name: str, variant: str | None, exaggeration:
             response_class=Response, summary="Ready conditionals (voice file)")
 async def conditionals(
     request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKey,
-    variant: Annotated[VariantName | None, Query(description="Default: the voice's own.")] = None,
+    variant: Annotated[Variant | None, Query(description="Default: the voice's own.")] = None,
     exaggeration: Annotated[float | None, Query(
         ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX, description="Default: the voice's own.")] = None,
     format: Annotated[FormatName, Query(description="safetensors (voicebank) or pt (upstream).")] = "safetensors",
