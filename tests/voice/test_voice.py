@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from voicebank.engine import Extractor
 from voicebank.errors import UnsafeVoiceFileError, VoiceFileError
-from voicebank.voice.voice import FORMAT_VERSION, Voice
+from voicebank.voice import FORMAT_VERSION, Voice
 
 from golden_cases import EXPECTED, INPUTS
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .files import voice_file_format
-from .voice import FORMAT_VERSION, GenConditioning, T3Conditioning, Voice, VoiceMetadata
+from .files import FORMAT_VERSION, voice_file_format
+from .voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
 __all__ = ["FORMAT_VERSION", "GenConditioning", "T3Conditioning", "Voice", "VoiceMetadata", "voice_file_format"]

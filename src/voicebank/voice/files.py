@@ -7,8 +7,9 @@
   ref_dict}``; for VC the bare ``ref_dict``).  Read with ``torch.load(weights_only=True)``: a pickle that
   tries to build anything but tensors and plain containers is refused, never run.
 
-Which of the two a file holds is read from its first bytes (:func:`sniff`), never from its name.
-:meth:`Voice.save <voicebank.voice.Voice.save>`, :meth:`~voicebank.voice.Voice.load`,
+Which of the two a file holds is read from its first bytes (:func:`sniff`), never from its name.  This module
+knows bytes, flat tensors (``t3.<field>`` / ``gen.<field>``) and metadata strings, not the :class:`Voice` built
+from them: :meth:`Voice.save <voicebank.voice.Voice.save>`, :meth:`~voicebank.voice.Voice.load`,
 :meth:`~voicebank.voice.Voice.to_bytes` and :meth:`~voicebank.voice.Voice.from_bytes` are the public way in.
 """
 
@@ -20,16 +21,20 @@ import os
 import re
 import struct
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
-from ..chatterbox import VARIANT_SPECS
 from ..errors import UnsafeVoiceFileError, VoiceFileError
 from ..fileio import atomic_write
-from .voice import FORMAT_NAME, FORMAT_VERSION, GEN_FIELDS, T3_FIELDS, Voice, VoiceMetadata
+from .validation import GEN_FIELDS, T3_FIELDS
+
+FORMAT_NAME = "voicebank.voice"
+"""What a voicebank voice file's metadata says it is (``format``)."""
+FORMAT_VERSION = 1
+"""The version of a voice's stored layout (its tensor names and metadata fields); files newer than this are
+refused."""
 
 MAX_VOICE_FILE_BYTES = 64 << 20
 """A voice file is ~160 kB; anything over 64 MiB is refused before it is read."""
@@ -40,58 +45,51 @@ FileFormat = Literal["safetensors", "pt"]
 # --- writing -----------------------------------------------------------------------------------------
 
 
-def safetensors_bytes(voice: Voice) -> bytes:
-    """The voicebank ``.safetensors`` file of ``voice`` (checked first), byte-for-byte reproducible.
+def safetensors_bytes(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> bytes:
+    """The voicebank ``.safetensors`` file of flat, checked ``tensors`` and ``metadata``, byte-for-byte
+    reproducible.
 
     ``safetensors`` lays out the tensors; its JSON header (whose metadata order varies from call to call)
     is rewritten with sorted keys, so equal voices give equal bytes (and one content address).
     """
     from safetensors.torch import save as st_save
 
-    voice.check("voice to save")
-    raw = st_save({k: v.detach().cpu().contiguous() for k, v in voice.tensors().items()},
-                  metadata=voice.metadata.to_strings())
+    raw = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata=dict(metadata))
     (n,) = struct.unpack("<Q", raw[:8])
     head = json.dumps(json.loads(raw[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
     return struct.pack("<Q", len(head)) + head + raw[8 + n :]
 
 
-def pt_bytes(voice: Voice) -> bytes:
-    """The upstream ``.pt`` file of ``voice`` (checked first): what ``Conditionals.save`` writes, for VC the bare
-    ``ref_dict``."""
-    cpu = voice.to("cpu").check("voice to save")
-    gen = {k: (v.detach() if v is not None else None) for k, v in cpu.gen.as_dict().items()}
-    if cpu.t3 is None:
-        obj: Any = gen
+def pt_bytes(t3: Mapping[str, torch.Tensor | None] | None, gen: Mapping[str, torch.Tensor | None]) -> bytes:
+    """The upstream ``.pt`` file of checked CPU parts (upstream's field dicts): what ``Conditionals.save``
+    writes, for VC (``t3=None``) the bare ``ref_dict``."""
+    gen_part = {k: (v.detach() if v is not None else None) for k, v in gen.items()}
+    if t3 is None:
+        obj: Any = gen_part
     else:
-        obj = {"t3": {k: (v.detach() if v is not None else None) for k, v in cpu.t3.as_dict().items()}, "gen": gen}
+        obj = {"t3": {k: (v.detach() if v is not None else None) for k, v in t3.items()}, "gen": gen_part}
     buffer = io.BytesIO()  # serialised first: a full disk is then an OSError of the write, not torch's
     torch.save(obj, buffer)
     return buffer.getvalue()
 
 
-def save_voice(voice: Voice, path: str | os.PathLike[str]) -> Path:
-    """Write ``voice`` to ``path``: ``.safetensors`` (voicebank format) or ``.pt`` (upstream), atomically."""
-    path = Path(path)
-    suffix = path.suffix.lower()
+def file_format_of(path: str | os.PathLike[str]) -> FileFormat:
+    """The format a voice file name asks for (``.safetensors`` or ``.pt``), else :class:`VoiceFileError`."""
+    suffix = Path(path).suffix.lower()
     if suffix not in (".safetensors", ".pt"):
         raise VoiceFileError(f"{path}: unknown voice file type {suffix or '(none)'}; use .safetensors or .pt")
-    payload = safetensors_bytes(voice) if suffix == ".safetensors" else pt_bytes(voice)
+    return "safetensors" if suffix == ".safetensors" else "pt"
+
+
+def write_voice_file(path: str | os.PathLike[str], payload: bytes) -> Path:
+    """Write a voice file's bytes to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
     atomic_write(path, lambda f: f.write(payload))
     return path
 
 
 # --- reading -----------------------------------------------------------------------------------------
-
-
-def load_voice(path: str | os.PathLike[str]) -> Voice:
-    """Read a voicebank ``.safetensors`` or an upstream ``.pt`` (``conds.pt`` included), validated, on the CPU."""
-    path = Path(path)
-    data = read_voice_file(path)
-    if sniff(data, str(path)) == "safetensors":
-        return from_safetensors(data, str(path))
-    return from_pt(data, str(path))
 
 
 def read_voice_file(path: Path) -> bytes:
@@ -129,8 +127,9 @@ def voice_file_format(path: str | os.PathLike[str]) -> str:
         return "unknown"
 
 
-def from_safetensors(data: bytes, where: str) -> Voice:
-    """The voice in the voicebank ``.safetensors`` file ``data``, validated (``where`` names it in errors)."""
+def read_safetensors(data: bytes, where: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The flat tensors and metadata strings of the voicebank ``.safetensors`` file ``data``, its format and
+    version checked (the tensors are validated by the caller; ``where`` names the file in errors)."""
     from safetensors import SafetensorError
     from safetensors.torch import load as load_bytes
 
@@ -152,24 +151,16 @@ def from_safetensors(data: bytes, where: str) -> Voice:
     if int(version) > FORMAT_VERSION:
         raise VoiceFileError(f"{where}: format version {version} is newer than this voicebank reads "
                              f"({FORMAT_VERSION}); upgrade voicebank")
-    voice = Voice.from_tensors(tensors, where=where)
-    metadata = VoiceMetadata.from_strings(meta, where)
-    t3 = voice.t3
-    if t3 is not None and metadata.variant == "vc":
-        raise VoiceFileError(f"{where}: labelled 'vc' but it has a T3 part; VC voices hold only gen")
-    if t3 is None and metadata.variant != "vc":
-        metadata = replace(metadata, variant="vc")
-    if metadata.exaggeration is None and t3 is not None and t3.emotion_adv is not None:
-        metadata = replace(metadata, exaggeration=float(t3.emotion_adv.reshape(-1)[0]))
-    return replace(voice, metadata=metadata)
+    return tensors, meta
 
 
 _BLOCKED = (re.compile(r"GLOBAL ([\w.]+)"), re.compile(r"unsupported global:? ([\w.]+)", re.I),
             re.compile(r"unrecognized function `?([\w.]+)"), re.compile(r"but got <class '([\w.]+)'>"))
 
 
-def from_pt(data: bytes, where: str) -> Voice:
-    """The voice in the upstream ``.pt`` file ``data`` (``Conditionals.save``'s, or a VC ``ref_dict``), validated.
+def read_pt(data: bytes, where: str) -> tuple[dict[str, Any], bool]:
+    """The flat tensors of the upstream ``.pt`` file ``data`` (``Conditionals.save``'s, or a VC ``ref_dict``), and
+    whether it was a bare VC ``ref_dict`` (the tensors are validated by the caller).
 
     Loaded with ``weights_only=True``: a pickle that would build anything but tensors and plain containers
     raises :class:`UnsafeVoiceFileError` and is never run.
@@ -216,15 +207,7 @@ def from_pt(data: bytes, where: str) -> Voice:
                 raise VoiceFileError(f"{where}: {prefix}.{k} is set; voicebank reads only what "
                                      "prepare_conditionals produces (it is None there)")
             flat[f"{prefix}.{k}"] = v.detach() if torch.is_tensor(v) else v
-    voice = Voice.from_tensors(flat, where=where)
-    t3 = voice.t3
-    exaggeration = None
-    if t3 is not None and t3.emotion_adv is not None:
-        exaggeration = float(t3.emotion_adv.reshape(-1)[0])
-    tokens = t3.cond_prompt_speech_tokens if t3 is not None else None
-    if tokens is not None and tokens.shape[1] > VARIANT_SPECS["english"].t3_prompt_tokens:
-        variant = "turbo"
-    return replace(voice, metadata=VoiceMetadata(variant=variant, exaggeration=exaggeration, voicebank_version=""))
+    return flat, variant == "vc"
 
 
 def _first_line(e: BaseException) -> str:
@@ -237,5 +220,6 @@ def _first_line(e: BaseException) -> str:
     return line[:120]
 
 
-__all__ = ["MAX_VOICE_FILE_BYTES", "FileFormat", "from_pt", "from_safetensors", "load_voice", "pt_bytes",
-           "read_voice_file", "safetensors_bytes", "save_voice", "sniff", "voice_file_format"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "MAX_VOICE_FILE_BYTES", "FileFormat", "file_format_of", "pt_bytes",
+           "read_pt", "read_safetensors", "read_voice_file", "safetensors_bytes", "sniff", "voice_file_format",
+           "write_voice_file"]

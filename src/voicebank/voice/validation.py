@@ -21,6 +21,11 @@ from ..chatterbox import (
 )
 from ..errors import VoiceFileError
 
+T3_FIELDS = ("speaker_emb", "clap_emb", "cond_prompt_speech_tokens", "cond_prompt_speech_emb", "emotion_adv")
+"""Upstream ``T3Cond``'s fields, in its order."""
+GEN_FIELDS = ("prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding")
+"""Upstream S3Gen ``ref_dict``'s fields, in its order."""
+
 TENSOR_SPEC: dict[str, tuple[tuple[int | None, ...], torch.dtype]] = {
     "t3.speaker_emb": ((1, SPEAKER_EMB_DIM), torch.float32),
     "t3.cond_prompt_speech_tokens": ((1, None), torch.int64),
@@ -91,4 +96,4 @@ def validate(tensors: Mapping[str, Any], where: str) -> dict[str, torch.Tensor]:
     return checked
 
 
-__all__ = ["GEN_REQUIRED", "TENSOR_SPEC", "validate"]
+__all__ = ["GEN_FIELDS", "GEN_REQUIRED", "T3_FIELDS", "TENSOR_SPEC", "validate"]

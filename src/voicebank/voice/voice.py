@@ -25,19 +25,25 @@ from typing import Any
 import torch
 
 from .._version import __version__
+from ..chatterbox import VARIANT_SPECS
 from ..errors import MissingDependencyError, NonFiniteOutputError, VoiceFileError
-from .validation import validate
+from .files import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    file_format_of,
+    pt_bytes,
+    read_pt,
+    read_safetensors,
+    read_voice_file,
+    safetensors_bytes,
+    sniff,
+    write_voice_file,
+)
+from .validation import GEN_FIELDS, T3_FIELDS, validate
 
-FORMAT_NAME = "voicebank.voice"
-"""What a voicebank voice file's metadata says it is (``format``)."""
-FORMAT_VERSION = 1
-"""The version of a voice's stored layout (its tensor names and metadata fields); files newer than this are
-refused."""
 SAMPLE_RATE_RANGE = (1000, 768_000)
 """Source sample rates a voice's metadata may record."""
 
-T3_FIELDS = ("speaker_emb", "clap_emb", "cond_prompt_speech_tokens", "cond_prompt_speech_emb", "emotion_adv")
-GEN_FIELDS = ("prompt_token", "prompt_token_len", "prompt_feat", "prompt_feat_len", "embedding")
 
 
 @dataclass
@@ -265,20 +271,20 @@ class Voice:
     # --- files (see .files) ------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        """The voicebank ``.safetensors`` file of this voice, byte-for-byte reproducible (equal voices give equal
-        bytes, so one content address)."""
-        from .files import safetensors_bytes
-
-        return safetensors_bytes(self)
+        """The voicebank ``.safetensors`` file of this voice (checked first), byte-for-byte reproducible (equal
+        voices give equal bytes, so one content address)."""
+        self.check("voice to save")
+        return safetensors_bytes(self.tensors(), self.metadata.to_strings())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the voice: ``.safetensors`` (voicebank format) or ``.pt`` (upstream ``Conditionals.save``).
 
         The file appears atomically (temp file + rename): a crash never leaves half a file behind.
         """
-        from .files import save_voice
-
-        return save_voice(self, path)
+        if file_format_of(path) == "safetensors":
+            return write_voice_file(path, self.to_bytes())
+        cpu = self.to("cpu").check("voice to save")
+        return write_voice_file(path, pt_bytes(cpu.t3.as_dict() if cpu.t3 is not None else None, cpu.gen.as_dict()))
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "<bytes>") -> Voice:
@@ -287,16 +293,43 @@ class Voice:
         ``where`` names the source in error messages.  Only the safetensors format is read from bytes: it
         holds no code, so bytes from anywhere are safe to pass.
         """
-        from .files import from_safetensors
+        tensors, meta = read_safetensors(bytes(data), where)
+        voice = cls.from_tensors(tensors, where=where)
+        metadata = VoiceMetadata.from_strings(meta, where)
+        t3 = voice.t3
+        if t3 is not None and metadata.variant == "vc":
+            raise VoiceFileError(f"{where}: labelled 'vc' but it has a T3 part; VC voices hold only gen")
+        if t3 is None and metadata.variant != "vc":
+            metadata = replace(metadata, variant="vc")
+        if metadata.exaggeration is None and t3 is not None and t3.emotion_adv is not None:
+            metadata = replace(metadata, exaggeration=float(t3.emotion_adv.reshape(-1)[0]))
+        return replace(voice, metadata=metadata)
 
-        return from_safetensors(bytes(data), where)
+    @classmethod
+    def from_pt_bytes(cls, data: bytes, *, where: str = "<bytes>") -> Voice:
+        """Read an upstream ``.pt`` voice (``Conditionals.save``'s, or a VC ``ref_dict``) from its bytes, validated;
+        a pickle that would run code is refused (:class:`~voicebank.errors.UnsafeVoiceFileError`), never run.
+        The variant is what the file shows: VC for a bare ``ref_dict``, Turbo for more T3 prompt tokens than
+        English takes, else English."""
+        flat, bare_gen = read_pt(bytes(data), where)
+        voice = cls.from_tensors(flat, where=where)
+        t3 = voice.t3
+        exaggeration = float(t3.emotion_adv.reshape(-1)[0]) if t3 is not None and t3.emotion_adv is not None else None
+        tokens = t3.cond_prompt_speech_tokens if t3 is not None else None
+        variant = ("vc" if bare_gen else "turbo" if tokens is not None
+                   and tokens.shape[1] > VARIANT_SPECS["english"].t3_prompt_tokens else "english")
+        return replace(voice, metadata=VoiceMetadata(variant=variant, exaggeration=exaggeration, voicebank_version=""))
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, device: torch.device | str = "cpu") -> Voice:
-        """Read a voicebank ``.safetensors`` or an upstream ``.pt`` (``conds.pt`` included), validated."""
-        from .files import load_voice
-
-        voice = load_voice(path)
+        """Read a voicebank ``.safetensors`` or an upstream ``.pt`` (``conds.pt`` included), validated; the format
+        is read from the bytes, not the name."""
+        path = Path(path)
+        data = read_voice_file(path)
+        if sniff(data, str(path)) == "safetensors":
+            voice = cls.from_bytes(data, where=str(path))
+        else:
+            voice = cls.from_pt_bytes(data, where=str(path))
         return voice.to(device) if str(device) != "cpu" else voice
 
     def describe(self) -> dict[str, Any]:
@@ -307,5 +340,4 @@ class Voice:
                             for k, v in self.tensors().items()}}
 
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "GEN_FIELDS", "SAMPLE_RATE_RANGE", "T3_FIELDS", "GenConditioning",
-           "T3Conditioning", "Voice", "VoiceMetadata"]
+__all__ = ["SAMPLE_RATE_RANGE", "GenConditioning", "T3Conditioning", "Voice", "VoiceMetadata"]
