@@ -98,13 +98,13 @@ class ProcessServer:
         self.proc.wait(30)
 
     def stop(self) -> bool:
-        """SIGTERM; whether the server shut down gracefully (uvicorn re-raises the signal once it is done, so
-        the exit status is -SIGTERM; the log's last service line says the lifespan finished)."""
+        """SIGTERM; whether the server shut down gracefully: uvicorn (0.29 and later) re-raises the signal once it
+        is done, so the exit status is -SIGTERM, and the log's last service line says the lifespan finished."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         rc = self.proc.wait(60)
         logged = self.log_path.read_text() if self.log_path is not None else '"message": "stopped"'
-        return rc in (0, -signal.SIGTERM) and '"message": "stopped"' in logged
+        return rc == -signal.SIGTERM and '"message": "stopped"' in logged
 
 
 def wav_bytes(samples: object, sample_rate: int) -> bytes:
