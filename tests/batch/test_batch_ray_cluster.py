@@ -1,4 +1,4 @@
-"""A two-node Ray cluster simulated on loopback: ``voicebank batch --engine ray --ray-address`` spreads the job
+"""A two-node Ray cluster simulated on loopback: ``voicebank batch --executor ray --ray-address`` spreads the job
 over both nodes and the output is complete."""
 
 from __future__ import annotations
