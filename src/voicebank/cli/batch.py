@@ -16,6 +16,7 @@ from .common import DeviceOpt, WeightsOpt, check_device, clean
 
 if TYPE_CHECKING:
     from ..batch.runner import Summary
+    from ..library import Library
 
 PROGRESS_MIN_ITEMS = 5
 
@@ -173,8 +174,8 @@ def _print_summary(summary: Summary, output: Path) -> None:
         console.print(table)
 
 
-def add_from_dataset(dataset: Path, *, library: Path | None, weights: Path | None, variant: str | None,
-                     tags: list[str], consent: str, added_by: str | None, as_json: bool) -> None:
+def add_from_dataset(dataset: Path, lib: Library, *, variant: str | None, tags: list[str], consent: str,
+                     added_by: str | None, as_json: bool) -> None:
     """``voicebank add --from-dataset DIR``: import a conditionals dataset's voices into a library.
 
     Each successful row becomes a ``conditionals`` voice named after its clip's file stem, through
@@ -186,9 +187,7 @@ def add_from_dataset(dataset: Path, *, library: Path | None, weights: Path | Non
 
     from ..batch.dataset import iter_voices
     from ..errors import LibraryError, VoicebankError, VoiceExistsError
-    from ..library import Library
 
-    lib = Library(library, weights=weights)
     counts = {"added": 0, "skipped": 0, "failed": 0}
     report: list[dict[str, str]] = []
     with tempfile.TemporaryDirectory(prefix="voicebank-import-") as tmp:

@@ -108,6 +108,9 @@ def check_device(device: str) -> str:
 
 def open_library(library: Path | None, weights: Path | None = None, device: str = "cpu",
                  download: bool = False) -> Library:
+    """The library a command works on: the one place the CLI builds a :class:`~voicebank.library.Library`, once
+    per command, from its ``--library`` (and, for commands that run models, ``--weights``, ``--device``,
+    ``--download``).  Its models, when needed, are the process's own (:func:`~voicebank.engine.shared_engine`)."""
     from ..library import Library
 
     if device != "cpu":

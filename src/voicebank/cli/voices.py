@@ -82,7 +82,7 @@ def add(
             raise typer.BadParameter("give audio files or --from-dataset, not both")
         from .batch import add_from_dataset
 
-        add_from_dataset(from_dataset, library=library, weights=weights,
+        add_from_dataset(from_dataset, open_library(library, weights, device, download),
                          variant=variant_option(variant[0]) if variant else None, tags=tag or [], consent=consent,
                          added_by=added_by, as_json=as_json)
         return
