@@ -214,15 +214,10 @@ class Client:
         Raises :class:`RemoteVoiceNotFoundError` (a :class:`~voicebank.errors.VoiceNotFoundError`) for an
         unknown name: there is no fallback voice.
         """
-        import tempfile
-
         from .voice import Voice
 
         data = self.fetch(name, variant=variant, exaggeration=exaggeration, format="safetensors")
-        with tempfile.TemporaryDirectory(prefix="voicebank-client-") as tmp:
-            path = Path(tmp) / "voice.safetensors"
-            path.write_bytes(data)
-            return Voice.load(path)
+        return Voice.from_bytes(data, where=f"voice {name!r} from the service")
 
     def download(self, name: str, path: str | os.PathLike[str], *, variant: str | None = None,
                  exaggeration: float | None = None) -> Path:

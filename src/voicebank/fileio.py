@@ -89,6 +89,28 @@ def _remove_dirs(created: list[Path]) -> None:
             d.rmdir()
 
 
+def _umask() -> int:
+    """This process's umask, read without changing it where the system says it (Linux's ``/proc``), else by
+    setting and restoring it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(fd: int) -> None:
+    """Give a private temp file (``mkstemp`` makes them 0600) the mode a new file gets under the umask (0644
+    under umask 022), as ``open`` would, before it is renamed into place: other users (a TTS worker, a
+    Spark job) can read what voicebank writes, exactly as the umask allows."""
+    if hasattr(os, "fchmod"):  # POSIX; elsewhere files have no such mode bits
+        os.fchmod(fd, 0o666 & ~_umask())
+
+
 def fsync_directory(directory: Path) -> None:
     """Flush ``directory``'s entries (a rename, a new file) to disk.  A no-op where directories cannot be opened
     (Windows) or fsynced (some network file systems)."""
@@ -130,6 +152,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, tmp_dir: Pa
             write(f)
             f.flush()
             os.fsync(f.fileno())
+            publish_mode(f.fileno())
         os.replace(tmp, path)
         tmp = None
         fsync_directory(path.parent)  # the rename itself survives a crash only once the directory is on disk

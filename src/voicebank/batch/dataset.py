@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MissingDependencyError, VoicebankError
-from ..fileio import fsync_directory
+from ..fileio import fsync_directory, publish_mode
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -133,6 +133,7 @@ def write_part(out_dir: str | os.PathLike[str], table: pa.Table) -> Path:
             pq.write_table(table, f, compression="zstd")
             f.flush()
             os.fsync(f.fileno())
+            publish_mode(f.fileno())
         os.replace(tmp, out / name)
     except BaseException:
         try:
