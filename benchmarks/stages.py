@@ -30,9 +30,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from voicebank.audio.dsp import s3gen_mel
     from voicebank.audio.sinc import sinc_resample
+    from voicebank.audio.tokenizer_mel import log_mel_batch
     from voicebank.chatterbox import GEN_REFERENCE_SECONDS, VARIANT_SPECS
     from voicebank.models.campplus import CAMPPlus
-    from voicebank.models.speech_tokenizer import log_mel_batch
     from voicebank.options import Extractor
 
     repeat = args.repeat or (3 if ctx.quick else 9)

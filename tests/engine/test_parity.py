@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 
 from voicebank.audio import load_audio, resample
 from voicebank.audio.dsp import s3gen_mel, trim_silence, voice_encoder_mel
-from voicebank.audio.kaldi import fbank
+from voicebank.audio.fbank import fbank
 from voicebank.audio.sinc import sinc_resample
+from voicebank.audio.tokenizer_mel import log_mel_spectrogram
 from voicebank.engine import Extractor
 from voicebank.errors import AudioTooShortError
-from voicebank.models.speech_tokenizer import log_mel_spectrogram
 
 from golden_cases import DATA, EXPECTED, INPUTS, METRICS, case_name
 

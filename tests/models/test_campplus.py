@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from voicebank.audio.kaldi import fbank, num_frames
+from voicebank.audio.fbank import fbank, num_frames
 from voicebank.audio.sinc import resampled_length, sinc_resample
 from voicebank.errors import WeightsMismatchError
 from voicebank.models.campplus import MIN_SAMPLES, CAMPPlus

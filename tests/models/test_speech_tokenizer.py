@@ -10,16 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from voicebank.audio.tokenizer_mel import log_mel_batch, log_mel_spectrogram
 from voicebank.errors import WeightsMismatchError
 from voicebank.models.checkpoints import read_tensors, strip_prefix
-from voicebank.models.speech_tokenizer import (
-    FSMNAttention,
-    SpeechTokenizer,
-    SpeechTokenizerConfig,
-    log_mel_batch,
-    log_mel_spectrogram,
-    token_count,
-)
+from voicebank.models.speech_tokenizer import FSMNAttention, SpeechTokenizer, SpeechTokenizerConfig, token_count
 
 from golden_weights import DATA
 

@@ -3,7 +3,8 @@
 * :mod:`.decode` -- files, bytes and arrays to mono float32 exactly as ``librosa.load`` (soundfile + soxr);
 * :mod:`.clip` -- :class:`Clip`, one read that decodes, hashes and checks a source;
 * :mod:`.reference` -- a clip made ready for one Chatterbox variant (24 kHz and 16 kHz signals);
-* :mod:`.sinc`, :mod:`.dsp`, :mod:`.kaldi` -- the resampler and the mel / fbank features of each model.
+* :mod:`.sinc` -- the resampler; :mod:`.dsp` (the voice encoder's and S3Gen's mels), :mod:`.tokenizer_mel` (the
+  speech tokenizer's log-mel), :mod:`.fbank` (CAM++'s Kaldi filterbank) -- the features each model reads.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.kaldi import fbank
+from ..audio.fbank import fbank
 from ..chatterbox import XVECTOR_DIM
 from .building import build_empty, load_into
 

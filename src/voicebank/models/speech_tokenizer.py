@@ -3,7 +3,8 @@
 It turns 16 kHz speech into discrete speech tokens at 25 tokens/s (one token per 40 ms, i.e. per four
 10 ms mel frames), with a codebook of ``3**8 = 6561`` entries:
 
-1. :func:`log_mel_spectrogram`: 128-bin Whisper-style log-mel, one frame per 160 samples (10 ms);
+1. :func:`~voicebank.audio.tokenizer_mel.log_mel_spectrogram`: 128-bin Whisper-style log-mel, one frame per
+   160 samples (10 ms);
 2. :class:`SpeechTokenizer`: two stride-2 convolutions, six transformer blocks whose attention has rotary
    position embeddings and an FSMN memory (a depthwise convolution over the values), then a finite
    scalar quantiser (FSQ): eight projections, each rounded to one of three levels.
@@ -27,48 +28,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..audio.dsp import mel_filters
+from ..audio.tokenizer_mel import HOP_SAMPLES, N_MELS, log_mel_batch
+from ..chatterbox import S3_SR
 from .building import build_empty, load_into
 
 __all__ = [
     "MAX_MEL_FRAMES",
     "MEL_FRAMES_PER_TOKEN",
-    "MEL_HOP_SAMPLES",
-    "MEL_WINDOW_SAMPLES",
-    "SAMPLE_RATE_HZ",
     "TOKENS_PER_SECOND",
     "TOKEN_HOP_SAMPLES",
     "BF16Linear",
     "Projection",
     "SpeechTokenizer",
     "SpeechTokenizerConfig",
-    "log_mel_batch",
-    "log_mel_spectrogram",
-    "mel_frame_count",
     "rotary_tables",
     "token_count",
 ]
 
 # --- constants ---------------------------------------------------------------------------------------
 
-SAMPLE_RATE_HZ = 16_000
-"""Sample rate of the tokenizer's input audio."""
-MEL_WINDOW_SAMPLES = 400
-"""STFT size and Hann window length (25 ms at 16 kHz)."""
-MEL_HOP_SAMPLES = 160
-"""STFT hop (10 ms at 16 kHz): 100 mel frames per second."""
 MEL_FRAMES_PER_TOKEN = 4
 """Mel frames per speech token (the encoder downsamples time by 4)."""
-TOKEN_HOP_SAMPLES = MEL_HOP_SAMPLES * MEL_FRAMES_PER_TOKEN
+TOKEN_HOP_SAMPLES = HOP_SAMPLES * MEL_FRAMES_PER_TOKEN
 """Samples per speech token at 16 kHz (640 samples = 40 ms)."""
-TOKENS_PER_SECOND = SAMPLE_RATE_HZ // TOKEN_HOP_SAMPLES
+TOKENS_PER_SECOND = S3_SR // TOKEN_HOP_SAMPLES
 """Speech-token rate (25 tokens per second)."""
 MAX_MEL_FRAMES = 3000
 """Longest input handled in one window (3000 mel frames = 30 s); upstream splits longer clips."""
-LOG_MEL_FLOOR_CLAMP = 1e-10
-"""Smallest mel power before ``log10`` (power units, i.e. -100 dB)."""
-LOG_MEL_DYNAMIC_RANGE_LOG10 = 8.0
-"""Log-mel values are floored at ``max - 8`` (80 dB below the clip's loudest bin)."""
 FSQ_SCALE = 0.9990000128746033
 """Factor applied after ``tanh`` before rounding (float32 of 0.999, as upstream)."""
 
@@ -77,7 +63,7 @@ FSQ_SCALE = 0.9990000128746033
 class SpeechTokenizerConfig:
     """Hyper-parameters of S3TokenizerV2 (``speech_tokenizer_v2_25hz``); the defaults are upstream's."""
 
-    n_mels: int = 128
+    n_mels: int = N_MELS
     """Mel bins of the input."""
     n_state: int = 1280
     """Model width."""
@@ -120,26 +106,6 @@ class SpeechTokenizerConfig:
 DEFAULT_CONFIG = SpeechTokenizerConfig()
 
 
-# --- log-mel -----------------------------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4)
-def _hann_window(device: torch.device) -> torch.Tensor:
-    """Periodic Hann window of :data:`MEL_WINDOW_SAMPLES` samples (float32, read only by convention)."""
-    return torch.hann_window(MEL_WINDOW_SAMPLES, device=device)
-
-
-@lru_cache(maxsize=4)
-def _mel_basis(device: torch.device, n_mels: int) -> torch.Tensor:
-    """Slaney mel basis ``(n_mels, 201)`` float32, bit-identical to ``librosa.filters.mel``."""
-    return torch.tensor(mel_filters(SAMPLE_RATE_HZ, MEL_WINDOW_SAMPLES, n_mels), device=device)
-
-
-def mel_frame_count(n_samples: int) -> int:
-    """Number of log-mel frames :func:`log_mel_spectrogram` makes from ``n_samples`` samples at 16 kHz."""
-    return n_samples // MEL_HOP_SAMPLES
-
-
 @overload
 def _conv_out_len(n: int, kernel_size: int = ..., stride: int = ...) -> int: ...
 @overload
@@ -154,62 +120,6 @@ def token_count(n_mel_frames: int, config: SpeechTokenizerConfig = DEFAULT_CONFI
     """Number of speech tokens for ``n_mel_frames`` log-mel frames (upstream's conv-length formula)."""
     k, s = config.conv_kernel_size, config.conv_stride
     return _conv_out_len(_conv_out_len(n_mel_frames, k, s), k, s)
-
-
-def log_mel_spectrogram(wav16: torch.Tensor, n_mels: int = DEFAULT_CONFIG.n_mels) -> torch.Tensor:
-    """Log-mel spectrogram of one clip, exactly as upstream's ``S3Tokenizer.log_mel_spectrogram``.
-
-    ``wav16`` is a 1-D float32 tensor of ``n`` samples at 16 kHz (``n > 200``).  Returns a float32 tensor
-    of shape ``(n_mels, n // 160)`` on the same device: centred STFT (400-sample periodic Hann window,
-    hop 160, reflect padding) without its last frame, power ``|X|**2``, Slaney mel (fmax 8 kHz),
-    ``log10`` of the power clamped at 1e-10, floored at the clip's maximum minus 8, then ``(x + 4) / 4``.
-    """
-    if wav16.dim() != 1:
-        raise ValueError(f"log_mel_spectrogram expects a 1-D waveform, got shape {tuple(wav16.shape)}")
-    if wav16.numel() <= MEL_WINDOW_SAMPLES // 2:
-        raise ValueError(
-            f"waveform too short for the speech tokenizer: {wav16.numel()} samples at 16 kHz, "
-            f"need more than {MEL_WINDOW_SAMPLES // 2}"
-        )
-    if not wav16.is_floating_point():
-        raise ValueError(f"log_mel_spectrogram expects float samples in [-1, 1], got dtype {wav16.dtype}")
-    wav16 = wav16.to(torch.float32)
-    spec = torch.stft(
-        wav16,
-        MEL_WINDOW_SAMPLES,
-        MEL_HOP_SAMPLES,
-        window=_hann_window(wav16.device),
-        center=True,
-        pad_mode="reflect",
-        return_complex=True,
-    )
-    # upstream squares the magnitude (sqrt then square), which rounds differently from re**2 + im**2
-    power = spec[:, :-1].abs() ** 2
-    mel = _mel_basis(wav16.device, n_mels) @ power
-    log_spec = torch.clamp(mel, min=LOG_MEL_FLOOR_CLAMP).log10()
-    log_spec = torch.maximum(log_spec, log_spec.max() - LOG_MEL_DYNAMIC_RANGE_LOG10)
-    return (log_spec + 4.0) / 4.0
-
-
-def log_mel_batch(
-    wavs: Sequence[torch.Tensor], max_frames: int | None = None, n_mels: int = DEFAULT_CONFIG.n_mels
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-mels of several 16 kHz clips, zero-padded into one batch.
-
-    Each clip's log-mel is computed on its own (the ``max - 8`` floor is per clip) and then cut to
-    ``max_frames`` frames when given.  Returns ``(mels, lengths)``: mels ``(B, n_mels, T_max)`` float32,
-    lengths ``(B,)`` int64 (frames of each clip).
-    """
-    mels = [log_mel_spectrogram(w, n_mels) for w in wavs]
-    if max_frames is not None:
-        mels = [m[:, :max_frames] for m in mels]
-    lengths = torch.tensor([m.shape[1] for m in mels], dtype=torch.int64)
-    t_max = int(lengths.max())
-    device = mels[0].device
-    batch = torch.zeros(len(mels), n_mels, t_max, dtype=torch.float32, device=device)
-    for i, m in enumerate(mels):
-        batch[i, :, : m.shape[1]] = m
-    return batch, lengths
 
 
 # --- rotary embedding --------------------------------------------------------------------------------
@@ -529,10 +439,10 @@ class SpeechTokenizer(nn.Module):
             mels, lengths = log_mel_batch([w.to(device) for w in wavs], max_frames, self.config.n_mels)
             longest = int(lengths.max())
             if longest > MAX_MEL_FRAMES:
-                seconds = longest * MEL_HOP_SAMPLES / SAMPLE_RATE_HZ
+                seconds = longest * HOP_SAMPLES / S3_SR
                 raise ValueError(
                     f"audio too long for the speech tokenizer: {seconds:.2f} s ({longest} mel frames); "
-                    f"at most {MAX_MEL_FRAMES * MEL_HOP_SAMPLES // SAMPLE_RATE_HZ} s is handled in one "
+                    f"at most {MAX_MEL_FRAMES * HOP_SAMPLES // S3_SR} s is handled in one "
                     "window, cut the clip (or pass max_tokens)"
                 )
             return self(mels, lengths)
