@@ -11,6 +11,7 @@ import soundfile as sf
 
 from voicebank import errors
 from voicebank.audio import MAX_SECONDS, Waveform, load_audio, probe, read_audio, resample
+from voicebank.audio.decode import wav_bytes
 
 from audio_fixtures import GOLDEN_INPUTS, speechlike
 from golden_cases import case_name
@@ -201,3 +202,13 @@ def test_bad_array_shapes_and_dtypes():
         load_audio((np.array(["a", "b"]), 16000))
     with pytest.raises(errors.AudioDecodeError):
         load_audio((speechlike(1.0, 16000), 0))
+
+
+def test_the_float_wav_a_library_keeps_reads_back_bit_for_bit():
+    samples = speechlike(1.5, 22050, seed=3)
+    data = wav_bytes(samples, 22050)
+    assert data == wav_bytes(samples.copy(), 22050)  # deterministic: one content address per clip
+    wav, sr, _ = read_audio(data)
+    assert sr == 22050 and wav.dtype == np.float32 and np.array_equal(wav.view(np.uint32), samples.view(np.uint32))
+    info = sf.info(io.BytesIO(data))
+    assert (info.subtype, info.channels, info.frames) == ("FLOAT", 1, samples.shape[0])

@@ -333,7 +333,7 @@ def test_blob_faults_are_typed_and_point_to_repair(root, tmp_path, capsys, fault
 
 def test_add_refuses_a_blob_path_taken_by_a_directory_and_leaves_nothing(tmp_path):
     from voicebank.audio import Clip
-    from voicebank.library.ingest import wav_bytes
+    from voicebank.audio.decode import wav_bytes
     from voicebank.store.blobs import sha256_bytes
 
     root = tmp_path / "lib"

@@ -7,6 +7,9 @@ so the samples are identical to librosa's.
 
 Bad input never turns into a crash or a NaN: every refusal is an :class:`~voicebank.errors.AudioError`
 subclass whose message names the input and what to do.
+
+The one writer, :func:`wav_bytes`, makes the float WAV a library keeps its decoded audio in; reading it back
+gives every sample bit for bit.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Union
@@ -317,3 +321,18 @@ def load_audio(source: AudioSource, sample_rate: int = S3GEN_SR, *,
     wav, sr, _ = read_audio(source, max_seconds=max_seconds)
     check_samples(wav, sr, name)
     return resample(wav, sr, sample_rate)
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
+    """Mono float32 samples as a 32-bit IEEE-float WAV: lossless (every float32 comes back bit for bit) and
+    byte-for-byte deterministic, so equal audio is one content-addressed file.
+
+    Written by hand because libsndfile adds a PEAK chunk with a timestamp to float WAVs.
+    """
+    data = np.ascontiguousarray(np.asarray(samples, dtype="<f4").reshape(-1)).tobytes()
+    n_frames = len(data) // 4
+    fmt = struct.pack("<HHIIHH", 3, 1, int(sample_rate), int(sample_rate) * 4, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT
+    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
+    chunks += b"fact" + struct.pack("<II", 4, n_frames)
+    chunks += b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks

@@ -8,7 +8,6 @@ a Ray actor.  ``commit(store, prepared)`` runs where the one writer is, in one t
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from ..audio.clip import Clip
+from ..audio.decode import wav_bytes
 from ..audio.inspection import inspect_clip
 from ..chatterbox import DEFAULT_EXAGGERATION, VARIANTS
 from ..errors import InvalidOptionError, ReferenceRejectedError
@@ -109,21 +109,6 @@ def add_options(mode: str = "audio", variant: str | Sequence[str] = "english", *
     keep = m == "audio" or (m == "conditionals" and keep_audio)
     return AddOptions(m, variants, ex, clean_tags(tags), consent, current_user() if added_by is None else added_by,
                       keep, base, force)
-
-
-def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
-    """Mono float32 samples as a 32-bit IEEE-float WAV: lossless (every float32 comes back bit for bit) and
-    byte-for-byte deterministic, so equal audio is one content-addressed file.
-
-    Written by hand because libsndfile adds a PEAK chunk with a timestamp to float WAVs.
-    """
-    data = np.ascontiguousarray(np.asarray(samples, dtype="<f4").reshape(-1)).tobytes()
-    n_frames = len(data) // 4
-    fmt = struct.pack("<HHIIHH", 3, 1, int(sample_rate), int(sample_rate) * 4, 4, 32)  # WAVE_FORMAT_IEEE_FLOAT
-    chunks = b"fmt " + struct.pack("<I", len(fmt)) + fmt
-    chunks += b"fact" + struct.pack("<II", 4, n_frames)
-    chunks += b"data" + struct.pack("<I", len(data)) + data
-    return b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks
 
 
 def prepare(clip: Clip, options: AddOptions, engine: Computes, *, name: str) -> Prepared:
@@ -240,4 +225,4 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
 
 
 __all__ = ["AddOptions", "Prepared", "add_options", "check_mode", "check_variants", "commit", "import_voice_file",
-           "prepare", "wav_bytes"]
+           "prepare"]
