@@ -14,13 +14,11 @@ down; it is safe to share between threads.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import logging
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -42,6 +40,7 @@ from ..models.checkpoints import (
 )
 from ..models.fingerprint_cache import FingerprintCache
 from ..options import check_exaggeration, check_number, check_variant, embedding_variant
+from ..ordered import ordered_map
 from ..progress import Progress
 from ..voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
@@ -74,30 +73,18 @@ def _check_finite(x: np.ndarray, what: str) -> None:
 
 
 def decoded_ahead(fn: Callable[[T], R], items: Sequence[T], lookahead: int) -> Iterator[R]:
-    """``fn(item)`` for each item, in input order, computed on worker threads up to ``lookahead`` items ahead.
+    """``fn(item)`` for each item, in input order, computed on worker threads up to ``lookahead`` items ahead
+    (:func:`~voicebank.ordered.ordered_map`).
 
     For the audio front end (decoding, resampling, mels), which runs in numpy, soundfile and soxr with the
     GIL released: on as many threads as torch uses, it takes half the time on two cores.  An exception
     is raised when its item's turn comes, so the first unusable input in order is the one reported.
     """
     workers = min(len(items), max(1, torch.get_num_threads()))
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future[R]] = deque()
-        upcoming = iter(items)
-        try:
-            for item in itertools.islice(upcoming, max(1, lookahead)):
-                pending.append(pool.submit(fn, item))
-            while pending:
-                done = pending.popleft()
-                for item in itertools.islice(upcoming, 1):
-                    pending.append(pool.submit(fn, item))
-                yield done.result()
-        finally:
-            for future in pending:
-                future.cancel()
+    with closing(ordered_map(fn, items, workers=workers if workers > 1 else 0, ahead=lookahead,
+                             thread_name_prefix="voicebank-decode")) as done:
+        for future in done:
+            yield future.result()
 
 
 def check_device(device: str | torch.device) -> torch.device:

@@ -23,7 +23,8 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
+from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from ..audio.decode import AudioSource, describe
 from ..chatterbox import DEFAULT_EXAGGERATION
 from ..errors import DuplicateAudioError, InvalidOptionError, InvalidVoiceNameError, VoicebankError, WeightsError
 from ..options import check_exaggeration, check_number, check_variant
+from ..ordered import ordered_map
 from ..progress import Progress
 from ..settings import Settings
 from ..similarity import DUPLICATE_THRESHOLD
@@ -303,18 +305,16 @@ class Library:
             if progress:
                 progress(1)
 
+        def prepare(i: int) -> Prepared:
+            return self.prepare(srcs[i], names[i] if names is not None else None, opts)
+
         n_workers = int(check_number(workers, "workers", 1, 256, integer=True))
-        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="voicebank-add") as pool:
-            pending: dict[int, Future[Prepared]] = {}
-            next_i = done_i = 0
-            while done_i < len(srcs):
-                while next_i < len(srcs) and len(pending) < 2 * n_workers:
-                    given = names[next_i] if names is not None else None
-                    pending[next_i] = pool.submit(self.prepare, srcs[next_i], given, opts)
-                    next_i += 1
-                # commit in input order, so names and duplicate warnings do not depend on thread timing
-                finish(done_i, pending.pop(done_i))
-                done_i += 1
+        # prepared on the workers, two clips per worker ahead; committed here in input order, so names and
+        # duplicate warnings do not depend on thread timing
+        with closing(ordered_map(prepare, range(len(srcs)), workers=n_workers, ahead=2 * n_workers,
+                                 thread_name_prefix="voicebank-add")) as prepared:
+            for i, fut in enumerate(prepared):
+                finish(i, fut)
         return results
 
     def import_file(self, path: str | os.PathLike[str], name: str | None = None, *, tags: Iterable[str] = (),
