@@ -79,4 +79,5 @@ def test_closing_early_cancels_what_has_not_started():
     with closing(ordered_map(fn, range(100), workers=1, ahead=10)) as results:
         assert next(results).result() == 0
         threading.Timer(0.2, release.set).start()
-    assert started == [0, 1]  # closing cancelled the queued items and waited for the running one
+    # closing cancelled the queued items and waited for the running one (item 1, unless it had not started yet)
+    assert started in ([0], [0, 1])
