@@ -500,7 +500,7 @@ def test_a_bad_server_url_is_an_invalid_option_in_the_client_and_the_cli(tmp_pat
     with pytest.raises(errors.InvalidOptionError, match="server URL"):
         Client(url, cache_dir=False)  # type: ignore[arg-type]
     if url is not None:
-        assert main(["pull", "a", "--server", url, "-o", str(tmp_path / "a.safetensors")]) == 1
+        assert main(["pull", "a", "--server", url, "-o", str(tmp_path / "a.safetensors")]) == 2  # a usage error
         err = capsys.readouterr().err
         assert "server URL" in err and "unexpected" not in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "a.safetensors").exists()
