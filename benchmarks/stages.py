@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     from voicebank.audio.sinc import sinc_resample
     from voicebank.audio.tokenizer_mel import log_mel_batch
     from voicebank.chatterbox import GEN_REFERENCE_SECONDS, VARIANT_SPECS
-    from voicebank.models.campplus import CAMPPlus
     from voicebank.engine import Extractor
+    from voicebank.models.campplus import CAMPPlus
 
     repeat = args.repeat or (3 if ctx.quick else 9)
     weights, weights_desc = C.weights(ctx)
