@@ -265,6 +265,21 @@ def test_unknown_voice_is_always_404(live):
             assert r.json()["error"]["code"] == "voice_not_found"
 
 
+def test_error_messages_carry_no_server_path_and_no_cli_advice(live):
+    srv, keys = live
+    lib = srv.app.state.service.library
+    with client(srv, keys["write"]) as c:
+        for method, path, kw in [("GET", "/v1/audio/voices/nobody", {}),
+                                 ("GET", "/v1/audio/voices/alicee/conditionals", {}),
+                                 ("DELETE", "/v1/audio/voices/nobody", {})]:
+            r = c.request(method, path, **kw)
+            message = r.json()["error"]["message"]
+            assert r.status_code == 404 and r.json()["error"]["code"] == "voice_not_found"
+            assert str(lib.path) not in message and "voicebank list" not in message, message
+            assert message.startswith("no voice named"), message
+        assert "did you mean 'alice'" in c.get("/v1/audio/voices/alicee").json()["error"]["message"]
+
+
 def test_names_are_validated_and_never_paths(live):
     srv, keys = live
     with client(srv, keys["write"]) as c:

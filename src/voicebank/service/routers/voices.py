@@ -69,7 +69,7 @@ def lookup(service: Service, name: str) -> VoiceInfo:
     try:
         return service.library.show(name)
     except VoiceNotFoundError as e:
-        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+        raise from_library(e, param="id") from e
 
 
 # --- list, add ------------------------------------------------------------------------------------------
@@ -247,7 +247,7 @@ async def patch_voice(voice_id: VoiceId, patch: VoicePatch, service: ServiceDep,
     try:
         info = await asyncio.to_thread(apply)
     except VoiceNotFoundError as e:
-        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+        raise from_library(e, param="id") from e
     return voice_object(info)
 
 
@@ -257,7 +257,7 @@ async def delete_voice(voice_id: VoiceId, service: ServiceDep, _key: WriteKey) -
     try:
         dependents = await asyncio.to_thread(service.library.remove, voice_id)
     except VoiceNotFoundError as e:
-        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+        raise from_library(e, param="id") from e
     return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True, "dependents": dependents}
 
 
@@ -340,7 +340,7 @@ async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> di
     try:
         speaker, xvector = await service.run_io(service.library.vectors, voice_id)
     except VoiceNotFoundError as e:  # removed meanwhile
-        raise ApiError(404, "voice_not_found", str(e), param="id") from e
+        raise from_library(e, param="id") from e
     xv = [float(x) for x in xvector.tolist()] if xvector is not None else None
     return {"object": "embedding", "id": voice_id, "variant": info.variant, "duration": info.duration,
             "speaker_embedding": [float(x) for x in speaker.tolist()] if speaker is not None else None,
