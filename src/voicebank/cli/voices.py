@@ -6,6 +6,7 @@ Every command takes ``--library DIR`` (default ``$VOICEBANK_LIBRARY``, else the 
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -149,17 +150,26 @@ def _summary(results: list[AddResult], mode: str) -> None:
 def list_voices(
     tag: Annotated[str | None, typer.Option("--tag", "-t", help="Only voices with this tag.",
                                             show_default=False)] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="Voices per page.", min=1, max=100_000)] = 100,
+    after: Annotated[str | None, typer.Option("--after", help="Start after this voice name (the last name of the "
+                                              "previous page).", show_default=False)] = None,
     as_json: JsonOpt = False,
     library: LibraryOpt = None,
 ) -> None:
-    """List the voices in the library (a table, or JSON with --json)."""
-    voices = open_library(library).list(tag=tag)
+    """List the voices in the library by name, a page at a time (a table, or JSON with --json)."""
+    lib = open_library(library)
+    page = lib.list(tag=tag, limit=limit + 1, after=after)  # one more says whether there is a next page
+    voices, more = page[:limit], len(page) > limit
+    if more:
+        error_line(f"more voices follow: voicebank list --after {shlex.quote(voices[-1].name)}"
+                   + (f" --limit {limit}" if limit != 100 else ""), kind="note")
     if as_json:
         echo_json([v.to_dict() for v in voices])
         return
     from rich.table import Table
 
-    table = Table(title=f"{len(voices)} voice(s)", title_justify="left")
+    shown = f"{len(voices)} voice(s)" if not more and after is None else f"{len(voices)} of {len(lib)} voice(s)"
+    table = Table(title=shown, title_justify="left")
     for col in ("name", "mode", "variants", "seconds", "Hz", "LUFS", "added"):
         table.add_column(col, no_wrap=True)
     table.add_column("tags", overflow="fold")

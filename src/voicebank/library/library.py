@@ -70,6 +70,10 @@ def resolve_library_path(path: str | os.PathLike[str] | None) -> Path:
     return Path(path).expanduser() if path is not None else default_library_path()
 
 
+MAX_PAGE = 100_000
+"""Most voices one :meth:`Library.list` page may hold."""
+
+
 class Library:
     """A voice library on disk: ``catalogue.sqlite3`` plus ``blobs/`` (content-addressed) and ``tmp/``.
 
@@ -190,9 +194,15 @@ class Library:
         stored = self.store.voice(name)
         return stored.speaker_emb, stored.xvector
 
-    def list(self, *, tag: str | None = None, mode: str | None = None) -> builtins.list[VoiceInfo]:
-        """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name."""
-        return self.store.list(tag=tag, mode=ingest.check_mode(mode) if mode is not None else None)
+    def list(self, *, tag: str | None = None, mode: str | None = None, limit: int | None = None,
+             after: str | None = None) -> builtins.list[VoiceInfo]:
+        """Voices sorted by name (optionally only those with ``tag`` or in ``mode``): a page of at most ``limit``
+        (default: every voice) of those named after ``after``.  Pass the last name of a page as ``after`` for
+        the next one; a page costs the same however large the library is."""
+        if limit is not None:
+            limit = int(check_number(limit, "limit", 1, MAX_PAGE, integer=True))
+        return self.store.list(tag=tag, mode=ingest.check_mode(mode) if mode is not None else None, limit=limit,
+                               after=after)
 
     # --- adding ----------------------------------------------------------------------------------------
 
@@ -479,4 +489,4 @@ def get(name: str, *, library: str | os.PathLike[str] | None = None, weights: st
         return lib.get(name, variant=variant, exaggeration=exaggeration, base=base, device=device)
 
 
-__all__ = ["Library", "default_library_path", "get", "resolve_library_path"]
+__all__ = ["MAX_PAGE", "Library", "default_library_path", "get", "resolve_library_path"]

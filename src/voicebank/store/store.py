@@ -248,22 +248,31 @@ class VoiceStore(Upkeep):
         with self.catalogue.read() as conn:
             return self._info(conn, self._row(conn, name))
 
-    def list(self, *, tag: str | None = None, mode: str | None = None,
-             on_bad: Callable[[str, str], None] | None = None) -> builtins.list[VoiceInfo]:
-        """Every voice (optionally only those with ``tag`` or in ``mode``), sorted by name; damaged rows are
-        reported to ``on_bad(name, problem)`` (default: a warning) and skipped."""
-        sql, args = "SELECT * FROM voices", []
+    def list(self, *, tag: str | None = None, mode: str | None = None, limit: int | None = None,
+             after: str | None = None, on_bad: Callable[[str, str], None] | None = None) -> builtins.list[VoiceInfo]:
+        """Voices sorted by name (optionally only those with ``tag`` or in ``mode``): at most ``limit`` of them
+        (``None``: all), those named after ``after`` (``None``: from the first).  A page reads the name index
+        from ``after`` on, so its cost does not grow with the library.  Damaged rows are reported to
+        ``on_bad(name, problem)`` (default: a warning) and skipped."""
+        sql, args = "SELECT * FROM voices", builtins.list[object]()
         where = []
-        if tag is not None:
-            where.append("id IN (SELECT voice_id FROM tags WHERE tag = ?)")
+        if tag is not None:  # checked per row as the name index is walked: a page stops after `limit` matches
+            where.append("EXISTS (SELECT 1 FROM tags WHERE tags.voice_id = voices.id AND tags.tag = ?)")
             args.append(tag)
         if mode is not None:
             where.append("mode = ?")
             args.append(mode)
+        if after is not None:
+            where.append("name > ?")
+            args.append(nfc(after))
         if where:
             sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY name"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
         with self.catalogue.read() as conn:
-            return self._good(conn, conn.execute(sql + " ORDER BY name", args).fetchall(), self._info, on_bad)
+            return self._good(conn, conn.execute(sql, args).fetchall(), self._info, on_bad)
 
     def all_voices(self, *, on_bad: Callable[[str, str], None] | None = None) -> builtins.list[StoredVoice]:
         """Every voice with its vectors, sorted by name (damaged rows reported and skipped, as :meth:`list`)."""

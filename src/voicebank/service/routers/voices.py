@@ -83,9 +83,7 @@ def list_voices(service: ServiceDep, _key: ReadKey,
                 ) -> dict[str, Any]:
     """Voices sorted by name, ``limit`` per page; pass the last id as ``after`` for the next page."""
     n = limit or service.settings.default_page_size
-    infos = service.library.list(tag=tag)
-    if after is not None:
-        infos = [i for i in infos if i.name > after]
+    infos = service.library.list(tag=tag, limit=n + 1, after=after)  # one more says whether there are more
     page = infos[:n]
     data = [voice_object(i) for i in page]
     return {"object": "list", "data": data, "has_more": len(infos) > n,

@@ -1,0 +1,129 @@
+"""Operations whose cost must not grow with the library, shown by counting SQLite's work (virtual-machine steps)
+on 10^3 and 10^5 voices in one run, never by timing."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicebank.library import Library
+from voicebank.store.store import VoiceStore, now, vec_bytes
+
+SMALL, LARGE = 1_000, 100_000
+
+
+def fill(root: Path, n: int) -> VoiceStore:
+    """A library of ``n`` embedding-mode voices written straight into the catalogue (the store's own schema), with
+    every fifth one tagged ``narrator``: building 10^5 through :meth:`VoiceStore.insert` would time the writer,
+    not what is measured here."""
+    store = VoiceStore(root)
+    rng = np.random.default_rng(n)
+    stamp = now()
+    with store.catalogue.write() as conn:
+        rows = ((f"voice-{i:07d}", "embedding", "english", 0.5, f"{i:064x}", 5.0, 16000, 1,
+                 vec_bytes(rng.standard_normal(256).astype(np.float32)),
+                 vec_bytes(rng.standard_normal(192).astype(np.float32)), "fp", stamp, json.dumps({}))
+                for i in range(n))
+        conn.executemany("INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, duration, sample_rate, "
+                         "channels, speaker_emb, xvector, weights_fingerprint, added_at, inspection) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        conn.execute("INSERT INTO tags (voice_id, tag) SELECT id, 'narrator' FROM voices WHERE id % 5 = 0")
+    return store
+
+
+@contextlib.contextmanager
+def counting(store: VoiceStore) -> Iterator[Callable[[], int]]:
+    """Counts the SQLite virtual-machine steps this thread's catalogue connection runs meanwhile."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 100
+        return 0
+
+    conn = store.catalogue.connection()
+    conn.set_progress_handler(tick, 100)
+    try:
+        yield lambda: steps[0]
+    finally:
+        conn.set_progress_handler(None, 0)
+
+
+@pytest.fixture(scope="module")
+def libraries(tmp_path_factory) -> dict[int, Library]:
+    out = {}
+    for n in (SMALL, LARGE):
+        fill(tmp_path_factory.mktemp(f"lib{n}"), n).close()
+        out[n] = Library(tmp_path_factory.getbasetemp() / f"lib{n}0")
+    return out
+
+
+def work(lib: Library, op: Callable[[Library], object]) -> int:
+    op(lib)  # warm: the connection is open and the schema checked
+    with counting(lib.store) as steps:
+        op(lib)
+        return steps()
+
+
+@pytest.mark.parametrize("op", [
+    pytest.param(lambda lib: lib.list(limit=100), id="first page"),
+    pytest.param(lambda lib: lib.list(limit=100, after="voice-0000500"), id="a later page"),
+    pytest.param(lambda lib: lib.list(limit=20, tag="narrator"), id="a tagged page"),
+    pytest.param(lambda lib: lib.show("voice-0000777"), id="show"),
+    pytest.param(lambda lib: "voice-0000777" in lib, id="contains"),
+])
+def test_a_page_costs_the_same_at_any_size(libraries, op):
+    small, large = work(libraries[SMALL], op), work(libraries[LARGE], op)
+    assert large <= 1.5 * small + 1_000, (small, large)  # 100x the voices: the same work, give or take
+
+
+def test_listing_everything_does_grow(libraries):
+    """The counter sees size: listing every voice costs ~100x more on 100x the voices."""
+    small = work(libraries[SMALL], lambda lib: lib.store.names())
+    large = work(libraries[LARGE], lambda lib: lib.store.names())
+    assert large >= 50 * small, (small, large)
+
+
+def test_pages_walk_every_voice_once(libraries):
+    lib = libraries[SMALL]
+    seen: list[str] = []
+    after = None
+    while page := lib.list(limit=333, after=after):
+        seen.extend(v.name for v in page)
+        after = page[-1].name
+    assert seen == lib.names() and len(seen) == SMALL
+    tagged = lib.list(tag="narrator", limit=5, after="voice-0000012")
+    assert [v.name for v in tagged] == [f"voice-{i:07d}" for i in (14, 19, 24, 29, 34)]  # ids 15, 20, ...
+
+
+def test_a_bad_page_size_is_refused(libraries):
+    from voicebank.errors import InvalidOptionError
+
+    for bad in (0, -1, 2.5, float("nan")):
+        with pytest.raises(InvalidOptionError, match="limit"):
+            libraries[SMALL].list(limit=bad)  # type: ignore[arg-type]
+
+
+def test_the_cli_lists_a_page_and_says_how_to_get_the_next(tmp_path, capsys):
+    from voicebank.cli import app, main, register
+
+    register(app)
+    root = tmp_path / "lib"
+    fill(root, 250).close()
+    capsys.readouterr()
+    assert main(["list", "--library", str(root), "--json"]) == 0
+    out, err = capsys.readouterr()
+    first = [v["name"] for v in json.loads(out)]
+    assert first == [f"voice-{i:07d}" for i in range(100)]  # 100 by default
+    assert "voicebank list --after voice-0000099" in err and err.count("\n") == 1
+    assert main(["list", "--library", str(root), "--json", "--after", "voice-0000099", "--limit", "200"]) == 0
+    out, err = capsys.readouterr()
+    assert [v["name"] for v in json.loads(out)] == [f"voice-{i:07d}" for i in range(100, 250)] and err == ""
+    assert main(["list", "--library", str(root), "--limit", "10"]) == 0
+    out, err = capsys.readouterr()
+    assert "10 of 250 voice(s)" in out and "--after voice-0000009 --limit 10" in err
+    assert main(["list", "--library", str(root), "--limit", "0"]) == 2
