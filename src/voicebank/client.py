@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .chatterbox import DEFAULT_EXAGGERATION
 from .errors import InvalidOptionError, MissingDependencyError, VoicebankError, VoiceNotFoundError
-from .fileio import atomic_write
+from .fileio import atomic_write, check_output_path
 
 if TYPE_CHECKING:
     import httpx
@@ -220,15 +220,19 @@ class Client:
         return Voice.from_bytes(data, where=f"voice {name!r} from the service")
 
     def download(self, name: str, path: str | os.PathLike[str], *, variant: str | None = None,
-                 exaggeration: float | None = None) -> Path:
-        """Write voice ``name`` to ``path`` (``.safetensors`` or upstream ``.pt``, by suffix), atomically."""
+                 exaggeration: float | None = None, mkdir: bool = False) -> Path:
+        """Write voice ``name`` to ``path`` (``.safetensors`` or upstream ``.pt``, by suffix), atomically.
+
+        ``path``'s directory must exist (:class:`~voicebank.errors.OutputPathError`, checked before the
+        download) unless ``mkdir=True``, which creates the missing directories."""
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".safetensors", ".pt"):
             raise ServiceError(f"{path}: unknown voice file type {suffix or '(none)'}; use .safetensors or .pt",
                                status=0, code="bad_output")
+        check_output_path(path, mkdir=mkdir)
         data = self.fetch(name, variant=variant, exaggeration=exaggeration, format=suffix.lstrip("."))
-        atomic_write(path, lambda f: f.write(data))
+        atomic_write(path, lambda f: f.write(data), mkdir=mkdir)
         return path
 
     def add(self, audio: str | os.PathLike[str] | bytes, name: str, *, consent: str, mode: str = "audio",

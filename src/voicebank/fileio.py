@@ -29,11 +29,25 @@ def _reason(e: OSError) -> str:
     return e.strerror or type(e).__name__
 
 
-def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Path:
+def missing_parent(path: str | os.PathLike[str], what: str = "output", opt_in: str = "mkdir=True") -> None:
+    """:class:`~voicebank.errors.OutputPathError` when ``path``'s parent directory does not exist, as ``cp``
+    refuses: a typo in a directory name must not create a new directory tree.  ``opt_in`` names the option
+    that creates missing parents (``--parents`` on the command line, ``mkdir=True`` in the API)."""
+    path = Path(path)
+    parent = path.parent
+    if not parent.exists() and not parent.is_symlink():
+        raise OutputPathError(f"{what} {path}: the directory {parent} does not exist; create it first or pass "
+                              f"{opt_in}")
+
+
+def check_output_path(path: str | os.PathLike[str], what: str = "output", *, mkdir: bool = False,
+                      opt_in: str = "mkdir=True") -> Path:
     """``path`` if a file can be created there; else :class:`~voicebank.errors.OutputPathError` saying why.
 
     Checked before any work is done: ``path`` must not be a directory, no parent may be a regular file, and the
-    nearest existing parent must be a writable directory.  Creates nothing.
+    nearest existing parent must be a writable directory.  The parent directory must exist unless ``mkdir``
+    (then the missing ones are created when the file is written; ``opt_in`` names that option in the
+    message).  Creates nothing.
     """
     path = Path(path)
     if path.is_dir():
@@ -41,6 +55,13 @@ def check_output_path(path: str | os.PathLike[str], what: str = "output") -> Pat
     if path.exists() and not path.is_file():
         raise OutputPathError(f"{what} {path} exists and is not a regular file")
     parent = path.parent
+    if not mkdir and not parent.exists() and not parent.is_symlink():
+        # say first what is wrong on the way (a regular file, a dangling link), else that it is missing
+        up = parent.parent
+        while not up.exists() and not up.is_symlink() and up != up.parent:
+            up = up.parent
+        if up.exists() and up.is_dir():
+            missing_parent(path, what, opt_in)
     while not parent.exists():
         if parent.is_symlink():
             raise OutputPathError(f"{what} {path}: {parent} is a dangling link")
@@ -127,7 +148,8 @@ def fsync_directory(directory: Path) -> None:
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, tmp_dir: Path | None = None,
-                 prefix: str | None = None, suffix: str = ".tmp") -> None:
+                 prefix: str | None = None, suffix: str = ".tmp", mkdir: bool = True,
+                 opt_in: str = "mkdir=True") -> None:
     """Create ``path`` atomically: ``write(f)`` fills a temp file, which is fsynced and renamed over ``path``;
     the directory is then fsynced, so the new name is durable when this returns.
 
@@ -136,6 +158,11 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, tmp_dir: Pa
     file (or anything else) behind; an ``OSError`` (a full disk, a read-only or unwritable directory, ``path``
     being a directory or under a regular file) becomes an :class:`~voicebank.errors.OutputPathError` that
     says which.
+
+    ``mkdir``: create ``path``'s missing parent directories (the default, for the package's own files under
+    its own folders: the library's blobs, caches).  Writers of a path a user gave pass ``mkdir=False`` unless
+    the user opted in (``opt_in`` names how, for the message): a missing parent is then an
+    :class:`~voicebank.errors.OutputPathError`, as ``cp`` refuses, and nothing is created.
     """
     path = Path(path)
     created: list[Path] = []
@@ -143,6 +170,8 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object], *, tmp_dir: Pa
     try:
         if path.is_dir() and not path.is_symlink():
             raise OutputPathError(f"{path} is a directory; give a file name inside it")
+        if not mkdir:
+            missing_parent(path, "cannot write", opt_in)
         created = _make_parents(path.parent)
         directory = Path(tmp_dir) if tmp_dir is not None else path.parent
         created += _make_parents(directory)

@@ -179,7 +179,7 @@ def test_an_unwritable_output_directory_is_refused(tmp_path, capsys, root, comma
         args = {"extract": ["extract", CLIP, "-o", out, "--weights", tmp_path / "nw"],
                 "embed": ["embed", CLIP, "-o", out, "--weights", tmp_path / "nw"],
                 "export": ["export", "carol", "-o", out, "--library", root]}[command]
-        rc, _stdout, err = run_cli(capsys, args)
+        rc, _stdout, err = run_cli(capsys, [*args, "--parents"])  # the missing "sub" is not the error here
         assert_one_line_error(rc, err, "read-only")
         assert list(mnt.iterdir()) == []
 
@@ -318,7 +318,7 @@ def test_a_full_disk_fails_extract_and_embed_cleanly(tmp_path, capsys, engine_we
         suffix = {"extract-safetensors": ".safetensors", "extract-pt": ".pt", "embed": ".npy"}[command]
         out = mnt / "sub" / f"v{suffix}"
         verb = "embed" if command == "embed" else "extract"
-        rc, _stdout, err = run_cli(capsys, [verb, CLIP, "-o", out, "--weights", engine_weights])
+        rc, _stdout, err = run_cli(capsys, [verb, CLIP, "-o", out, "--weights", engine_weights, "--parents"])
         if leave and rc == 0:  # it fitted: then it is whole
             assert out.stat().st_size > 0
             return

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..chatterbox import DEFAULT_EXAGGERATION
-from .common import DeviceOpt, WeightsOpt, check_device, clean
+from .common import DeviceOpt, ParentsOpt, WeightsOpt, check_device, clean
 
 if TYPE_CHECKING:
     from ..batch.runner import Summary
@@ -63,6 +63,7 @@ def batch(
     precision: Annotated[str, typer.Option("--precision", help="exact (float32, as upstream) or bf16.")] = "exact",
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
+    parents: ParentsOpt = False,
 ) -> None:
     """Extract embeddings or conditionals of many clips into a Parquet dataset; resumable, exactly once."""
     from ..batch.runner import EXECUTORS, RUN_LIMITS
@@ -82,6 +83,10 @@ def batch(
         raise typer.BadParameter("--gpus-per-worker is for --executor ray (local workers share --device)")
     if gpus_per_worker > 0 and not device.startswith("cuda"):
         raise typer.BadParameter("--gpus-per-worker needs --device cuda")
+    if not parents:  # the dataset folder itself is created, not a mistyped tree above it
+        from ..fileio import missing_parent
+
+        missing_parent(output, "--output", "--parents")
     if executor == "local" or ray_address is None:
         device = check_device(device)  # a remote cluster's devices are checked where the actors run
     try:

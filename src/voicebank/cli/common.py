@@ -30,6 +30,8 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LibraryOpt = Annotated[Path | None, typer.Option(
     "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
     show_default=False)]
+ParentsOpt = Annotated[bool, typer.Option("--parents", help="Create the output's missing parent directories "
+                                          "(without it a missing directory is an error, as with cp).")]
 VariantOpt = Annotated[str | None, typer.Option("--variant", help=f"Chatterbox variant: {', '.join(VARIANTS)} "
                                                 "(default: the voice's own).", show_default=False)]
 
@@ -140,11 +142,12 @@ def check_exaggeration_option(value: float) -> float:
         raise typer.BadParameter(str(e)) from e
 
 
-def check_output(path: Path) -> Path:
-    """``-o PATH`` checked before any work (not a directory, not under a regular file, writable)."""
+def check_output(path: Path, parents: bool = False) -> Path:
+    """``-o PATH`` checked before any work (not a directory, not under a regular file, writable; its directory
+    exists unless ``--parents``)."""
     from ..fileio import check_output_path
 
-    return check_output_path(path, "--output")
+    return check_output_path(path, "--output", mkdir=parents, opt_in="--parents")
 
 
 def make_console(stderr: bool = False) -> Any:

@@ -13,6 +13,7 @@ from .app import VariantOpt, heavy_imports, quick_exit_ok
 from .common import (
     DeviceOpt,
     DownloadOpt,
+    ParentsOpt,
     WeightsOpt,
     check_device,
     check_exaggeration_option,
@@ -33,6 +34,7 @@ def embed(
                                                    show_default=False)] = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
+    parents: ParentsOpt = False,
 ) -> None:
     """Speaker embeddings (256-d, L2-normalised; Chatterbox's t3.speaker_emb), one row per input in order."""
     quick_exit_ok()
@@ -46,7 +48,7 @@ def embed(
     if output is not None and jsonl:
         raise typer.BadParameter("give --jsonl or --output, not both")
     if output is not None:
-        check_output(output)
+        check_output(output, parents)
     extractor = Extractor(ve_weights or weights, device=check_device(device), allow_download=download)
     with progress(len(audio), "embedding") as advance:
         embeddings = extractor.embed([str(p) for p in audio], progress=advance)
@@ -55,7 +57,7 @@ def embed(
 
         from ..fileio import atomic_write
 
-        atomic_write(output, lambda f: np.save(f, embeddings))
+        atomic_write(output, lambda f: np.save(f, embeddings), mkdir=parents, opt_in="--parents")
         typer.echo(f"wrote {embeddings.shape[0]} embeddings to {clean(output)}", err=True)
         return
     for path, row in zip(audio, embeddings, strict=True):
@@ -72,6 +74,7 @@ def extract(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
+    parents: ParentsOpt = False,
 ) -> None:
     """Extract the full Chatterbox conditionals of a reference clip into a voice file."""
     quick_exit_ok()
@@ -86,10 +89,10 @@ def extract(
     except ValueError as e:
         raise typer.BadParameter(clean(e)) from e
     check_exaggeration_option(exaggeration)
-    check_output(output)
+    check_output(output, parents)
     voice = Extractor(weights, variant=v, device=check_device(device), allow_download=download).extract(
         str(audio), exaggeration=exaggeration)
-    voice.save(output)
+    voice.save(output, mkdir=parents)
     typer.echo(f"wrote {v} voice of {clean(audio)} to {clean(output)}", err=True)
 
 

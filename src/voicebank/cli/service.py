@@ -17,7 +17,7 @@ import typer
 
 from ..errors import VoicebankError
 from ..options import Limits, check_numbers
-from .common import DeviceOpt, JsonOpt, WeightsOpt, check_device, clean
+from .common import DeviceOpt, JsonOpt, ParentsOpt, WeightsOpt, check_device, check_output, clean
 
 log = logging.getLogger("voicebank.service")
 
@@ -208,10 +208,12 @@ def pull(
                                                 help="API key (default $VOICEBANK_API_KEY).")] = None,
     variant: Annotated[str | None, typer.Option(help="Variant (default: the voice's own).")] = None,
     exaggeration: Annotated[float | None, typer.Option(help="Exaggeration (default: the voice's own).")] = None,
+    parents: ParentsOpt = False,
 ) -> None:
     """Download a voice's ready conditionals from a voicebank server."""
     from ..client import Client
 
     with Client(server, api_key=api_key) as client:
-        path = client.download(name, output, variant=variant, exaggeration=exaggeration)
+        check_output(output, parents)
+        path = client.download(name, output, variant=variant, exaggeration=exaggeration, mkdir=parents)
     typer.echo(str(path))

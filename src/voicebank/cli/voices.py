@@ -19,6 +19,7 @@ from .common import (
     DownloadOpt,
     JsonOpt,
     LibraryOpt,
+    ParentsOpt,
     VariantOpt,
     WeightsOpt,
     cell,
@@ -253,15 +254,16 @@ def export(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
+    parents: ParentsOpt = False,
 ) -> None:
     """Write a voice to a file: ready conditionals whatever the storage mode."""
     if output.suffix.lower() not in (".safetensors", ".pt", ".wav", ".npy"):
         raise typer.BadParameter(f"--output {clean(output)}: use a .safetensors, .pt, .wav or .npy file name")
     if exaggeration is not None:
         check_exaggeration_option(exaggeration)
-    check_output(output)
+    check_output(output, parents)
     lib = open_library(library, weights, device, download)
-    lib.export(name, output, variant=variant_option(variant), exaggeration=exaggeration, base=base)
+    lib.export(name, output, variant=variant_option(variant), exaggeration=exaggeration, base=base, mkdir=parents)
     typer.echo(f"wrote {clean(name)} to {clean(output)}", err=True)
 
 

@@ -361,15 +361,18 @@ class Library:
         return voice.to(device) if str(device) != "cpu" else voice
 
     def export(self, name: str, path: str | os.PathLike[str], *, variant: str | None = None,
-               exaggeration: float | None = None, base: str | None = None) -> Path:
+               exaggeration: float | None = None, base: str | None = None, mkdir: bool = False) -> Path:
         """Write voice ``name`` to ``path`` (atomically), by suffix:
 
         ``.safetensors``: voicebank voice file with ready conditionals (whatever the mode; a hybrid for
         embedding-only voices); ``.pt``: upstream ``Conditionals.save`` format; ``.wav``: the stored reference
         audio (float32 mono at its own rate); ``.npy``: the (256,) float32 speaker embedding.
+
+        ``path``'s directory must exist (:class:`~voicebank.errors.OutputPathError` otherwise, as ``cp``
+        refuses) unless ``mkdir=True``, which creates the missing directories.
         """
         return materialise.export(self.store, lambda: self.get(name, variant=variant, exaggeration=exaggeration,
-                                                               base=base), name, path)
+                                                               base=base), name, path, mkdir=mkdir)
 
     # --- changing --------------------------------------------------------------------------------------
 

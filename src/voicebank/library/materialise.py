@@ -128,15 +128,18 @@ def hybrid(store: VoiceStore, engine: Callable[[], Computes], stored: StoredVoic
     return Voice(t3, gen, meta)
 
 
-def export(store: VoiceStore, get: Callable[[], Voice], name: str, path: str | os.PathLike[str]) -> Path:
+def export(store: VoiceStore, get: Callable[[], Voice], name: str, path: str | os.PathLike[str], *,
+           mkdir: bool = False) -> Path:
     """Write voice ``name`` to ``path`` atomically, by suffix: ``.safetensors`` / ``.pt`` (ready conditionals from
-    ``get()``), ``.wav`` (the kept reference), ``.npy`` (the (256,) float32 speaker embedding)."""
-    from ..fileio import atomic_write
+    ``get()``), ``.wav`` (the kept reference), ``.npy`` (the (256,) float32 speaker embedding).  ``path``'s
+    directory must exist unless ``mkdir``."""
+    from ..fileio import atomic_write, check_output_path
 
     path = Path(path)
     suffix = path.suffix.lower()
+    check_output_path(path, mkdir=mkdir)  # before any work: no voice is built for a path that cannot be written
     if suffix in (".safetensors", ".pt"):
-        return get().save(path)
+        return get().save(path, mkdir=mkdir)
     stored = store.voice(name)
     if suffix == ".wav":
         f = next((f for f in stored.info.files if f.role == "audio"), None)
@@ -149,13 +152,13 @@ def export(store: VoiceStore, get: Callable[[], Voice], name: str, path: str | o
         if sha256_bytes(data) != f.sha256:  # an export never copies a damaged file
             raise LibraryError(f"voice {name!r}: its audio file {store.blobs.relative(f.path)} is damaged; run "
                                "voicebank library check --repair")
-        atomic_write(path, lambda out: out.write(data))
+        atomic_write(path, lambda out: out.write(data), mkdir=mkdir)
         return path
     if suffix == ".npy":
         emb = stored.speaker_emb
         if emb is None:
             raise LibraryError(f"voice {name!r} has no speaker embedding (a VC voice); export .safetensors instead")
-        atomic_write(path, lambda out: np.save(out, emb))
+        atomic_write(path, lambda out: np.save(out, emb), mkdir=mkdir)
         return path
     raise LibraryError(f"{path}: cannot export to {suffix or '(no suffix)'}; use .safetensors, .pt, .wav or .npy")
 

@@ -82,10 +82,11 @@ def file_format_of(path: str | os.PathLike[str]) -> FileFormat:
     return "safetensors" if suffix == ".safetensors" else "pt"
 
 
-def write_voice_file(path: str | os.PathLike[str], payload: bytes) -> Path:
-    """Write a voice file's bytes to ``path`` atomically (temp file + rename)."""
+def write_voice_file(path: str | os.PathLike[str], payload: bytes, *, mkdir: bool = False) -> Path:
+    """Write a voice file's bytes to ``path`` atomically (temp file + rename).  ``path``'s directory must exist
+    unless ``mkdir`` (:func:`~voicebank.fileio.atomic_write`)."""
     path = Path(path)
-    atomic_write(path, lambda f: f.write(payload))
+    atomic_write(path, lambda f: f.write(payload), mkdir=mkdir)
     return path
 
 

@@ -276,15 +276,18 @@ class Voice:
         self.check("voice to save")
         return safetensors_bytes(self.tensors(), self.metadata.to_strings())
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
+    def save(self, path: str | os.PathLike[str], *, mkdir: bool = False) -> Path:
         """Write the voice: ``.safetensors`` (voicebank format) or ``.pt`` (upstream ``Conditionals.save``).
 
-        The file appears atomically (temp file + rename): a crash never leaves half a file behind.
+        The file appears atomically (temp file + rename): a crash never leaves half a file behind.  Its
+        directory must exist (:class:`~voicebank.errors.OutputPathError` otherwise, as ``cp`` refuses) unless
+        ``mkdir=True``, which creates the missing directories.
         """
         if file_format_of(path) == "safetensors":
-            return write_voice_file(path, self.to_bytes())
+            return write_voice_file(path, self.to_bytes(), mkdir=mkdir)
         cpu = self.to("cpu").check("voice to save")
-        return write_voice_file(path, pt_bytes(cpu.t3.as_dict() if cpu.t3 is not None else None, cpu.gen.as_dict()))
+        return write_voice_file(path, pt_bytes(cpu.t3.as_dict() if cpu.t3 is not None else None, cpu.gen.as_dict()),
+                                mkdir=mkdir)
 
     @classmethod
     def from_bytes(cls, data: bytes, *, where: str = "<bytes>") -> Voice:
