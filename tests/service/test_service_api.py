@@ -325,6 +325,77 @@ def test_embedding_report_compare_search_and_map(live):
         assert c.post("/v1/audio/voices/search", data={}).status_code == 422
 
 
+def test_search_by_name_takes_json_as_compare_does(live):
+    srv, keys = live
+    with client(srv, keys["read"]) as c:
+        form = c.post("/v1/audio/voices/search", data={"name": "alice", "k": "3"})
+        as_json = c.post("/v1/audio/voices/search", json={"name": "alice", "k": 3})
+        assert as_json.status_code == 200, as_json.text
+        assert as_json.json() == form.json()
+        assert c.post("/v1/audio/voices/search", json={"name": "nobody"}).json()["error"]["code"] == \
+            "voice_not_found"
+        bad = c.post("/v1/audio/voices/search", json={"name": "alice", "k": 0})
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "k", bad.text
+        neither = c.post("/v1/audio/voices/search", content=b"name=alice", headers={"Content-Type": "text/plain"})
+        assert neither.status_code == 422 and "multipart/form-data" in neither.json()["error"]["message"]
+
+
+def test_an_embedding_upload_without_a_base_says_it_cannot_serve_conditionals(live):
+    srv, keys = live
+    with client(srv, keys["write"]) as c:
+        r = c.post("/v1/audio/voices", **upload(GOLDEN_INPUTS / "mid_12s.flac", "emb-nobase", mode="embedding"))
+        assert r.status_code == 201, r.text
+        assert any("no base voice" in w and "PATCH /v1/audio/voices/emb-nobase" in w for w in r.json()["warnings"])
+        got = c.get("/v1/audio/voices/emb-nobase/conditionals")
+        assert got.status_code == 409 and got.json()["error"]["code"] == "base_voice_required"
+        message = got.json()["error"]["message"]
+        assert "PATCH /v1/audio/voices/emb-nobase" in message and "Library.update" not in message, message
+        assert "base=" not in message and "--base" not in message, message
+        assert c.patch("/v1/audio/voices/emb-nobase", json={"base": "alice"}).status_code == 200
+        assert c.get("/v1/audio/voices/emb-nobase/conditionals").status_code == 200
+        with_base = c.post("/v1/audio/voices", **upload(GOLDEN_INPUTS / "long_22s.flac", "emb-base",
+                                                         mode="embedding", base="alice"))
+        assert with_base.status_code in (201, 409), with_base.text
+        if with_base.status_code == 201:
+            assert not any("no base voice" in w for w in with_base.json()["warnings"])
+            c.delete("/v1/audio/voices/emb-base")
+        c.delete("/v1/audio/voices/emb-nobase")
+
+
+@pytest.mark.parametrize("path", ["/v1/audio/voices/bob/conditionals", "/v1/audio/voices/alice/audio"])
+def test_head_mirrors_get(live, path):
+    srv, keys = live
+    with client(srv, keys["read"]) as c:
+        got = c.get(path)
+        head = c.head(path)
+        assert head.status_code == 200, head.text
+        assert head.content == b""
+        for h in ("content-type", "content-length", "cache-control", "content-disposition"):
+            assert head.headers.get(h) == got.headers.get(h), h
+        assert head.headers.get("etag") == got.headers.get("etag")
+        assert int(head.headers["content-length"]) == len(got.content)
+        assert c.head("/v1/audio/voices/nobody/conditionals").status_code == 404
+
+
+JSON_NUMBER = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # as Python's json reads them
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_exaggeration_must_be_a_finite_number(live, value):
+    srv, keys = live
+    with client(srv, keys["write"]) as c:
+        answers = [c.get("/v1/audio/voices/alice/conditionals", params={"exaggeration": value}),
+                   c.post("/v1/extract", files={"audio_sample": ("a.wav", ALICE.read_bytes())},
+                          data={"exaggeration": value}),
+                   c.patch("/v1/audio/voices/alice", content=f'{{"exaggeration": {JSON_NUMBER[value]}}}',
+                           headers={"Content-Type": "application/json"})]
+        for r in answers:
+            assert r.status_code == 422, r.text
+            err = r.json()["error"]
+            assert err["code"] == "invalid_request" and err["param"] == "exaggeration", err
+            assert "must be a finite number" in err["message"], err
+
+
 def test_stateless_embed_extract_inspect(live, tmp_path, service_extractor):
     from voicebank.voice import Voice
 

@@ -191,6 +191,14 @@ def error_response(e: ApiError, roots: Iterable[str | os.PathLike[str]] = ()) ->
     return JSONResponse(body(e.code, scrub(e.message, roots), e.param), status_code=e.status, headers=e.headers)
 
 
+def _said(error: Any) -> str:
+    """What a validation error says: a NaN or infinite number "must be a finite number" (not "should be less
+    than or equal to 2", which is what a range check makes of NaN)."""
+    if error.get("type") == "finite_number":
+        return f"must be a finite number, got {error.get('input')!r}"
+    return str(error.get("msg", ""))
+
+
 def install(app: FastAPI) -> None:
     """Answer every error of ``app`` in the one JSON shape."""
 
@@ -210,7 +218,7 @@ def install(app: FastAPI) -> None:
         errs = e.errors()
         first = errs[0] if errs else {}
         loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
-        message = "; ".join(f"{'.'.join(str(p) for p in x.get('loc', ())[1:]) or 'request'}: {x.get('msg', '')}"
+        message = "; ".join(f"{'.'.join(str(p) for p in x.get('loc', ())[1:]) or 'request'}: {_said(x)}"
                             for x in errs[:5])
         return JSONResponse(body("invalid_request", message or "invalid request", ".".join(loc) or None),
                             status_code=422)

@@ -86,7 +86,7 @@ class VoicePatch(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=128, description="New name (rename).")
     tags: list[str] | None = Field(default=None, max_length=64, description="Replaces the tags.")
     consent: str | None = Field(default=None, max_length=2000)
-    exaggeration: float | None = Field(default=None, ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX,
+    exaggeration: float | None = Field(default=None, ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX, allow_inf_nan=False,
                                        description="Default exaggeration.")
     base: str | None = Field(default=None, min_length=1, max_length=128,
                              description="Base voice of an embedding-only voice.")
@@ -113,6 +113,16 @@ class CompareRequest(BaseModel):
 
     a: str = Field(min_length=1, max_length=128, description="First voice.")
     b: str = Field(min_length=1, max_length=128, description="Second voice.")
+
+
+class SearchRequest(BaseModel):
+    """A search by name sent as JSON (the multipart form takes the same fields, or a clip)."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(min_length=1, max_length=128, description="A stored voice to search from.")
+    k: int = Field(default=5, ge=1, le=100, description="How many voices.")
+    tag: str | None = Field(default=None, max_length=128, description="Only voices with this tag.")
 
 
 class ComparisonObject(BaseModel):

@@ -44,7 +44,8 @@ async def embed(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
              responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}, "description": "Voice file"}})
 async def extract(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
                   variant: Annotated[Variant, Form()] = "english",
-                  exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX)] = DEFAULT_EXAGGERATION,
+                  exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX,
+                                                    allow_inf_nan=False)] = DEFAULT_EXAGGERATION,
                   format: Annotated[FormatName, Form()] = "safetensors") -> Response:
     """The clip's ready conditionals as a voice file, without storing anything."""
     upload = await read_upload(audio_sample, max_seconds=service.settings.max_audio_seconds)

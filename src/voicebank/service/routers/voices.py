@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import numpy as np
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN, Variant
@@ -32,6 +33,7 @@ from ..schemas import (
     ErrorBody,
     FormatName,
     Report,
+    SearchRequest,
     SearchResult,
     VoiceCreated,
     VoiceDeleted,
@@ -52,6 +54,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 503)}
 
 VoiceId = Annotated[str, "the voice's name (URL-encoded)"]
+NO_BASE_WARNING = ("this voice keeps only a speaker embedding and has no base voice, so it cannot serve "
+                   "conditionals (GET /v1/audio/voices/{id}/conditionals answers 409 base_voice_required) until "
+                   'a base is set: PATCH /v1/audio/voices/{id} with the JSON body {{"base": "<voice>"}}')
 MEDIA = {"safetensors": "application/octet-stream", "pt": "application/octet-stream"}
 
 
@@ -99,7 +104,8 @@ async def create_voice(
                                  description="Who consented to this voice being kept, and how.")],
     mode: Annotated[StorageMode, Form(description="Storage mode.")] = "audio",
     variant: Annotated[list[Variant] | None, Form(description="Variant(s); the first is primary.")] = None,
-    exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX)] = DEFAULT_EXAGGERATION,
+    exaggeration: Annotated[float, Form(ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX,
+                                        allow_inf_nan=False)] = DEFAULT_EXAGGERATION,
     tags: Annotated[list[Annotated[str, Form(max_length=128)]] | None, Form(max_length=64)] = None,
     base: Annotated[str | None, Form(max_length=128, description="Base voice (embedding mode).")] = None,
     force: Annotated[bool, Form(description="Accept a poor (not unusable) reference.")] = False,
@@ -125,7 +131,10 @@ async def create_voice(
     if result.voice is None:  # add() raises on refusal; a result without a voice would be a library bug
         raise ApiError(500, "internal_error", "the library reported no voice")
     log.info("voice added", extra={"voice": name, "mode": mode, "sha256": upload.sha256})
-    return {**voice_object(result.voice), "warnings": list(result.warnings),
+    warnings = list(result.warnings)
+    if result.voice.mode == "embedding" and not result.voice.base:
+        warnings.append(NO_BASE_WARNING.format(id=quote(result.voice.name, safe="")))
+    return {**voice_object(result.voice), "warnings": warnings,
             "similar": [{"id": n, "score": round(sc, 6), "speaker_cosine": round(c, 6)}
                         for n, sc, c in result.similar]}
 
@@ -184,17 +193,44 @@ async def compare(body: CompareRequest, service: ServiceDep, _key: ReadKey) -> d
             "xvector_cosine": c.xvector_cosine, "threshold": c.threshold, "same_speaker": c.same_speaker}
 
 
-@router.post("/voices/search", response_model=SearchResult, responses=ERRORS, summary="Nearest voices")
+SEARCH_JSON = {"requestBody": {"content": {"application/json": {"schema": {
+    "title": "SearchRequest", "type": "object", "required": ["name"], "additionalProperties": False,
+    "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 128},
+                   "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+                   "tag": {"anyOf": [{"type": "string", "maxLength": 128}, {"type": "null"}]}}}}}}}
+
+
+async def _search_json(request: Request) -> SearchRequest:
+    """The JSON body of a search by name (``{"name", "k", "tag"}``), as ``compare`` takes its body."""
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(await request.body())
+    except ValueError as e:
+        raise ApiError(422, "invalid_request", f"the body is not valid JSON ({e})") from e
+    try:
+        return SearchRequest.model_validate(data)
+    except ValidationError as e:
+        raise RequestValidationError([{**x, "loc": ("body", *x["loc"])} for x in e.errors()]) from e
+
+
+@router.post("/voices/search", response_model=SearchResult, responses=ERRORS, summary="Nearest voices",
+             openapi_extra=SEARCH_JSON)
 async def search(
-    service: ServiceDep, _key: ReadKey,
+    request: Request, service: ServiceDep, _key: ReadKey,
     name: Annotated[str | None, Form(max_length=128, description="A stored voice to search from.")] = None,
     audio_sample: Annotated[UploadFile | None, File(description="Or a clip to search from.")] = None,
     k: Annotated[int, Form(ge=1, le=100)] = 5,
     tag: Annotated[str | None, Form(max_length=128)] = None,
 ) -> dict[str, Any]:
-    """The ``k`` stored voices closest to a voice (``name``) or an uploaded clip, best first."""
+    """The ``k`` stored voices closest to a voice (``name``) or an uploaded clip, best first.  A search by name
+    may send JSON instead of a form: ``{"name": "alice", "k": 5, "tag": null}``."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() == "application/json":
+        body = await _search_json(request)
+        name, k, tag = body.name, body.k, body.tag
     if (name is None) == (audio_sample is None):
-        raise ApiError(422, "invalid_request", "pass exactly one of name and audio_sample", param="name")
+        raise ApiError(422, "invalid_request", "pass exactly one of name and audio_sample, as multipart/form-data "
+                       '(or a JSON body {"name": ..., "k": ..., "tag": ...} to search by name)', param="name")
     if name is not None:
         valid_name(name)
         if name not in service.library:
@@ -287,6 +323,7 @@ def _voice_bytes(service: Service, name: str, variant: str | None, exaggeration:
         return voice.save(Path(tmp) / "voice.pt").read_bytes()
 
 
+@router.head("/voices/{voice_id}/conditionals", include_in_schema=False)
 @router.get("/voices/{voice_id}/conditionals", responses={**ERRORS, 200: {"content": {"application/octet-stream": {}},
                                                                           "description": "The voice file"},
                                                           304: {"description": "Not modified"}},
@@ -295,12 +332,14 @@ async def conditionals(
     request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKey,
     variant: Annotated[Variant | None, Query(description="Default: the voice's own.")] = None,
     exaggeration: Annotated[float | None, Query(
-        ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX, description="Default: the voice's own.")] = None,
+        ge=EXAGGERATION_MIN, le=EXAGGERATION_MAX, allow_inf_nan=False,
+        description="Default: the voice's own.")] = None,
     format: Annotated[FormatName, Query(description="safetensors (voicebank) or pt (upstream).")] = "safetensors",
     if_none_match: Annotated[str | None, Header(max_length=1000)] = None,
 ) -> Response:
     """The voice's ready Chatterbox conditionals, whatever its storage mode, with a strong ``ETag`` (the
-    SHA-256 of the bytes): send it back as ``If-None-Match`` to get 304 while the voice is unchanged."""
+    SHA-256 of the bytes): send it back as ``If-None-Match`` to get 304 while the voice is unchanged.  ``HEAD``
+    answers the same headers (``ETag``, ``Content-Length``) without the body."""
     generation = service.library.generation()  # before the lookup: a change after it makes a new generation
     info = lookup(service, voice_id)
     key = _cache_key(service, info, variant, exaggeration, format)
@@ -345,10 +384,12 @@ async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> di
             "xvector": xv}
 
 
+@router.head("/voices/{voice_id}/audio", include_in_schema=False)
 @router.get("/voices/{voice_id}/audio", response_class=StreamingResponse, summary="The kept reference audio",
             responses={**ERRORS, 200: {"content": {"audio/wav": {}}, "description": "WAV (float32 mono)"}})
-def audio(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> StreamingResponse:
-    """The decoded reference the voice keeps (float WAV, mono, its own sample rate), for playback."""
+def audio(request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> Response:
+    """The decoded reference the voice keeps (float WAV, mono, its own sample rate), for playback (``HEAD``: the
+    same headers without the body)."""
     info = lookup(service, voice_id)
     f = next((f for f in info.files if f.role == "audio"), None)
     if f is None:
@@ -359,15 +400,18 @@ def audio(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> StreamingRes
     except FileNotFoundError as e:
         raise ApiError(404, "voice_not_found", f"voice {voice_id!r} was removed", param="id") from e
     size = os.fstat(fh.fileno()).st_size
+    headers = {"Content-Length": str(size), "Cache-Control": "no-cache",
+               "Content-Disposition": f"inline; filename*=UTF-8''{quote(voice_id + '.wav', safe='')}"}
+    if request.method == "HEAD":
+        fh.close()
+        return Response(media_type="audio/wav", headers=headers)
 
     def chunks() -> Iterator[bytes]:
         with fh:
             while block := fh.read(1 << 16):
                 yield block
 
-    return StreamingResponse(chunks(), media_type="audio/wav", headers={
-        "Content-Length": str(size), "Cache-Control": "no-cache",
-        "Content-Disposition": f"inline; filename*=UTF-8''{quote(voice_id + '.wav', safe='')}"})
+    return StreamingResponse(chunks(), media_type="audio/wav", headers=headers)
 
 
 @router.get("/voices/{voice_id}/report", response_model=Report, responses=ERRORS, summary="Inspection report")
