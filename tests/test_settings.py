@@ -21,6 +21,16 @@ def test_environment_snapshot(tmp_path):
     assert s.with_overrides(weights=tmp_path / "other").weights == tmp_path / "other"
 
 
+def test_the_server_pull_uses_and_every_variable_in_the_table():
+    import voicebank.settings as settings
+
+    assert Settings.from_env({"VOICEBANK_SERVER": "http://voices:8000"}).server == "http://voices:8000"
+    assert Settings.from_env({"VOICEBANK_SERVER": ""}).server is None
+    names = [v for k, v in vars(settings).items() if k.startswith("ENV_")]
+    assert "VOICEBANK_SERVER" in names
+    assert all(f"``{n}``" in (settings.__doc__ or "") for n in names)
+
+
 def test_offline_refuses_downloads(tmp_path):
     import pytest
 

@@ -14,6 +14,8 @@ variable                        meaning
 ``HF_HUB_OFFLINE``              ``1``: never download, even when downloads are allowed
 ``VOICEBANK_NO_PROGRESS``       ``1``: the CLI shows no progress bars
 ``VOICEBANK_API_KEY``           the key :class:`voicebank.Client` sends to a voicebank service
+``VOICEBANK_SERVER``            the service ``voicebank pull`` downloads from when ``--server`` is not
+                                given (a URL such as ``http://voices:8000``)
 ``VOICEBANK_CLIENT_CACHE``      where :class:`voicebank.Client` keeps downloaded voices
 ``VOICEBANK_CACHE_DIR``         voicebank's cache directory: weights fingerprints, and the client's
                                 voices unless ``VOICEBANK_CLIENT_CACHE`` is set (default: the user cache
@@ -35,6 +37,7 @@ ENV_WEIGHTS = "VOICEBANK_WEIGHTS"
 ENV_LIBRARY = "VOICEBANK_LIBRARY"
 ENV_NO_PROGRESS = "VOICEBANK_NO_PROGRESS"
 ENV_API_KEY = "VOICEBANK_API_KEY"
+ENV_SERVER = "VOICEBANK_SERVER"
 ENV_CLIENT_CACHE = "VOICEBANK_CLIENT_CACHE"
 ENV_CACHE_DIR = "VOICEBANK_CACHE_DIR"
 
@@ -81,6 +84,8 @@ class Settings:
     """Whether the CLI draws progress bars."""
     api_key: str | None = None
     """The service key :class:`voicebank.Client` sends when none is given."""
+    server: str | None = None
+    """The service URL ``voicebank pull`` uses when ``--server`` is not given."""
     client_cache: Path | None = None
     """Where :class:`voicebank.Client` keeps downloaded voices (``None``: the user cache directory)."""
     cache_dir: Path | None = None
@@ -101,6 +106,7 @@ class Settings:
             hf_offline=_flag(env.get("HF_HUB_OFFLINE")),
             progress=not _flag(env.get(ENV_NO_PROGRESS)),
             api_key=env.get(ENV_API_KEY) or None,
+            server=env.get(ENV_SERVER) or None,
             client_cache=Path(env[ENV_CLIENT_CACHE]).expanduser() if env.get(ENV_CLIENT_CACHE) else None,
             cache_dir=Path(env[ENV_CACHE_DIR]).expanduser() if env.get(ENV_CACHE_DIR) else None,
             omp_threads=int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else None,
@@ -148,5 +154,5 @@ def temporary_environment(**values: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-__all__ = ["ENV_API_KEY", "ENV_CLIENT_CACHE", "ENV_LIBRARY", "ENV_NO_PROGRESS", "ENV_WEIGHTS", "Settings",
+__all__ = ["ENV_API_KEY", "ENV_CLIENT_CACHE", "ENV_LIBRARY", "ENV_NO_PROGRESS", "ENV_SERVER", "ENV_WEIGHTS", "Settings",
            "temporary_environment"]

@@ -118,11 +118,27 @@ def test_add_batch_summary_failures_and_resume(capsys, tmp_path, golden_weights_
     # run again: resumable, the stored ones are skipped
     code, out, err = run(capsys, "add", clips, "--library", root, "--weights", golden_weights_dir, "--json")
     assert code == 1
+    assert err.strip().splitlines()[-1] == ("voicebank: error: 2 of 5 clip(s) failed (listed above) and the other 3 "
+                                           "were already stored (skipped); nothing new was stored")
     statuses = {r["name"]: r["status"] for r in json.loads(out)}
     assert statuses == {MP3S[0].stem: "skipped", MP3S[1].stem: "skipped", C.stem: "skipped", "silent": "failed",
                         "broken": "failed"}
     code, out, _ = run(capsys, "add", *MP3S[:2], "--library", root, "--weights", golden_weights_dir)
     assert code == 0 and "2 skipped" in out
+
+
+def test_add_where_every_clip_fails_says_nothing_was_stored(capsys, tmp_path, golden_weights_dir):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    sf.write(clips / "silent.wav", np.zeros(32_000, np.float32), 16_000)
+    (clips / "broken.flac").write_bytes(b"fLaC but not really")
+    root = tmp_path / "lib"
+    code, _, err = run(capsys, "add", clips, "--library", root, "--weights", golden_weights_dir)
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last == "voicebank: error: all 2 clip(s) failed (listed above); nothing was stored", last
+    assert "the others" not in err
+    assert Library(root).names() == []
 
 
 def test_add_usage_errors_and_force(capsys, tmp_path, golden_weights_dir):
@@ -163,6 +179,7 @@ def test_list_show_rename_rm(capsys, lib):
     assert code == 1 and "already" in err
     code, _, err = run(capsys, "rm", "carol", "nobody", "--library", root)
     assert code == 1 and "nobody" in err and "carol" in lib  # nothing removed when one name is wrong
+    assert err.count("\n") == 1 and "nothing was removed" in err, err
     audio = lib.show("carol").files[0].path
     code, _, err = run(capsys, "rm", "carol", "--library", root)
     assert code == 0 and "removed carol" in err and not audio.exists() and lib.names() == ["b"]
@@ -207,7 +224,10 @@ def test_compare_search_blend(capsys, lib, golden_weights_dir):
     code, _, err = run(capsys, "compare", "c", "nobody", "--library", root)
     assert code == 1 and "neither a voice" in err
     code, out, _ = run(capsys, "search", "c", "--library", root)
-    assert code == 0 and out.split() == [f"{res['score']:.2f}", f"{res['speaker_cosine']:.4f}", "b"]
+    header, row = out.splitlines()
+    assert code == 0 and header.split() == ["score", "cosine", "voice"]
+    assert row.split() == [f"{res['score']:.2f}", f"{res['speaker_cosine']:.4f}", "b"]
+    assert header.index("cosine") == row.index(f"{res['speaker_cosine']:.4f}")  # the columns line up
     found = json.loads(run(capsys, "search", C, "b", "--library", root, "--weights", golden_weights_dir, "--json")[1])
     assert [f["query"] for f in found] == [str(C), "b"]
     hits = found[0]["matches"]

@@ -55,6 +55,33 @@ def test_variant_prefers_its_own_s3gen_file_and_falls_back(tmp_path, variant, pr
         assert files.ve is None
 
 
+def test_a_fallback_to_another_variants_files_is_said_once(tmp_path, caplog):
+    import logging
+
+    from voicebank.models import checkpoints
+
+    d = _touch_checkpoints(tmp_path / "w", "ve.safetensors", "s3gen.safetensors")
+    logger = logging.getLogger(checkpoints.__name__)
+    logger.addHandler(caplog.handler)  # whatever the CLI's handler did to the "voicebank" logger's propagation
+    caplog.set_level(logging.WARNING, logger=checkpoints.__name__)
+    try:
+        assert find_weights(d, variant="english").s3gen == d / "s3gen.safetensors"
+        assert caplog.records == []  # its own files: nothing to say
+        files = find_weights(d, variant="multilingual")
+        n = len(caplog.records)
+        find_weights(d, variant="multilingual")
+        assert len(caplog.records) == n  # said once per process
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert files.s3gen == d / "s3gen.safetensors" and files.ve == d / "ve.safetensors"
+    said = sorted({r.getMessage() for r in caplog.records})
+    assert len(said) == 2, said  # the voice encoder and S3Gen
+    assert any("no s3gen.pt in " + str(d) in m and "using s3gen.safetensors (the english variant's S3Gen" in m
+               for m in said), said
+    assert any("no ve.pt in" in m and "using ve.safetensors" in m for m in said), said
+    assert all(m.startswith("variant 'multilingual'") for m in said)
+
+
 def test_env_var(tmp_path, monkeypatch):
     d = _touch_checkpoints(tmp_path / "env", "ve.safetensors", "s3gen.safetensors")
     monkeypatch.setenv(ENV_WEIGHTS, str(d))

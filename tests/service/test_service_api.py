@@ -619,6 +619,39 @@ def test_cli_pull_and_keys(live, tmp_path, monkeypatch):
     assert KeyStore(kf).enabled and not KeyStore(kf).active()  # revoked keys lock out, never open up
 
 
+def test_cli_pull_takes_the_server_from_the_environment_and_names_the_file(live, tmp_path, monkeypatch, capsys):
+    from voicebank.cli import main
+    from voicebank.voice import Voice
+
+    srv, keys = live
+    monkeypatch.setenv("VOICEBANK_CLIENT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VOICEBANK_SERVER", raising=False)
+    assert main(["pull", "bob", "--api-key", keys["read"]]) == 2  # no server anywhere: a usage error
+    err = capsys.readouterr().err
+    assert "VOICEBANK_SERVER" in err and "--server" in err and "unexpected" not in err, err
+    monkeypatch.setenv("VOICEBANK_SERVER", srv.url)
+    assert main(["pull", "bob", "--api-key", keys["read"]]) == 0
+    out = tmp_path / "bob.safetensors"
+    assert capsys.readouterr().out.strip() == "bob.safetensors"
+    assert Voice.load(out).to_bytes() == srv.app.state.service.library.get("bob").to_bytes()
+    assert main(["pull", "bob", "--server", "http://127.0.0.1:9", "-o", "x.safetensors", "--api-key",
+                 keys["read"]]) == 1  # --server wins over the environment (nothing listens on port 9)
+    assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_cli_keys_create_names_the_keys_file(tmp_path, capsys):
+    from voicebank.cli import main
+
+    kf = tmp_path / "keys dir" / "keys.json"
+    kf.parent.mkdir()
+    assert main(["keys", "create", "ci", "--scope", "read", "--keys-file", str(kf)]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("vbk_") and str(kf) in err, err
+    assert main(["keys", "create", "lib", "--library", str(tmp_path / "lib")]) == 0
+    assert str(tmp_path / "lib" / "service-keys.json") in capsys.readouterr().err
+
+
 def test_serve_refuses_a_public_address_without_keys(tmp_path, capsys):
     import logging
 

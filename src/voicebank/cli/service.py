@@ -170,12 +170,14 @@ def keys_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API key; the key is printed once (only its hash is stored)."""
-    rec, token = _keystore(library, keys_file).create(name, scope)
+    store = _keystore(library, keys_file)
+    rec, token = store.create(name, scope)
     if as_json:
         typer.echo(json.dumps({**rec.public(), "key": token}))
     else:
         typer.echo(token)
-        typer.echo(f"key {rec.id} ({rec.scope}) for {name!r}: keep it now, it is not shown again", err=True)
+        typer.echo(clean(f"key {rec.id} ({rec.scope}) for {name!r}, its hash written to {store.path}: keep the key "
+                         "now, it is not shown again"), err=True)
 
 
 @keys_app.command("list")
@@ -202,8 +204,11 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key's id (`voice
 
 def pull(
     name: Annotated[str, typer.Argument(help="Voice name on the server.")],
-    server: Annotated[str, typer.Option("--server", help="Server URL, e.g. http://voices:8000.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file: .safetensors or .pt.")],
+    server: Annotated[str | None, typer.Option("--server", help="Server URL, e.g. http://voices:8000 (default "
+                                               "$VOICEBANK_SERVER).", show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output file: .safetensors or .pt (default "
+                                                "NAME.safetensors in the current directory).",
+                                                show_default=False)] = None,
     api_key: Annotated[str | None, typer.Option("--api-key", envvar="VOICEBANK_API_KEY", show_default=False,
                                                 help="API key (default $VOICEBANK_API_KEY).")] = None,
     variant: Annotated[str | None, typer.Option(help="Variant (default: the voice's own).")] = None,
@@ -212,6 +217,20 @@ def pull(
 ) -> None:
     """Download a voice's ready conditionals from a voicebank server."""
     from ..client import Client
+    from ..library.names import check_name
+    from ..settings import ENV_SERVER, Settings
+
+    if server is None:
+        server = Settings.from_env().server
+        if server is None:
+            raise typer.BadParameter(f"none given: pass a URL such as http://voices:8000, or set ${ENV_SERVER}",
+                                     param_hint="'--server'")
+    if output is None:
+        try:
+            check_name(name)  # a name the server can hold is a file name too (no separators, not . or ..)
+        except VoicebankError as e:
+            raise typer.BadParameter(str(e), param_hint="'NAME'") from e
+        output = Path(f"{name}.safetensors")
 
     with Client(server, api_key=api_key) as client:
         check_output(output, parents)

@@ -68,6 +68,8 @@ def search(
             typer.echo(f"{clean(q)}:")
         if not matches:
             typer.echo(f"{clean(q)}: no voices to compare with", err=True)
+            continue
+        typer.echo(f"{'score':>8}  {'cosine':<7} voice")
         for m in matches:
             typer.echo(f"{m.score:8.2f}  {m.speaker_cosine:.4f}  {clean(m.name)}")
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from ..chatterbox import DEFAULT_EXAGGERATION
-from ..errors import LibraryError
+from ..errors import LibraryError, VoiceNotFoundError
 from .common import (
     DeviceOpt,
     DownloadOpt,
@@ -126,7 +126,21 @@ def add(
     for r in failed:
         error_line(r.reason)
     if failed:
-        raise LibraryError(f"{len(failed)} of {len(results)} clip(s) failed (listed above); the others were stored")
+        raise LibraryError(_failed_line(results, len(failed)))
+
+
+def _failed_line(results: list[AddResult], failed: int) -> str:
+    """The closing error of an ``add`` where clips failed: what was stored, if anything."""
+    added = sum(r.status == "added" for r in results)
+    skipped = len(results) - failed - added
+    if failed == len(results):
+        return f"all {failed} clip(s) failed (listed above); nothing was stored"
+    head = f"{failed} of {len(results)} clip(s) failed (listed above)"
+    if added == 0:
+        return f"{head} and the other {skipped} were already stored (skipped); nothing new was stored"
+    if skipped == 0:
+        return f"{head}; the others were stored"
+    return f"{head}; {added} were stored, {skipped} were already stored (skipped)"
 
 
 def _summary(results: list[AddResult], mode: str) -> None:
@@ -221,7 +235,10 @@ def rm(
     lib = open_library(library)
     for n in names:
         if n not in lib:  # every name must exist before anything is removed (a damaged row can still be removed)
-            lib.show(n)
+            try:
+                lib.show(n)
+            except VoiceNotFoundError as e:
+                raise VoiceNotFoundError(f"{e}; nothing was removed" if len(names) > 1 else str(e)) from e
     for n in names:
         dependents = lib.remove(n)
         typer.echo(f"removed {clean(n)}", err=True)

@@ -18,6 +18,7 @@ so ``flow.*`` and ``mel2wav.*`` are never touched.  Building modules from the te
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -53,8 +54,15 @@ _S3GEN_FILES: dict[Variant, tuple[str, ...]] = {
 }
 # Resemblyzer's trained encoder has the same architecture as Chatterbox's VoiceEncoder.
 _RESEMBLYZER_FILE = "pretrained.pt"
+# Whose file each one is, for the note that a variant borrows another's.
+_OWNER = {"ve.safetensors": "the english variant's", "ve.pt": "the multilingual variant's",
+          "s3gen.safetensors": "the english variant's", "s3gen.pt": "the multilingual variant's",
+          "s3gen_meanflow.safetensors": "the turbo variant's", _RESEMBLYZER_FILE: "Resemblyzer's voice encoder"}
+_NOTED: set[tuple[str, str, str]] = set()
 
 S3GEN_PREFIXES = ("tokenizer.", "speaker_encoder.")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,23 @@ class WeightFiles:
     ve: Path | None
     s3gen: Path | None
     source: str
+
+
+def _note_fallback(variant: Variant, found: WeightFiles, where: str) -> WeightFiles:
+    """Say (once per process) which files a variant uses when its own are absent and another variant's serve:
+    the tokenizer and speaker-encoder tensors are the same in all of them, so the result is the same."""
+    for part, own, path, why in (("voice encoder", _VE_FILES[variant][0], found.ve, ""),
+                                 ("S3Gen", _S3GEN_FILES[variant][0], found.s3gen,
+                                  ", whose tokenizer and speaker encoder are the same")):
+        if path is None or path.name == own:
+            continue
+        key = (variant, part, str(path))
+        if key in _NOTED:
+            continue
+        _NOTED.add(key)
+        log.warning("variant %r: no %s in %s; using %s (%s %s checkpoint) instead%s", variant, own, where,
+                    path.name, _OWNER.get(path.name, "another variant's"), part, why)
+    return found
 
 
 def _cached_file(repo_id: str, filename: str, cache: Path) -> Path | None:
@@ -161,7 +186,8 @@ def find_weights(
                                        "holding the Chatterbox checkpoint files")
         ve, s3 = _files_in(path, variant, need_s3gen)
         if complete(ve, s3):
-            return WeightFiles(ve=ve if need_ve else None, s3gen=s3, source=f"{origin}={path}")
+            return _note_fallback(variant, WeightFiles(ve=ve if need_ve else None, s3gen=s3,
+                                                       source=f"{origin}={path}"), str(path))
         raise WeightsNotFoundError(f"incomplete weights in {describe_missing(path)}")
 
     repo = TURBO_REPO_ID if variant == "turbo" else REPO_ID
@@ -172,7 +198,8 @@ def find_weights(
             ve = _snapshot_files(repo_id, (*_VE_FILES[variant], _RESEMBLYZER_FILE), cache) if need_ve else None
             s3 = _snapshot_files(repo_id, _S3GEN_FILES[variant], cache) if need_s3gen else None
             if complete(ve, s3):
-                return WeightFiles(ve=ve, s3gen=s3, source=f"hf-cache:{repo_id}")
+                return _note_fallback(variant, WeightFiles(ve=ve, s3gen=s3, source=f"hf-cache:{repo_id}"),
+                                      f"the Hugging Face cache of {repo_id}")
             tried.append(describe_missing(f"Hugging Face cache of {repo_id} in {cache}"))
 
     if allow_download and settings.hf_offline:
@@ -181,7 +208,8 @@ def find_weights(
         snap = _download(repo, variant, need_ve=need_ve, need_s3gen=need_s3gen, cache=cache)
         ve, s3 = _files_in(snap, variant, need_s3gen)
         if complete(ve, s3):
-            return WeightFiles(ve=ve if need_ve else None, s3gen=s3, source=f"download:{repo}")
+            return _note_fallback(variant, WeightFiles(ve=ve if need_ve else None, s3gen=s3,
+                                                       source=f"download:{repo}"), f"the download of {repo}")
         tried.append(f"download of {repo} -> {describe_missing(snap)}")
 
     hint = (f"pass --weights DIR (or set {ENV_WEIGHTS}) to a directory with the Chatterbox checkpoints"
