@@ -14,7 +14,7 @@ from voicebank.store.guard import damaged, os_error, read_only
 
 ROOT = Path("/srv/voice library")
 CLI_ADVICE = ("voicebank list", "voicebank library", "--force", "force=True", "--base", "base=", "Library.",
-              "--variant", "--name", "--library")
+              "--variant", "--name", "--library", "--weights", "VOICEBANK_")
 
 
 @pytest.mark.parametrize(("error", "code", "says"), [
@@ -41,6 +41,12 @@ CLI_ADVICE = ("voicebank list", "voicebank library", "--force", "force=True", "-
      "library_not_writable", "(blobs/ab/cd)"),
     (vb.CatalogueError(f"{ROOT}/catalogue.sqlite3: the catalogue stayed locked for 5 s (database is locked); "
                        "another process holds it"), "library_busy", "the catalogue stayed locked"),
+    (vb.WeightsNotFoundError("no Chatterbox weights for variant 'turbo'; tried: weights=/srv/w (needs ve.safetensors); "
+                             "Hugging Face cache of ResembleAI/chatterbox in /root/.cache/hf. pass --weights DIR "
+                             "(or set VOICEBANK_WEIGHTS) to a directory with the Chatterbox checkpoints"),
+     "weights_unavailable", "this server has no Chatterbox weights for variant 'turbo'"),
+    (vb.WeightsError("cannot read checkpoint /srv/w/s3gen.safetensors: truncated; re-download or replace the file"),
+     "weights_unavailable", "the server's operator must replace them"),
     (vb.LibraryError("voice 'a': its audio file blobs/ab/cd is damaged (not a readable WAV); run `voicebank "
                      "library check --repair`"), "library_error", "the server's operator can check and repair"),
 ])
@@ -49,7 +55,7 @@ def test_library_errors_are_worded_in_http_terms_without_server_paths(error, cod
     message = scrub(err.message, [ROOT])
     assert err.code == code
     assert says in message, message
-    assert str(ROOT) not in message and "/srv" not in message, message
+    assert str(ROOT) not in message and "/srv" not in message and "/root" not in message, message
     assert not [a for a in CLI_ADVICE if a in message], message
     assert http_message(error) == err.message  # the one table decides the wording
 

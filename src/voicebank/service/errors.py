@@ -96,6 +96,17 @@ def _option(message: str) -> str:
                            "the form field base is for embedding-only voices (mode=embedding)")
 
 
+def _weights(message: str) -> str:
+    """Weights errors name server paths and ``--weights``: over HTTP, what is missing and whose job it is (the
+    whole message goes to the server's log)."""
+    m = re.search(r"for variant '([a-z]+)'", message)
+    if message.startswith("no Chatterbox weights") or "incomplete weights" in message or "does not exist" in message:
+        what = f"no Chatterbox weights for variant {m.group(1)!r}" if m else "no complete set of Chatterbox weights"
+        return f"this server has {what} (its log says where it looked); the server's operator must install them"
+    return ("this server's Chatterbox weights cannot be used (its log has the details); the server's operator must "
+            "replace them")
+
+
 def _same(message: str) -> str:
     return message
 
@@ -124,7 +135,7 @@ _LIBRARY_ERRORS: tuple[tuple[type[vb.VoicebankError], int, str, Wording], ...] =
     (vb.AudioError, 400, "bad_audio", _same),
     (vb.UnsafeVoiceFileError, 415, "unsafe_voice_file", _same),
     (vb.VoiceFileError, 415, "bad_voice_file", _same),
-    (vb.WeightsError, 503, "weights_unavailable", _same),
+    (vb.WeightsError, 503, "weights_unavailable", _weights),
     (vb.LibraryError, 500, "library_error", _operator),
     (vb.InvalidOptionError, 422, "invalid_option", _option),
     (vb.NonFiniteOutputError, 422, "non_finite_output", _same),
