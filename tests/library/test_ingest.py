@@ -83,7 +83,7 @@ class NoWeightsEngine(FakeEngine):
         raise errors.WeightsNotFoundError("no weights here")
 
 
-def test_scores_without_weights_use_the_cached_cohort_else_raw_cosine(tmp_path):
+def test_scores_without_weights_use_the_stored_or_cached_cohort_else_raw_cosine(tmp_path):
     import shutil
 
     from voicebank.similarity import DUPLICATE_COSINE, DUPLICATE_THRESHOLD
@@ -93,12 +93,19 @@ def test_scores_without_weights_use_the_cached_cohort_else_raw_cosine(tmp_path):
         lib.add(B, name="b", mode="embedding")  # embeds the built-in cohort: cached for "fake-english"
         with_weights = lib.compare("a", "b")
     with Library(tmp_path / "lib", engine=NoWeightsEngine()) as bare:
-        cached = bare.compare("a", "b")
+        cached = bare.compare("a", "b")  # the cached built-in cohort rebuilds the same cohort
         assert cached.score == pytest.approx(with_weights.score) and cached.threshold == DUPLICATE_THRESHOLD
+    with Library(tmp_path / "lib", engine=NoWeightsEngine()) as bare:
         shutil.rmtree(bare.store.cache_dir)
-        raw = bare.compare("a", "b")
+        stored = bare.compare("a", "b")  # no weights, no cache: the cohort stored when "b" was added serves
+        assert stored.score is not None and stored.threshold == DUPLICATE_THRESHOLD
+    with Library(tmp_path / "lib", engine=NoWeightsEngine()) as never:
+        with never.catalogue.write() as conn:  # as a library that never had weights: no cohort, no cache
+            conn.execute("DELETE FROM cohorts")
+        raw = never.compare("a", "b")
         assert raw.score is None and raw.threshold == DUPLICATE_COSINE
-        (hit,) = bare.search("a")
+        assert raw.speaker_cosine == pytest.approx(with_weights.speaker_cosine)
+        (hit,) = never.search("a")
         assert hit.name == "b" and hit.score == pytest.approx(hit.speaker_cosine) == pytest.approx(raw.speaker_cosine)
         assert hit.to_dict() == {"name": "b", "score": hit.score, "speaker_cosine": hit.speaker_cosine,
                                  "xvector_cosine": hit.xvector_cosine}

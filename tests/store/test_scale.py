@@ -3,54 +3,16 @@ on 10^3 and 10^5 voices in one run, never by timing."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
-import numpy as np
 import pytest
 
 from voicebank.library import Library
-from voicebank.store.store import VoiceStore, now, vec_bytes
+
+from scale_fixtures import counting, fill
 
 SMALL, LARGE = 1_000, 100_000
-
-
-def fill(root: Path, n: int) -> VoiceStore:
-    """A library of ``n`` embedding-mode voices written straight into the catalogue (the store's own schema), with
-    every fifth one tagged ``narrator``: building 10^5 through :meth:`VoiceStore.insert` would time the writer,
-    not what is measured here."""
-    store = VoiceStore(root)
-    rng = np.random.default_rng(n)
-    stamp = now()
-    with store.catalogue.write() as conn:
-        rows = ((f"voice-{i:07d}", "embedding", "english", 0.5, f"{i:064x}", 5.0, 16000, 1,
-                 vec_bytes(rng.standard_normal(256).astype(np.float32)),
-                 vec_bytes(rng.standard_normal(192).astype(np.float32)), "fp", stamp, json.dumps({}))
-                for i in range(n))
-        conn.executemany("INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, duration, sample_rate, "
-                         "channels, speaker_emb, xvector, weights_fingerprint, added_at, inspection) "
-                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.execute("INSERT INTO tags (voice_id, tag) SELECT id, 'narrator' FROM voices WHERE id % 5 = 0")
-    return store
-
-
-@contextlib.contextmanager
-def counting(store: VoiceStore) -> Iterator[Callable[[], int]]:
-    """Counts the SQLite virtual-machine steps this thread's catalogue connection runs meanwhile."""
-    steps = [0]
-
-    def tick() -> int:
-        steps[0] += 100
-        return 0
-
-    conn = store.catalogue.connection()
-    conn.set_progress_handler(tick, 100)
-    try:
-        yield lambda: steps[0]
-    finally:
-        conn.set_progress_handler(None, 0)
 
 
 @pytest.fixture(scope="module")

@@ -33,16 +33,16 @@ SR = 16_000
 def test_new_library_has_schema_wal_and_directories(tmp_path):
     lib = Library(tmp_path / "lib")
     conn = lib.catalogue.connection()
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == catalogue.schema_version() == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == catalogue.schema_version() == 2
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"voices", "tags", "blobs", "voice_files"} <= tables
+    assert {"voices", "tags", "blobs", "voice_files", "cohorts", "vector_log"} <= tables
     assert (lib.path / "blobs").is_dir() and (lib.path / "tmp").is_dir()
     assert len(lib) == 0 and lib.list() == [] and lib.names() == []
     lib.close()
     # opening again is a no-op for the schema
-    assert Library(tmp_path / "lib").catalogue.user_version() == 1
+    assert Library(tmp_path / "lib").catalogue.user_version() == 2
 
 
 def test_migration_runs_once_and_keeps_data(tmp_path, monkeypatch):
@@ -50,14 +50,14 @@ def test_migration_runs_once_and_keeps_data(tmp_path, monkeypatch):
     with lib.catalogue.write() as conn:
         conn.execute("INSERT INTO voices (name, mode, variant, added_at) VALUES ('kept', 'embedding', 'english', 'x')")
     lib.close()
-    v2 = ("ALTER TABLE voices ADD COLUMN rating INTEGER NOT NULL DEFAULT 3",)
-    monkeypatch.setattr(catalogue, "MIGRATIONS", [*catalogue.MIGRATIONS, v2])
+    v3 = ("ALTER TABLE voices ADD COLUMN rating INTEGER NOT NULL DEFAULT 3",)
+    monkeypatch.setattr(catalogue, "MIGRATIONS", [*catalogue.MIGRATIONS, v3])
     lib2 = Library(tmp_path)
     conn = lib2.catalogue.connection()
-    assert lib2.catalogue.user_version() == 2
+    assert lib2.catalogue.user_version() == 3
     assert [tuple(r) for r in conn.execute("SELECT name, rating FROM voices")] == [("kept", 3)]
     lib2.close()
-    assert Library(tmp_path).catalogue.user_version() == 2  # not applied twice (ALTER would fail)
+    assert Library(tmp_path).catalogue.user_version() == 3  # not applied twice (ALTER would fail)
 
 
 def test_catalogue_from_a_newer_voicebank_is_refused(tmp_path):
@@ -259,8 +259,8 @@ def test_a_refusal_leaves_no_read_open_on_the_connection(tmp_path):
     store = VoiceStore(tmp_path / "lib")
     with store.catalogue.write() as conn:
         for name in ("alice", "bob", "carol"):
-            conn.execute("INSERT INTO voices (name, mode, variant, added_at) VALUES (?, 'embedding', 'english', 'x')",
-                         (name,))
+            conn.execute("INSERT INTO voices (name, mode, variant, added_at, skeleton) "
+                         "VALUES (?, 'embedding', 'english', 'x', ?)", (name, name))
     with pytest.raises(errors.VoiceExistsError) as kept:
         store.refuse_taken("\u0430lice", None, "upload")  # a Cyrillic a: looks like "alice"
     other = sqlite3.connect(store.catalogue.path)

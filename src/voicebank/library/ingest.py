@@ -8,7 +8,7 @@ a Ray actor.  ``commit(store, prepared)`` runs where the one writer is, in one t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -21,11 +21,12 @@ from ..audio.inspection import inspect_clip
 from ..chatterbox import DEFAULT_EXAGGERATION, VARIANTS
 from ..errors import InvalidOptionError, ReferenceRejectedError
 from ..options import check_exaggeration, check_variant, embedding_variant
-from ..store.records import STORAGE_MODES, StorageMode, VoiceInfo
-from ..store.store import NewVoice, VoiceStore
+from ..store.records import STORAGE_MODES, NewVoice, StorageMode, VoiceInfo
+from ..store.store import VoiceStore
 from .computes import Computes
 from .names import clean_tags, current_user
 from .results import AddResult
+from .scoring import Scoring
 
 if TYPE_CHECKING:
     pass
@@ -150,11 +151,12 @@ def prepare(clip: Clip, options: AddOptions, engine: Computes, *, name: str) -> 
 
 
 def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float, float]] = (),
-           similar_warnings: Sequence[str] = ()) -> AddResult:
+           similar_warnings: Sequence[str] = (), norms: tuple[float, float, int] | None = None) -> AddResult:
     """Store a prepared clip in one transaction (files written under the write lock).
 
     ``similar`` / ``similar_warnings``: the stored voices that sound alike, ``(name, score, speaker_cosine)``
-    (see :func:`~voicebank.library.search.find_similar`), reported in the result.
+    (see :func:`~voicebank.library.search.find_similar`), reported in the result; ``norms``: the speaker
+    embedding's similarity statistics, stored with it.
     """
     opts = p.options
     source_name = Path(p.source).name if p.source and not p.source.startswith("<") else p.source
@@ -164,7 +166,7 @@ def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float
         xvector=p.xvector, weights_fingerprint=p.fingerprint, origin="audio", source_sha256=p.sha256,
         source_name=source_name, duration=p.duration, sample_rate=p.sample_rate, channels=p.channels,
         loudness_lufs=p.loudness_lufs, base=opts.base, inspection=p.inspection, added_by=opts.added_by,
-        consent=opts.consent, tags=opts.tags, audio=p.audio, voice_files=dict(p.voice_files))
+        consent=opts.consent, tags=opts.tags, audio=p.audio, voice_files=dict(p.voice_files), norms=norms)
     info: VoiceInfo = store.insert(new, label=p.source)
     warnings = [*p.warnings, *similar_warnings]
     for w in warnings:
@@ -172,27 +174,15 @@ def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float
     return AddResult(p.source, p.name, "added", "", tuple(warnings), tuple(similar), info)
 
 
-def known_embeddings(store: VoiceStore) -> dict[str, np.ndarray]:
-    """``name -> speaker embedding`` of the stored voices, for duplicate warnings over a batch."""
-    return store.speaker_embeddings()
-
-
-def remember(known: Mapping[str, np.ndarray], p: Prepared) -> None:
-    """Add a just-committed voice to ``known`` (so later clips of a batch are compared with it)."""
-    if p.speaker_emb is not None and isinstance(known, dict):
-        known[p.name] = p.speaker_emb
-
-
 def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterable[str] = (), consent: str = "",
-                      added_by: str = "", exaggeration: float | None = None,
-                      known: Mapping[str, np.ndarray] | None = None, threshold: float | None = None,
-                      engine: Computes | None = None, cohorts: dict[str, np.ndarray] | None = None) -> AddResult:
+                      added_by: str = "", exaggeration: float | None = None, scoring: Scoring | None = None,
+                      threshold: float | None = None, engine: Computes | None = None) -> AddResult:
     """Add a voice file (voicebank ``.safetensors`` or upstream ``.pt``) as a ``conditionals`` voice without audio.
 
     The file is validated (an unsafe ``.pt`` is refused, never run).  Refused when the name is taken, the
     same voice file was imported before, or its source audio (by sha256) is already stored.  Stored voices
-    that may be the same speaker are reported (:func:`~voicebank.library.search.find_similar`: ``threshold``
-    is the normalised duplicate score, ``engine`` embeds the built-in cohort, ``cohorts`` memoises it).
+    that may be the same speaker are reported (:func:`~voicebank.library.search.find_similar` with the library's
+    ``scoring``: ``threshold`` is the normalised duplicate score, ``engine`` embeds the built-in cohort).
     """
     from ..similarity import DUPLICATE_THRESHOLD
     from ..store.blobs import sha256_bytes
@@ -206,9 +196,8 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
     ex = check_exaggeration(exaggeration) if exaggeration is not None else meta.exaggeration
     speaker = voice.speaker_embedding.float().cpu().numpy() if voice.t3 is not None else None
     xvector = voice.xvector.float().cpu().numpy()
-    similar = find_similar(store, engine, speaker, known if known is not None else store.speaker_embeddings(),
-                           meta.variant, duplicate_threshold=DUPLICATE_THRESHOLD if threshold is None else threshold,
-                           memo=cohorts)
+    similar, norms = find_similar(scoring if scoring is not None else Scoring(store), engine, speaker, meta.variant,
+                                  duplicate_threshold=DUPLICATE_THRESHOLD if threshold is None else threshold)
     warnings = similar_warnings(similar)
     if meta.hybrid:
         warnings.append(f"the imported voice is a hybrid ({meta.hybrid})")
@@ -219,7 +208,7 @@ def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterabl
         speaker_emb=speaker, xvector=xvector, weights_fingerprint=meta.weights_fingerprint, origin="import",
         source_sha256=meta.source_sha256 or None, source_name=path.name, duration=meta.source_duration,
         sample_rate=meta.source_sample_rate, provenance=provenance, added_by=added_by, consent=consent,
-        tags=clean_tags(tags), voice_files={meta.variant: (data, meta.weights_fingerprint)}),
+        tags=clean_tags(tags), voice_files={meta.variant: (data, meta.weights_fingerprint)}, norms=norms),
         label=str(path), refuse_voice_file=sha256_bytes(data))
     return AddResult(str(path), name, "added", "", tuple(warnings), tuple(similar), info)
 

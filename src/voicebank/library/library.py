@@ -48,7 +48,7 @@ from .computes import Computes
 from .ingest import AddOptions, Prepared
 from .names import check_name, clean_tags, current_user, default_name
 from .results import AddResult, CheckReport, Comparison, Match, ReextractResult, StaleVoice
-from .search import CohortMemo
+from .scoring import Scoring
 
 if TYPE_CHECKING:
     import torch
@@ -103,8 +103,8 @@ class Library:
         self._device = device
         self._allow_download = allow_download
         self._current: dict[str, str | None] = {}
-        self._cohorts: CohortMemo = {}
-        """The built-in similarity cohort's embeddings per weights fingerprint (see :func:`.search.normaliser`)."""
+        self.scoring = Scoring(self.store)
+        """Similarity scores at any size: the speaker-embedding index and the cohort (see :mod:`.scoring`)."""
         self._lock = threading.RLock()
 
     def __repr__(self) -> str:
@@ -258,17 +258,17 @@ class Library:
         self.store.refuse_taken(nm, clip.sha256, clip.name)
         return ingest.prepare(clip, options, self.engine, name=nm)
 
-    def commit(self, prepared: Prepared, *, known: dict[str, np.ndarray] | None = None) -> AddResult:
-        """Store a prepared clip in one transaction: step two of :meth:`add`."""
-        known = self.store.speaker_embeddings() if known is None else known
-        similar = search.find_similar(self.store, self.engine, prepared.speaker_emb, known,
-                                      prepared.options.variants[0], duplicate_threshold=self.duplicate_threshold,
-                                      memo=self._cohorts)
-        result = ingest.commit(self.store, prepared, similar=similar,
-                               similar_warnings=search.similar_warnings(similar))
-        if prepared.speaker_emb is not None:
-            known[prepared.name] = prepared.speaker_emb
-        return result
+    def commit(self, prepared: Prepared) -> AddResult:
+        """Store a prepared clip in one transaction: step two of :meth:`add`.
+
+        The duplicate check reads only what changed in the library since the last one (the index is kept in
+        memory) and scores the new voice against every stored one in one matrix-vector product.
+        """
+        similar, norms = search.find_similar(self.scoring, self.engine, prepared.speaker_emb,
+                                             prepared.options.variants[0],
+                                             duplicate_threshold=self.duplicate_threshold)
+        return ingest.commit(self.store, prepared, similar=similar, similar_warnings=search.similar_warnings(similar),
+                             norms=norms)
 
     def add_many(self, sources: Iterable[AudioSource], *, names: Sequence[str | None] | None = None,
                  mode: str = "audio", variant: str | Sequence[str] = "english",
@@ -290,7 +290,6 @@ class Library:
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
         self.store.check_writable()  # read-only or locked: say so before the costly extraction
         results: builtins.list[AddResult] = []
-        known = self.store.speaker_embeddings()
 
         def label_and_name(i: int) -> tuple[str, str]:
             given = names[i] if names is not None else None
@@ -304,7 +303,7 @@ class Library:
         def finish(i: int, fut: Future[Prepared]) -> None:
             label, guess = label_and_name(i)
             try:
-                results.append(self.commit(fut.result(), known=known))
+                results.append(self.commit(fut.result()))
             except DuplicateAudioError as e:
                 results.append(AddResult(label, guess, "skipped", str(e)))
             except VoicebankError as e:
@@ -338,7 +337,7 @@ class Library:
         return ingest.import_voice_file(
             self.store, path, check_name(name if name is not None else path.stem), tags=tags, consent=consent,
             added_by=current_user() if added_by is None else added_by, exaggeration=exaggeration,
-            threshold=self.duplicate_threshold, engine=self.engine, cohorts=self._cohorts)
+            threshold=self.duplicate_threshold, engine=self.engine, scoring=self.scoring)
 
     # --- getting conditionals --------------------------------------------------------------------------
 
@@ -407,8 +406,8 @@ class Library:
         The score is normalised against the library's cohort (see :meth:`search`); the raw speaker and x-vector
         cosines come with it.
         """
-        return search.compare(self.store, self.engine, a, b, variant=variant,
-                              duplicate_threshold=self.duplicate_threshold, memo=self._cohorts, names_only=names_only)
+        return search.compare(self.store, self.scoring, self.engine, a, b, variant=variant,
+                              duplicate_threshold=self.duplicate_threshold, names_only=names_only)
 
     def search(self, query: str | AudioSource, *, k: int = 5, tag: str | None = None,
                variant: str = "english", names_only: bool = False) -> builtins.list[Match]:
@@ -420,8 +419,8 @@ class Library:
         Voices without a speaker embedding (VC) are not ranked; a query without one raises
         :class:`~voicebank.errors.LibraryError`.
         """
-        return search.search(self.store, self.engine, query, k=k, tag=tag, variant=variant,
-                             duplicate_threshold=self.duplicate_threshold, memo=self._cohorts, names_only=names_only)
+        return search.search(self.store, self.scoring, self.engine, query, k=k, tag=tag, variant=variant,
+                             duplicate_threshold=self.duplicate_threshold, names_only=names_only)
 
     nearest = search
     """Alias of :meth:`search`."""

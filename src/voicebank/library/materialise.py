@@ -16,7 +16,8 @@ from ..audio.clip import Clip
 from ..chatterbox import DEFAULT_EXAGGERATION, SPEAKER_EMB_DIM, XVECTOR_DIM
 from ..errors import BaseVoiceError, LibraryError, NoAudioKeptError, VoiceFileError
 from ..options import check_variant
-from ..store.store import StoredVoice, VoiceStore
+from ..store.records import StoredVoice
+from ..store.store import VoiceStore
 from .computes import Computes
 
 if TYPE_CHECKING:

@@ -17,8 +17,9 @@ from typing import Any
 from ..chatterbox import DEFAULT_EXAGGERATION
 from ..errors import VoicebankError
 from ..store.blobs import BlobStore, sha256_file
+from ..store.records import NewVoice
 from ..store.recovery import salvage, set_aside
-from ..store.store import AUDIO_SUFFIX, VOICE_SUFFIX, NewVoice, VoiceStore
+from ..store.store import AUDIO_SUFFIX, VOICE_SUFFIX, VoiceStore
 
 
 @dataclass(frozen=True)

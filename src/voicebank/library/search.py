@@ -1,8 +1,8 @@
 """Comparing voices: duplicate warnings, ``compare``, ``search`` and the experimental ``blend``.
 
-Scores are cohort-normalised (:class:`~voicebank.similarity.ScoreNormaliser`, AS-norm): the cohort is the
-library's own voices topped up with the built-in LibriSpeech cohort (:mod:`voicebank.cohort`), whose
-embeddings are computed by the engine once per weights fingerprint and cached in the library's ``cache/``.
+Scores are cohort-normalised (:class:`~voicebank.similarity.ScoreNormaliser`, AS-norm) by the library's
+:class:`~.scoring.Scoring`: the cohort is the library's own voices topped up with the built-in LibriSpeech cohort
+(:mod:`voicebank.cohort`), and each stored voice's statistics are kept with it.
 """
 
 from __future__ import annotations
@@ -10,117 +10,82 @@ from __future__ import annotations
 import difflib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
-from ..cohort import builtin_cohort_embeddings, cached_builtin_cohort, library_normaliser
-from ..errors import InvalidOptionError, LibraryError, VoicebankError, VoiceNotFoundError
-from ..options import embedding_variant
+from ..errors import InvalidOptionError, LibraryError, VoiceNotFoundError
 from ..similarity import (
     DUPLICATE_COSINE,
     DUPLICATE_THRESHOLD,
     SAME_RECORDING_COSINE,
     ScoreNormaliser,
     cosine,
-    cosine_matrix,
 )
 from ..similarity import blend as blend_vectors
-from ..store.records import VoiceInfo
-from ..store.store import NewVoice, VoiceStore
+from ..store.records import NewVoice, VoiceInfo
+from ..store.store import VoiceStore
 from .computes import Computes
 from .names import clean_tags
 from .results import Comparison, Match
+from .scoring import Scoring
 
 log = logging.getLogger(__name__)
 
 
 Similar = tuple[str, float, float]
 """A stored voice that may be the same speaker: ``(name, score, speaker_cosine)``."""
-CohortMemo = dict[str, np.ndarray]
-"""``weights fingerprint -> built-in cohort embeddings (26, 256)``, kept by the caller between calls."""
+MAX_SIMILAR = 5
+"""At most this many possible duplicates are reported for one voice."""
 
 
-# --- normalised scores ---------------------------------------------------------------------------------
+# --- duplicates ----------------------------------------------------------------------------------------
 
 
-def normaliser(store: VoiceStore, engine: Computes | None, variant: str, known: Mapping[str, np.ndarray], *,
-               duplicate_threshold: float = DUPLICATE_THRESHOLD, memo: CohortMemo | None = None,
-               ) -> ScoreNormaliser | None:
-    """The score normaliser of the library's voices ``known`` (name -> (256,)) for ``variant``'s voice encoder.
-
-    The built-in cohort (:mod:`voicebank.cohort`) is embedded by ``engine.embed`` and cached in
-    ``store.cache_dir`` per weights fingerprint (and in ``memo``, when given).  Without an engine or weights,
-    the cache of the fingerprint most stored voices carry serves; with neither, ``None`` (logged): scores are
-    then raw speaker cosines, compared with :data:`DUPLICATE_COSINE`.
-    """
-    v = embedding_variant(variant)
-    builtin: np.ndarray | None = None
-    reason = "the library has no engine"
-    if engine is not None:
-        try:
-            fp = engine.weights_fingerprint(v)
-            builtin = memo.get(fp) if memo is not None else None
-            if builtin is None:
-                eng = engine
-                builtin = builtin_cohort_embeddings(lambda files: eng.embed(files, variant=v), fp, store.cache_dir)
-                if memo is not None:
-                    memo[fp] = builtin
-        except VoicebankError as e:
-            reason = str(e)
-    if builtin is None:
-        common = store.common_fingerprint()
-        builtin = cached_builtin_cohort(common, store.cache_dir) if common is not None else None
-    if builtin is None:
-        log.warning("similarity scores are raw speaker cosines (threshold %.2f): no weights to embed the "
-                    "built-in cohort with (%s)", DUPLICATE_COSINE, reason)
-        return None
-    library = (np.stack(list(known.values())) if known
-               else np.zeros((0, builtin.shape[1]), dtype=np.float32))
-    return library_normaliser(library, builtin, duplicate_threshold=duplicate_threshold)
-
-
-def scores(query: np.ndarray, candidates: np.ndarray, norm: ScoreNormaliser | None,
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """``(score, speaker_cosine)`` of a (256,) query against (M, 256) candidates, each (M,) float64.
-
-    The score is the normalised one, or the raw cosine when ``norm`` is ``None``.
-    """
-    cos = cosine_matrix(query[None, :], candidates)[0].astype(np.float64)
-    return (norm.scores(query, candidates) if norm is not None else cos), cos
-
-
-def similar_voices(speaker_emb: np.ndarray | None, known: Mapping[str, np.ndarray],
-                   norm: ScoreNormaliser | None, *, exclude: str = "") -> list[Similar]:
+def find_similar(scoring: Scoring, engine: Computes | None, speaker_emb: np.ndarray | None, variant: str, *,
+                 duplicate_threshold: float = DUPLICATE_THRESHOLD, exclude: str = "",
+                 ) -> tuple[list[Similar], tuple[float, float, int] | None]:
     """Stored voices that may be the same speaker as ``speaker_emb`` (256,): ``(name, score, speaker_cosine)``,
-    best first, at most 5.
+    best first, at most :data:`MAX_SIMILAR`; and the embedding's statistics to store with it
+    (:func:`statistics_of`).
 
-    A voice is listed when its score reaches ``norm.duplicate_threshold`` (:data:`DUPLICATE_COSINE` on the
-    raw cosine when ``norm`` is ``None``), or its raw cosine
-    :data:`~voicebank.similarity.SAME_RECORDING_COSINE` (the same recording, whatever the encoder).
+    A voice is listed when its normalised score (:class:`~.scoring.Scoring`) reaches ``duplicate_threshold``
+    (raw cosine :data:`~voicebank.similarity.DUPLICATE_COSINE` when there is no cohort), or its raw cosine
+    :data:`~voicebank.similarity.SAME_RECORDING_COSINE` (the same recording, whatever the encoder).  Stores
+    what the scoring computes (this is a write path).
     """
-    names = [n for n in known if n != exclude]
-    if speaker_emb is None or not names:
-        return []
-    threshold = norm.duplicate_threshold if norm is not None else DUPLICATE_COSINE
-    s, cos = scores(speaker_emb, np.stack([known[n] for n in names]), norm)
-    hits = [(n, float(a), float(c)) for n, a, c in zip(names, s, cos, strict=True)
-            if a >= threshold or c >= SAME_RECORDING_COSINE]
-    return sorted(hits, key=lambda t: -t[1])[:5]
+    if speaker_emb is None:
+        return [], None
+    scoring.index.refresh()
+    if not len(scoring.index) or (len(scoring.index) == 1 and exclude):
+        return [], None  # nothing to compare with: no cohort is embedded for the first voice
+    norm = scoring.normaliser(engine, variant, duplicate_threshold=duplicate_threshold, store_results=True)
+    stats = _query_stats(norm, speaker_emb)
+    ranked = scoring.index.rank(speaker_emb, k=MAX_SIMILAR, query_stats=stats, exclude=exclude,
+                                at_least=norm.duplicate_threshold if norm is not None else DUPLICATE_COSINE,
+                                also_if_cosine=SAME_RECORDING_COSINE)
+    similar = [(n, float(a), float(c)) for n, a, c in zip(ranked.names, ranked.scores, ranked.cosines, strict=True)]
+    return similar, statistics_of(norm, speaker_emb, scoring.cohort_id)
 
 
-def find_similar(store: VoiceStore, engine: Computes | None, speaker_emb: np.ndarray | None,
-                 known: Mapping[str, np.ndarray], variant: str, *, duplicate_threshold: float = DUPLICATE_THRESHOLD,
-                 memo: CohortMemo | None = None, exclude: str = "") -> list[Similar]:
-    """:func:`similar_voices` with the library's :func:`normaliser` (built only when there is something to
-    compare: no cohort is embedded for the first voice or a voice without speaker embedding)."""
-    if speaker_emb is None or not any(n != exclude for n in known):
-        return []
-    norm = normaliser(store, engine, variant, known, duplicate_threshold=duplicate_threshold, memo=memo)
-    return similar_voices(speaker_emb, known, norm, exclude=exclude)
+def statistics_of(norm: ScoreNormaliser | None, speaker_emb: np.ndarray | None, cohort_id: int | None,
+                  ) -> tuple[float, float, int] | None:
+    """``(mean, std, cohort id)`` of a new voice's speaker embedding, to store with it (``None``: nothing to
+    store: no embedding, no cohort, or a cohort that lives in memory only)."""
+    if norm is None or speaker_emb is None or cohort_id is None or cohort_id < 0:
+        return None
+    mean, std = _query_stats(norm, speaker_emb) or (0.0, 1.0)
+    return float(mean), float(std), int(cohort_id)
+
+
+def _query_stats(norm: ScoreNormaliser | None, x: np.ndarray) -> tuple[float, float] | None:
+    if norm is None:
+        return None
+    mean, std = norm.statistics(np.asarray(x)[None, :])
+    return float(mean[0]), float(std[0])
 
 
 def similar_warnings(similar: Sequence[Similar]) -> list[str]:
@@ -158,11 +123,11 @@ def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSour
     return clip.name, speaker, xvector
 
 
-def compare(store: VoiceStore, engine: Computes | None, a: str | AudioSource, b: str | AudioSource, *,
-            variant: str = "english", duplicate_threshold: float = DUPLICATE_THRESHOLD,
-            memo: CohortMemo | None = None, names_only: bool = False) -> Comparison:
+def compare(store: VoiceStore, scoring: Scoring, engine: Computes | None, a: str | AudioSource,
+            b: str | AudioSource, *, variant: str = "english", duplicate_threshold: float = DUPLICATE_THRESHOLD,
+            names_only: bool = False) -> Comparison:
     """Similarity of two voices or clips: the normalised score (against the library's cohort, see
-    :func:`normaliser`) with the raw speaker and x-vector cosines beside it.
+    :class:`~.scoring.Scoring`) with the raw speaker and x-vector cosines beside it.
 
     Two VC voices (no speaker embedding) get no score; their x-vector cosine is reported on both cosines.
     """
@@ -174,35 +139,39 @@ def compare(store: VoiceStore, engine: Computes | None, a: str | AudioSource, b:
         cos = cosine(xa, xb)
         return Comparison(la, lb, cos, cos, DUPLICATE_COSINE)
     xcos = cosine(xa, xb) if xa is not None and xb is not None else None
-    norm = normaliser(store, engine, variant, store.speaker_embeddings(), duplicate_threshold=duplicate_threshold,
-                      memo=memo)
+    norm = scoring.normaliser(engine, variant, duplicate_threshold=duplicate_threshold)
     if norm is None:
         return Comparison(la, lb, cosine(sa, sb), xcos, DUPLICATE_COSINE)
     return Comparison(la, lb, cosine(sa, sb), xcos, norm.duplicate_threshold, norm.score(sa, sb))
 
 
-def search(store: VoiceStore, engine: Computes | None, query: str | AudioSource, *, k: int = 5,
+def search(store: VoiceStore, scoring: Scoring, engine: Computes | None, query: str | AudioSource, *, k: int = 5,
            tag: str | None = None, variant: str = "english", duplicate_threshold: float = DUPLICATE_THRESHOLD,
-           memo: CohortMemo | None = None, names_only: bool = False) -> list[Match]:
+           names_only: bool = False) -> list[Match]:
     """The ``k`` stored voices most similar to ``query`` (a voice name or a clip), best first, the query excluded.
 
-    Ranked by the normalised score (:func:`normaliser`); the raw speaker cosine and the x-vector cosine (which
-    never enters the score) come with each match.  Voices without a speaker embedding (VC) are not ranked; a
-    query without one raises :class:`~voicebank.errors.LibraryError`.
+    Ranked by the normalised score (:class:`~.scoring.Scoring`: each stored voice's statistics are kept with
+    it, so a search is one matrix-vector product over the library's index); the raw speaker cosine and the
+    x-vector cosine (which never enters the score) come with each match.  Voices without a speaker embedding
+    (VC) are not ranked; a query without one raises :class:`~voicebank.errors.LibraryError`.
     """
     label, speaker, xvector = vectors_of(store, engine, query, variant, names_only=names_only)
     if speaker is None:
         raise LibraryError(f"{label!r} has no speaker embedding (a VC voice), so it cannot be searched with")
-    cands = [(n, s, x) for n, s, x in store.vectors(tag=tag) if n != label and s is not None]
-    if not cands:
+    k = max(0, int(k))
+    if k == 0:
         return []
-    norm = normaliser(store, engine, variant, store.speaker_embeddings(), duplicate_threshold=duplicate_threshold,
-                      memo=memo)
-    s, cos = scores(speaker, np.stack([c[1] for c in cands]), norm)
-    out = [Match(n, float(a), float(c), cosine(xvector, x) if xvector is not None and x is not None else None)
-           for (n, _, x), a, c in zip(cands, s, cos, strict=True)]
-    out.sort(key=lambda m: -m.score)
-    return out[: max(0, int(k))]
+    norm = scoring.normaliser(engine, variant, duplicate_threshold=duplicate_threshold)
+    ranked = scoring.index.rank(speaker, k=k, query_stats=_query_stats(norm, speaker), exclude=label, tag=tag)
+    out = []
+    for name, score, cos in zip(ranked.names, ranked.scores, ranked.cosines, strict=True):
+        try:
+            x = store.voice(name).xvector
+        except VoiceNotFoundError:  # removed since the index last looked
+            continue
+        out.append(Match(name, float(score), float(cos),
+                         cosine(xvector, x) if xvector is not None and x is not None else None))
+    return out
 
 
 def blend(store: VoiceStore, names: Sequence[str], mix: Sequence[float] | None = None, *, name: str,
@@ -253,5 +222,5 @@ def blend(store: VoiceStore, names: Sequence[str], mix: Sequence[float] | None =
     return info
 
 
-__all__ = ["CohortMemo", "Similar", "blend", "compare", "find_similar", "normaliser", "scores",
-           "search", "similar_voices", "similar_warnings", "vectors_of"]
+__all__ = ["MAX_SIMILAR", "Similar", "blend", "compare", "find_similar", "search", "similar_warnings",
+           "statistics_of", "vectors_of"]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .catalogue import CATALOGUE_NAME, Catalogue, schema_version
-from .records import STORAGE_MODES, StorageMode, StoredFile, VoiceInfo
-from .store import AUDIO_SUFFIX, VOICE_SUFFIX, NewVoice, StoredVoice, VoiceStore
+from .records import STORAGE_MODES, NewVoice, StorageMode, StoredFile, StoredVoice, VoiceInfo
+from .store import AUDIO_SUFFIX, VOICE_SUFFIX, VoiceStore
 
 __all__ = [
            "AUDIO_SUFFIX",

@@ -20,6 +20,16 @@ Tables (version 1):
 * ``voice_files``: which files a voice uses, by role: ``audio`` (the decoded reference), ``conditionals``
   (a stored voice file per variant) or ``cache`` (conditionals extracted on demand from the audio).  A
   blob is deleted only when no row here references it.
+
+Version 2 adds what keeps similarity search independent of the library's size:
+
+* ``voices.norm_mean``, ``norm_std``, ``norm_cohort``: a voice's score-normalisation statistics and the cohort
+  they were computed against;
+* ``cohorts``: the cohorts (their vectors, the weights fingerprint of their built-in part, the library size when
+  built);
+* ``vector_log``: the id of every voice row inserted, deleted or changed in a way a search index must see,
+  filled by triggers, so an index in any process catches up by reading what changed since it last looked;
+* ``voices.skeleton``: what the name looks like (confusable letters folded), indexed.
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..errors import CatalogueError, LibraryError
-from .guard import check_schema, damaged, sqlite_error
+from .guard import check_schema, damaged, name_skeleton, sqlite_error
 
 CATALOGUE_NAME = "catalogue.sqlite3"
 BUSY_TIMEOUT_SECONDS = 60.0
@@ -88,7 +98,39 @@ _V1: tuple[str, ...] = (
     "CREATE INDEX tags_tag ON tags(tag)",
 )
 
-MIGRATIONS: list[Sequence[str]] = [_V1]
+_V2: tuple[str, ...] = (
+    # each voice's similarity statistics against the cohort they were computed with (see store/vectors.py)
+    "ALTER TABLE voices ADD COLUMN norm_mean REAL",
+    "ALTER TABLE voices ADD COLUMN norm_std REAL",
+    "ALTER TABLE voices ADD COLUMN norm_cohort INTEGER",
+    """CREATE TABLE cohorts (
+        id            INTEGER PRIMARY KEY,
+        fingerprint   TEXT NOT NULL,
+        library_size  INTEGER NOT NULL,
+        vectors       BLOB NOT NULL,
+        exclude_above REAL,
+        top_k         INTEGER NOT NULL,
+        created_at    TEXT NOT NULL
+    )""",
+    # every change to a voice's row that a search index must see, in commit order (filled by the triggers)
+    """CREATE TABLE vector_log (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        voice_id INTEGER NOT NULL
+    )""",
+    "CREATE TRIGGER vector_log_insert AFTER INSERT ON voices BEGIN "
+    "INSERT INTO vector_log (voice_id) VALUES (new.id); END",
+    "CREATE TRIGGER vector_log_delete AFTER DELETE ON voices BEGIN "
+    "INSERT INTO vector_log (voice_id) VALUES (old.id); END",
+    "CREATE TRIGGER vector_log_update AFTER UPDATE OF name, speaker_emb, norm_mean, norm_std, norm_cohort ON voices "
+    "BEGIN INSERT INTO vector_log (voice_id) VALUES (new.id); END",
+    # what each name looks like (guard.name_skeleton; the store writes it with the name), indexed, so a look-alike
+    # name is found with one lookup instead of reading every name
+    "ALTER TABLE voices ADD COLUMN skeleton TEXT",
+    "UPDATE voices SET skeleton = name_skeleton(name)",
+    "CREATE INDEX voices_skeleton ON voices(skeleton)",
+)
+
+MIGRATIONS: list[Sequence[str]] = [_V1, _V2]
 """``MIGRATIONS[i]`` takes the catalogue from ``user_version`` i to i + 1."""
 
 
@@ -136,6 +178,8 @@ class Catalogue:
             conn = sqlite3.connect(str(self.path), timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False)
             conn.row_factory = sqlite3.Row
+            # for the migration that fills voices.skeleton (see _V2)
+            conn.create_function("name_skeleton", 1, name_skeleton, deterministic=True)
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA synchronous = FULL")
             conn.execute(f"PRAGMA cache_size = -{PAGE_CACHE_KIB}")

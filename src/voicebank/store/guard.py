@@ -25,10 +25,13 @@ from .records import STORAGE_MODES
 TABLES = {
     "voices": {"id", "name", "mode", "variant", "exaggeration", "source_sha256", "source_name", "duration",
                "sample_rate", "channels", "loudness_lufs", "speaker_emb", "xvector", "weights_fingerprint", "base_id",
-               "origin", "experimental", "provenance", "added_by", "added_at", "consent", "inspection"},
+               "origin", "experimental", "provenance", "added_by", "added_at", "consent", "inspection", "norm_mean",
+               "norm_std", "norm_cohort", "skeleton"},
     "tags": {"voice_id", "tag"},
     "blobs": {"sha256", "kind", "suffix", "size", "created_at"},
     "voice_files": {"voice_id", "role", "variant", "blob", "weights_fingerprint"},
+    "cohorts": {"id", "fingerprint", "library_size", "vectors", "exclude_above", "top_k", "created_at"},
+    "vector_log": {"seq", "voice_id"},
 }
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+import numpy as np
 
 StorageMode = Literal["audio", "conditionals", "embedding"]
 STORAGE_MODES: tuple[StorageMode, ...] = ("audio", "conditionals", "embedding")
@@ -72,3 +74,52 @@ class VoiceInfo:
         out["files"] = [f.to_dict() for f in self.files]
         out["has_audio"] = self.has_audio
         return out
+
+
+@dataclass(frozen=True)
+class StoredVoice:
+    """A voice's catalogue row: its id, what :class:`VoiceInfo` says, and its two vectors (``None`` if absent)."""
+
+    id: int
+    info: VoiceInfo
+    speaker_emb: np.ndarray | None
+    xvector: np.ndarray | None
+    speaker_emb_malformed: bool = False
+    xvector_malformed: bool = False
+
+
+@dataclass(frozen=True)
+class NewVoice:
+    """Everything one insertion writes: the row, its tags and its files (bytes), committed together."""
+
+    name: str
+    mode: StorageMode
+    variant: str
+    exaggeration: float | None
+    speaker_emb: np.ndarray | None
+    xvector: np.ndarray | None
+    weights_fingerprint: str
+    origin: str = "audio"
+    source_sha256: str | None = None
+    source_name: str = ""
+    duration: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    loudness_lufs: float | None = None
+    base: str | None = None
+    experimental: bool = False
+    provenance: dict[str, Any] | None = None
+    inspection: dict[str, Any] | None = None
+    added_by: str = ""
+    consent: str = ""
+    tags: tuple[str, ...] = ()
+    audio: bytes | None = None
+    """The kept reference (a float WAV), or ``None``."""
+    voice_files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
+    """``variant -> (voice file bytes, weights fingerprint)`` stored as role ``conditionals``."""
+    norms: tuple[float, float, int] | None = None
+    """``(mean, std, cohort id)``: the speaker embedding's similarity statistics against a stored cohort."""
+
+
+
+__all__ = ["STORAGE_MODES", "NewVoice", "StorageMode", "StoredFile", "StoredVoice", "VoiceInfo"]

@@ -25,7 +25,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from ..errors import (
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue, Generation
 from .guard import damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
-from .records import StorageMode, StoredFile, VoiceInfo
+from .records import NewVoice, StoredFile, StoredVoice, VoiceInfo
 from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
@@ -73,49 +73,6 @@ def vec(raw: bytes | None, dim: int) -> np.ndarray | None:
     if not np.isfinite(arr).all():
         return None
     return arr.astype(np.float32)
-
-
-@dataclass(frozen=True)
-class StoredVoice:
-    """A voice's catalogue row: its id, what :class:`VoiceInfo` says, and its two vectors (``None`` if absent)."""
-
-    id: int
-    info: VoiceInfo
-    speaker_emb: np.ndarray | None
-    xvector: np.ndarray | None
-    speaker_emb_malformed: bool = False
-    xvector_malformed: bool = False
-
-
-@dataclass(frozen=True)
-class NewVoice:
-    """Everything one insertion writes: the row, its tags and its files (bytes), committed together."""
-
-    name: str
-    mode: StorageMode
-    variant: str
-    exaggeration: float | None
-    speaker_emb: np.ndarray | None
-    xvector: np.ndarray | None
-    weights_fingerprint: str
-    origin: str = "audio"
-    source_sha256: str | None = None
-    source_name: str = ""
-    duration: float | None = None
-    sample_rate: int | None = None
-    channels: int | None = None
-    loudness_lufs: float | None = None
-    base: str | None = None
-    experimental: bool = False
-    provenance: dict[str, Any] | None = None
-    inspection: dict[str, Any] | None = None
-    added_by: str = ""
-    consent: str = ""
-    tags: tuple[str, ...] = ()
-    audio: bytes | None = None
-    """The kept reference (a float WAV), or ``None``."""
-    voice_files: dict[str, tuple[bytes, str]] = field(default_factory=dict)
-    """``variant -> (voice file bytes, weights fingerprint)`` stored as role ``conditionals``."""
 
 
 class VoiceStore(Upkeep):
@@ -332,9 +289,8 @@ class VoiceStore(Upkeep):
 
     def _refuse_lookalike(self, conn: sqlite3.Connection, name: str, label: str, *, but: str | None = None) -> None:
         """Refuse ``name`` when it looks like a stored name (see :func:`~voicebank.store.guard.name_skeleton`)."""
-        skeleton = name_skeleton(name)
-        for (other,) in conn.execute("SELECT name FROM voices"):
-            if other != name and other != but and isinstance(other, str) and name_skeleton(other) == skeleton:
+        for (other,) in conn.execute("SELECT name FROM voices WHERE skeleton = ?", (name_skeleton(name),)):
+            if other != name and other != but and isinstance(other, str):
                 raise VoiceExistsError(f"{label}: the name {name!r} looks the same as the stored voice {other!r}; "
                                        "choose a name that reads differently")
 
@@ -419,13 +375,14 @@ class VoiceStore(Upkeep):
             cur = conn.execute(
                 "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, source_name, duration, "
                 "sample_rate, channels, loudness_lufs, speaker_emb, xvector, weights_fingerprint, base_id, origin, "
-                "experimental, provenance, added_by, added_at, consent, inspection) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "experimental, provenance, added_by, added_at, consent, inspection, norm_mean, norm_std, norm_cohort, "
+                "skeleton) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (new.name, new.mode, new.variant, new.exaggeration, new.source_sha256, new.source_name, new.duration,
                  new.sample_rate, new.channels, new.loudness_lufs, vec_bytes(new.speaker_emb),
                  vec_bytes(new.xvector), new.weights_fingerprint, base_id, new.origin, int(new.experimental),
                  json.dumps(new.provenance or {}), new.added_by, now(),
-                 new.consent, json.dumps(new.inspection or {})))
+                 new.consent, json.dumps(new.inspection or {}), *(new.norms or (None, None, None)),
+                 name_skeleton(new.name)))
             voice_id = int(cur.lastrowid or 0)
             if new.audio is not None:
                 digest = self._put_blob(conn, new.audio, AUDIO_SUFFIX, "audio")
@@ -508,7 +465,7 @@ class VoiceStore(Upkeep):
             if row["name"] != new and taken:
                 raise VoiceExistsError(f"cannot rename {old!r}: a voice named {new!r} is already in the library")
             self._refuse_lookalike(conn, new, f"cannot rename {old!r}", but=row["name"])
-            conn.execute("UPDATE voices SET name = ? WHERE id = ?", (new, row["id"]))
+            conn.execute("UPDATE voices SET name = ?, skeleton = ? WHERE id = ?", (new, name_skeleton(new), row["id"]))
             return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (row["id"],)).fetchone())
 
     def update(self, name: str, *, tags: Sequence[str] | None = None, consent: str | None = None,
@@ -565,4 +522,4 @@ class VoiceStore(Upkeep):
             dropped = self._drop_unreferenced(conn, [row[0]])
         self._unlink_dropped(dropped)
 
-__all__ = ["AUDIO_SUFFIX", "VOICE_SUFFIX", "NewVoice", "StoredVoice", "VoiceStore", "now", "vec", "vec_bytes"]
+__all__ = ["AUDIO_SUFFIX", "VOICE_SUFFIX", "VoiceStore", "now", "vec", "vec_bytes"]

@@ -1,0 +1,230 @@
+""":class:`VoiceIndex`: the library's speaker embeddings in memory, for searches and duplicate checks whose cost
+does not grow with what has to be re-read.
+
+The index loads every speaker embedding once (one query), then catches up with any process's writes by reading
+only the voices logged as changed since (``vector_log``, see :mod:`voicebank.store.vectors`).  Rows live in
+buffers that grow by doubling; a deleted or changed voice's old row is marked dead and its new row appended,
+and the buffers are compacted when dead rows pile up, so an update costs the number of changes (amortised).
+
+Each row carries its normalisation statistics (mean and standard deviation of its top cohort cosines, see
+:class:`~voicebank.similarity.ScoreNormaliser`) against the library's current cohort, as stored in the
+catalogue; rows computed against another cohort are brought up to date in memory by :meth:`VoiceIndex.normalise`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..chatterbox import SPEAKER_EMB_DIM
+from ..store.store import VoiceStore
+from ..store.vectors import VectorRows, all_rows, changed_since, last_change, rows_by_id, tagged_ids
+
+MIN_CAPACITY = 256
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """Rows of the index ranked against a query: names, normalised scores (raw cosines when there are no
+    statistics) and raw cosines, best first."""
+
+    names: list[str]
+    scores: np.ndarray
+    cosines: np.ndarray
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32); zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
+
+
+class VoiceIndex:
+    """The speaker embeddings of a library's voices, kept current with the catalogue (thread-safe).
+
+    ``rows_read`` counts the voice rows read from the catalogue (for tests and benchmarks): the first use reads
+    every voice, each later :meth:`refresh` only the voices changed since.
+    """
+
+    def __init__(self, store: VoiceStore) -> None:
+        self._store = store
+        self._lock = threading.RLock()
+        self._seq = -1  # nothing loaded yet
+        self._size = 0
+        self._ids = np.zeros(0, dtype=np.int64)
+        self._names: list[str] = []
+        self._unit = np.zeros((0, SPEAKER_EMB_DIM), dtype=np.float32)
+        self._means = np.zeros(0)
+        self._stds = np.zeros(0)
+        self._cohort = np.zeros(0, dtype=np.int64)
+        self._alive = np.zeros(0, dtype=bool)
+        self._row_of: dict[int, int] = {}
+        self._by_name: dict[str, int] = {}
+        self.rows_read = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._row_of)
+
+    # --- keeping current -------------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read what changed in the catalogue since the last look (everything, the first time)."""
+        with self._lock, self._store.catalogue.read() as conn:
+            if self._seq < 0:
+                seq = last_change(conn)
+                self._load(all_rows(conn))
+                self._seq = seq
+                return
+            seq, ids = changed_since(conn, self._seq, limit=max(1_000, len(self._row_of) // 2))
+            if ids is None:
+                self._load(all_rows(conn))
+            elif ids:
+                self._apply(ids, rows_by_id(conn, ids))
+            self._seq = seq
+
+    def _load(self, rows: VectorRows) -> None:
+        self.rows_read += len(rows)
+        self._size = 0
+        self._row_of, self._by_name = {}, {}
+        self._reserve(len(rows))
+        self._append(rows)
+
+    def _apply(self, ids: list[int], rows: VectorRows) -> None:
+        self.rows_read += len(rows)
+        for i in ids:  # a changed voice's old row goes; its new row (if it still has an embedding) comes back
+            row = self._row_of.pop(int(i), None)
+            if row is not None:
+                self._alive[row] = False
+                if self._by_name.get(self._names[row]) == row:
+                    del self._by_name[self._names[row]]
+        self._reserve(self._size + len(rows))
+        self._append(rows)
+        if self._size > 2 * max(MIN_CAPACITY, len(self._row_of)):
+            self._compact()
+
+    def _reserve(self, n: int) -> None:
+        capacity = self._ids.shape[0]
+        if n <= capacity:
+            return
+        new = max(MIN_CAPACITY, n, 2 * capacity)
+
+        def grow(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((new, *a.shape[1:]), dtype=a.dtype)
+            out[: self._size] = a[: self._size]
+            return out
+
+        self._ids, self._unit, self._means = grow(self._ids), grow(self._unit), grow(self._means)
+        self._stds, self._cohort, self._alive = grow(self._stds), grow(self._cohort), grow(self._alive)
+
+    def _append(self, rows: VectorRows) -> None:
+        start, n = self._size, len(rows)
+        end = start + n
+        self._ids[start:end] = rows.ids
+        self._unit[start:end] = unit_rows(rows.vectors)
+        self._means[start:end] = rows.means
+        self._stds[start:end] = rows.stds
+        self._cohort[start:end] = rows.cohorts
+        self._alive[start:end] = True
+        del self._names[start:]
+        self._names.extend(rows.names)
+        for k, (i, name) in enumerate(zip(rows.ids, rows.names, strict=True)):
+            self._row_of[int(i)] = start + k
+            self._by_name[name] = start + k
+        self._size = end
+
+    def _compact(self) -> None:
+        keep = np.flatnonzero(self._alive[: self._size])
+        self._ids[: keep.size] = self._ids[keep]
+        self._unit[: keep.size] = self._unit[keep]
+        self._means[: keep.size] = self._means[keep]
+        self._stds[: keep.size] = self._stds[keep]
+        self._cohort[: keep.size] = self._cohort[keep]
+        self._alive[: keep.size] = True
+        self._alive[keep.size: self._size] = False
+        self._names = [self._names[k] for k in keep]
+        self._size = int(keep.size)
+        self._row_of = {int(i): k for k, i in enumerate(self._ids[: self._size])}
+        self._by_name = {name: k for k, name in enumerate(self._names)}
+
+    # --- statistics --------------------------------------------------------------------------------------
+
+    def vectors(self) -> tuple[list[str], np.ndarray]:
+        """``(names, unit vectors (n, 256))`` of every voice, sorted by name (what a cohort is sampled from)."""
+        with self._lock:
+            rows = sorted(self._row_of.values(), key=lambda r: self._names[r])
+            return [self._names[r] for r in rows], self._unit[rows].copy()
+
+    def normalise(self, cohort_id: int, statistics: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bring every row's statistics up to cohort ``cohort_id``, computing the missing ones with
+        ``statistics(unit vectors) -> (means, stds)``.  Returns ``(ids, means, stds)`` of the rows computed now,
+        for the caller to store."""
+        with self._lock:
+            live = np.flatnonzero(self._alive[: self._size])
+            stale = live[self._cohort[live] != cohort_id]
+            if stale.size == 0:
+                return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
+            means, stds = statistics(self._unit[stale])
+            self._means[stale], self._stds[stale], self._cohort[stale] = means, stds, cohort_id
+            return self._ids[stale].copy(), np.asarray(means), np.asarray(stds)
+
+    def statistics(self, cohort_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, means, stds)`` of the rows whose statistics are against cohort ``cohort_id``."""
+        with self._lock:
+            live = np.flatnonzero(self._alive[: self._size])
+            rows = live[self._cohort[live] == cohort_id]
+            return self._ids[rows].copy(), self._means[rows].copy(), self._stds[rows].copy()
+
+    def relabel(self, old: int, new: int) -> None:
+        """Rows whose statistics are against cohort ``old`` are against ``new`` (the same cohort, now stored)."""
+        with self._lock:
+            rows = self._cohort[: self._size]
+            rows[rows == old] = new
+
+    # --- ranking -----------------------------------------------------------------------------------------
+
+    def rank(self, query: np.ndarray, *, k: int, query_stats: tuple[float, float] | None = None,
+             exclude: str = "", tag: str | None = None, at_least: float | None = None,
+             also_if_cosine: float | None = None) -> Ranked:
+        """The ``k`` best rows for a (256,) ``query``, best first.
+
+        With ``query_stats`` (the query's cohort mean and std) rows are ranked by the normalised score
+        ``((cos - m_q) / s_q + (cos - m_i) / s_i) / 2`` with each row's stored statistics (call
+        :meth:`normalise` first); without, by raw cosine.  ``exclude``: a name left out; ``tag``: only voices
+        with it; ``at_least``: only rows scoring at least this, or (``also_if_cosine``) with a raw cosine at
+        least that.  One matrix-vector product over the index: its cost is the index's size, read from memory.
+        """
+        with self._lock:
+            n = self._size
+            q = unit_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+            cos = (self._unit[:n] @ q).astype(np.float64)
+            ok = self._alive[:n].copy()
+            if exclude and (row := self._by_name.get(exclude)) is not None:
+                ok[row] = False
+            if tag is not None:
+                with self._store.catalogue.read() as conn:
+                    ok &= np.isin(self._ids[:n], tagged_ids(conn, tag))
+            if query_stats is not None:
+                mq, sq = query_stats
+                score = 0.5 * ((cos - mq) / sq + (cos - self._means[:n]) / self._stds[:n])
+            else:
+                score = cos.copy()
+            if at_least is not None:
+                hit = score >= at_least
+                if also_if_cosine is not None:
+                    hit |= cos >= also_if_cosine
+                ok &= hit
+            candidates = np.flatnonzero(ok)
+            if candidates.size > k:
+                top = np.argpartition(-score[candidates], k - 1)[:k]
+                candidates = candidates[top]
+            order = candidates[np.argsort(-score[candidates], kind="stable")]
+            return Ranked([self._names[r] for r in order], score[order], cos[order])
+
+
+__all__ = ["Ranked", "VoiceIndex", "unit_rows"]
