@@ -11,13 +11,17 @@ import json
 import logging
 import socket
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..errors import VoicebankError
 from ..options import Limits, check_numbers
 from .common import DeviceOpt, JsonOpt, ParentsOpt, WeightsOpt, check_device, check_output, clean
+
+if TYPE_CHECKING:
+    from ..library import Library
+    from ..service.settings import ServiceSettings
 
 log = logging.getLogger("voicebank.service")
 
@@ -116,7 +120,8 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow this origin (repeat); "
                                                           "CORS is off without it.")] = None,
     no_page: Annotated[bool, typer.Option("--no-page", help="Do not serve the web page at /.")] = False,
-    log_format: Annotated[str, typer.Option(help="Log lines: json or text.")] = "json",
+    log_format: Annotated[str, typer.Option(help="Log lines: auto (text on a terminal, else JSON lines), json "
+                                            "or text.")] = "auto",
     graceful_timeout: Annotated[float, typer.Option(help="Seconds to let requests finish on shutdown.")] = 30,
 ) -> None:
     """Serve the voice library over HTTP (OpenAI-style voices API, ready conditionals, web page at /)."""
@@ -127,8 +132,9 @@ def serve(
         from ..service.logs import configure
     except ImportError as e:
         raise ServeError(f"`voicebank serve` needs the service extra ({e}); pip install 'voicebank[service]'") from e
-    if log_format not in ("json", "text"):
-        raise typer.BadParameter("--log-format must be json or text")
+    if log_format not in LOG_FORMATS:
+        raise typer.BadParameter(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
+    json_logs = json_log_lines(log_format)
     device = check_device(device)
     check_numbers(SERVE_LIMITS, {"workers": workers, "queue": queue, "cache_mb": cache_mb,
                                  "max_upload_mb": max_upload_mb, "max_audio_seconds": max_audio_seconds,
@@ -140,25 +146,87 @@ def serve(
                         cache_mb=cache_mb, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds,
                         body_timeout_s=body_timeout, variants=tuple(variant or ["english"]), keys_file=keys_file,
                         cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page,
-                        log_json=log_format == "json")
+                        log_json=json_logs)
+    # Everything that can fail at start-up is checked here, before the server starts, each failure one line
+    # and exit 1 (as every other command): the keys file, the address, the weights, the library.
     keys = _keystore(lib_path, keys_file)
     if not keys.enabled and not is_loopback(host):  # refused before this process's logging is set up for serving
         raise ServeError(f"refusing to bind {host}: no API keys exist, so anyone who can reach this address could "
                          "change the library; create one with `voicebank keys create NAME --scope read-write`, or "
                          "bind 127.0.0.1")
     sock = listening_socket(host, port)
-    configure(json_logs=log_format == "json")
+    try:
+        opened = preflight(settings)
+    except BaseException:
+        sock.close()
+        raise
+    url = listen_url(host, int(sock.getsockname()[1]))
+    configure(json_logs=json_logs)
     if not keys.enabled:
         log.warning("no API keys: serving on loopback %s only, without authentication", host)
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False,
+    app = create_app(settings, library=opened)
+    app.state.url = url
+    config = uvicorn.Config(app, host=host, port=int(sock.getsockname()[1]), log_config=None, access_log=False,
                             timeout_graceful_shutdown=max(1, round(graceful_timeout)), server_header=False,
                             limit_concurrency=1000, timeout_keep_alive=5)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
+    except SystemExit as e:  # uvicorn's exit 3: the app's start-up failed (after the checks above)
+        failure = getattr(app.state, "startup_error", None)
+        if e.code in (0, None) or failure is None:
+            raise
+        raise ServeError(f"the server could not start: {failure}") from failure
     finally:
         sock.close()
+
+
+LOG_FORMATS = ("auto", "json", "text")
+"""``--log-format`` values."""
+
+
+def json_log_lines(log_format: str, stream: object = None) -> bool:
+    """Whether the server logs JSON lines: ``json``, or ``auto`` when ``stream`` (default stderr) is not a
+    terminal (a log collector, a file, a test); ``text`` (and ``auto`` on a terminal) is for people."""
+    if log_format != "auto":
+        return log_format == "json"
+    import sys
+
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return not (callable(isatty) and isatty())
+    except (OSError, ValueError):  # a closed stream
+        return True
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL of ``host:port`` (IPv6 addresses in brackets)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def preflight(settings: ServiceSettings) -> Library:
+    """Check what the server needs before it starts, without loading a model, and open the library: the
+    weights of every variant loaded at start (:meth:`~voicebank.engine.Engine.weight_files` raises
+    :class:`~voicebank.errors.WeightsNotFoundError`; their fingerprints read each file's header) and the
+    library (its catalogue is read once, so a damaged one is refused now).  Each failure is a
+    :class:`~voicebank.errors.VoicebankError` (one line, exit 1)."""
+    from ..engine import shared_engine
+    from ..library import Library
+    from ..options import check_variant
+
+    variants = [check_variant(v) for v in settings.variants]  # an unknown one: a usage error (exit 2)
+    engine = shared_engine(settings.weights, device=settings.device)
+    for v in variants:
+        engine.weight_files(v)
+        engine.weights_fingerprint(v)  # reads each checkpoint's header and a few KiB: a damaged file fails now
+    library = Library(settings.library, engine=engine)
+    try:
+        len(library)  # opens and checks the catalogue
+    except BaseException:
+        library.close()
+        raise
+    return library
 
 
 @keys_app.command("create")

@@ -25,7 +25,7 @@ from ..engine import Engine
 from ..library import Library, resolve_library_path
 from . import errors
 from .cache import ConditionalsCache
-from .logs import request_id
+from .logs import request_id, startup_failure_logged
 from .metrics import Metrics
 from .revalidation import RevalidationMiddleware
 from .routers import audio, health, page, voices
@@ -125,16 +125,25 @@ def create_app(settings: ServiceSettings | None = None, *, library: Library | No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        library = await asyncio.to_thread(service.open_library)
-        log.info("loading models for %s", ", ".join(settings.variants), extra={"library": str(library.path)})
-        t0 = time.perf_counter()
-        engine = library.engine
-        if isinstance(engine, Engine):
-            await asyncio.to_thread(engine.load, settings.variants)
+        try:
+            library = await asyncio.to_thread(service.open_library)
+            log.info("loading models for %s", ", ".join(settings.variants), extra={"library": str(library.path)})
+            t0 = time.perf_counter()
+            engine = library.engine
+            if isinstance(engine, Engine):
+                await asyncio.to_thread(engine.load, settings.variants)
+        except Exception as e:  # one line in the log; `voicebank serve` then exits 1 with the same line
+            app.state.startup_error = e
+            log.error("cannot start: %s", " ".join(str(e).split()) or type(e).__name__)
+            startup_failure_logged()
+            raise
         service.ready = True
         log.info("ready in %.1f s: %d voices, %d workers, queue %d, cache %g MiB, API keys %s",
                  time.perf_counter() - t0, len(service.library), settings.workers, settings.queue_size,
                  settings.cache_mb, "on" if service.keys.enabled else "off (loopback only)")
+        url = getattr(app.state, "url", None)
+        if url:
+            log.info("listening on %s", url, extra={"url": url})
         try:
             yield
         finally:
