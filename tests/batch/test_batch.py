@@ -204,7 +204,7 @@ def test_local_engine_rows_equal_extract(tmp_path: Path, golden_weights_dir: Pat
     manifest, bad = bad_manifest
     inputs = [str(p) for p in clips] + list(bad)
     assert cli("batch", *map(str, clips), str(manifest), "-o", str(out), "-w", str(golden_weights_dir), "-j", "2",
-               "--batch-size", "8", "--rows-per-file", "16", "--threads-per-worker", "1") == 0
+               "--batch-size", "8", "--rows-per-file", "16", "--threads", "1") == 0
     err = capsys.readouterr().err
     assert f"{len(clips)} done, 0 skipped (already there), {len(bad)} failed" in err
     assert "failures by reason" in err and "AudioNotFoundError" in err
@@ -286,7 +286,7 @@ def test_cli_model_batch_runs_clips_together(tmp_path: Path, golden_weights_dir:
     """``--model-batch 3``: conditionals of three clips through the models at once, equal to ``extract``."""
     out = tmp_path / "ds"
     assert cli("batch", *map(str, clips[:3]), "-o", str(out), "-w", str(golden_weights_dir), "-j", "1",
-               "--mode", "conditionals", "--model-batch", "3", "--threads-per-worker", "1") == 0
+               "--mode", "conditionals", "--model-batch", "3", "--threads", "1") == 0
     from voicebank.batch.dataset import voice_from_bytes
 
     rows = {r["path"]: r for r in read_table(out).to_pylist()}
@@ -355,7 +355,7 @@ def child_processes(parent: int, name: str) -> list[int]:
 
 def _batch_cmd(out: Path, inputs: list[str], weights: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "voicebank.cli", "batch", *inputs, "-o", str(out), "-w", str(weights),
-            "--threads-per-worker", "1", *extra]
+            "--threads", "1", *extra]
 
 
 def _env() -> dict[str, str]:

@@ -92,7 +92,7 @@ def test_the_api_uses_the_same_check(tmp_path, value):
 BAD_NUMBERS = ["nan", "inf", "-inf", "1e308", "-1", "99999999999"]
 SERVE_OPTIONS = ["--workers", "--queue", "--cache-mb", "--max-upload-mb", "--max-audio-seconds", "--body-timeout",
                  "--graceful-timeout"]
-BATCH_OPTIONS = ["--workers", "--batch-size", "--threads-per-worker", "--rows-per-file", "--model-batch",
+BATCH_OPTIONS = ["--workers", "--batch-size", "--threads", "--rows-per-file", "--model-batch",
                  "--exaggeration", "--gpus-per-worker"]
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..cpus import usable_cpus
 from ..errors import MissingDependencyError, VoicebankError
 from ..options import Limits, check_numbers
 from ..progress import Progress
@@ -189,8 +190,8 @@ def execute(job: Plan, *, executor: Executor = "local", workers: int = 1, batch_
     """Run a planned job; results are in ``job.out_dir`` when it returns.
 
     ``workers``: processes (local) or actors (ray); ``batch_size``: input rows per task; ``threads_per_worker``:
-    torch threads of each worker (default: the cores shared out between the local workers; Ray's
-    ``OMP_NUM_THREADS`` for actors).
+    torch threads of each worker (default: the CPUs this process may use, :func:`~voicebank.cpus.usable_cpus`,
+    shared out between the local workers; Ray's ``OMP_NUM_THREADS`` for actors).
     """
     if executor not in EXECUTORS:
         raise BatchError(f"unknown executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
@@ -272,6 +273,13 @@ def _from_ipc(data: bytes) -> pa.Table:
 MAX_POOL_RESTARTS = 3
 
 
+def local_worker_threads(threads: int | None, workers: int) -> int:
+    """Torch threads of each local worker: ``threads``, else the CPUs this process may use
+    (:func:`~voicebank.cpus.usable_cpus`: affinity and cgroup quota, not the machine's core count) shared out
+    between the ``workers``, at least 1."""
+    return threads or max(1, usable_cpus() // max(1, workers))
+
+
 def _run_local(job: Plan, writer: PartWriter, *, workers: int, batch_size: int, threads: int | None,
                progress: Progress | None) -> None:
     """Worker processes on this machine (spawned, each with its models), ``2 * workers`` tasks in flight.
@@ -285,7 +293,7 @@ def _run_local(job: Plan, writer: PartWriter, *, workers: int, batch_size: int, 
 
     tasks = _chunks(job.pending, batch_size)
     workers = min(workers, len(tasks))
-    per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
+    per_worker = local_worker_threads(threads, workers)
     queue = list(reversed(tasks))  # pop() from the end = input order
     restarts = 0
     ctx = mp.get_context("spawn")  # no fork of a process that holds torch's thread pools
@@ -356,7 +364,7 @@ def connect_ray(address: str | None = None, *, num_cpus: int | None = None) -> A
                  log_to_driver=False)
         return ray
     with temporary_environment(PYTHONPATH=path):
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING,
+        ray.init(num_cpus=num_cpus or usable_cpus(), include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False)
     return ray
 

@@ -57,9 +57,9 @@ def batch(
                                                     "then bit-identical to extract; 16 on a GPU). More is faster "
                                                     "and equal to extract to float32 rounding.",
                                                     show_default=False)] = None,
-    threads: Annotated[int | None, typer.Option("--threads-per-worker", min=1, help="Torch threads per worker "
-                                                "(default: the cores shared out; Ray: the actor's CPUs).",
-                                                show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="Torch threads of each worker (default: "
+                                                "the CPUs this process may use, shared out between the local "
+                                                "workers; Ray: the actor's CPUs).", show_default=False)] = None,
     rows_per_file: Annotated[int, typer.Option("--rows-per-file", min=1, help="Rows per Parquet part file "
                                                "(one is also written every 30 s).")] = 1024,
     precision: Annotated[str, typer.Option("--precision", help="exact (float32, as upstream) or bf16.")] = "exact",
@@ -72,8 +72,9 @@ def batch(
     from ..batch.transform import BATCH_MODES, TransformConfig
     from ..options import check_numbers
 
-    check_numbers(RUN_LIMITS, {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
-                               "threads_per_worker": threads, "rows_per_file": rows_per_file}, prefix="--")
+    check_numbers({**RUN_LIMITS, "threads": RUN_LIMITS["threads_per_worker"]},
+                  {"workers": workers, "batch_size": batch_size, "gpus_per_worker": gpus_per_worker,
+                   "threads": threads, "rows_per_file": rows_per_file}, prefix="--")
 
     if mode not in BATCH_MODES:
         raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(BATCH_MODES)}")

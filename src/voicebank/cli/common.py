@@ -30,6 +30,9 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 LibraryOpt = Annotated[Path | None, typer.Option(
     "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
     show_default=False)]
+ThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, max=1024, help="Torch threads of each worker (default: the CPUs this process may use, "
+    "from its CPU affinity and cgroup quota, shared out between the workers).", show_default=False)]
 ParentsOpt = Annotated[bool, typer.Option("--parents", help="Create the output's missing parent directories "
                                           "(without it a missing directory is an error, as with cp).")]
 VariantOpt = Annotated[str | None, typer.Option("--variant", help=f"Chatterbox variant: {', '.join(VARIANTS)} "
@@ -108,16 +111,27 @@ def check_device(device: str) -> str:
     return device
 
 
+def torch_threads(threads: int | None, share: int = 1) -> int:
+    """``--threads`` when given, else the CPUs this process may use (:func:`~voicebank.cpus.usable_cpus`)
+    shared out between ``share`` workers that each run torch at once; at least 1."""
+    if threads is not None:
+        return threads
+    from ..cpus import usable_cpus
+
+    return max(1, usable_cpus() // max(1, share))
+
+
 def open_library(library: Path | None, weights: Path | None = None, device: str = "cpu",
-                 download: bool = False) -> Library:
+                 download: bool = False, threads: int | None = None) -> Library:
     """The library a command works on: the one place the CLI builds a :class:`~voicebank.library.Library`, once
     per command, from its ``--library`` (and, for commands that run models, ``--weights``, ``--device``,
-    ``--download``).  Its models, when needed, are the process's own (:func:`~voicebank.engine.shared_engine`)."""
+    ``--download``, ``--threads``).  Its models, when needed, are the process's own
+    (:func:`~voicebank.engine.shared_engine`)."""
     from ..library import Library
 
     if device != "cpu":
         device = check_device(device)
-    return Library(library, weights=weights, device=device, allow_download=download)
+    return Library(library, weights=weights, device=device, allow_download=download, threads=threads)
 
 
 def variant_option(variant: str | None) -> str | None:

@@ -14,12 +14,14 @@ from .common import (
     DeviceOpt,
     DownloadOpt,
     ParentsOpt,
+    ThreadsOpt,
     WeightsOpt,
     check_device,
     check_exaggeration_option,
     check_output,
     clean,
     progress,
+    torch_threads,
 )
 
 
@@ -35,6 +37,7 @@ def embed(
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
     parents: ParentsOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Speaker embeddings (256-d, L2-normalised; Chatterbox's t3.speaker_emb), one row per input in order."""
     quick_exit_ok()
@@ -49,7 +52,8 @@ def embed(
         raise typer.BadParameter("give --jsonl or --output, not both")
     if output is not None:
         check_output(output, parents)
-    extractor = Extractor(ve_weights or weights, device=check_device(device), allow_download=download)
+    extractor = Extractor(ve_weights or weights, device=check_device(device), allow_download=download,
+                          threads=torch_threads(threads))
     with progress(len(audio), "embedding") as advance:
         embeddings = extractor.embed([str(p) for p in audio], progress=advance)
     if output is not None:
@@ -75,6 +79,7 @@ def extract(
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
     parents: ParentsOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Extract the full Chatterbox conditionals of a reference clip into a voice file."""
     quick_exit_ok()
@@ -90,8 +95,8 @@ def extract(
         raise typer.BadParameter(clean(e)) from e
     check_exaggeration_option(exaggeration)
     check_output(output, parents)
-    voice = Extractor(weights, variant=v, device=check_device(device), allow_download=download).extract(
-        str(audio), exaggeration=exaggeration)
+    voice = Extractor(weights, variant=v, device=check_device(device), allow_download=download,
+                      threads=torch_threads(threads)).extract(str(audio), exaggeration=exaggeration)
     voice.save(output, mkdir=parents)
     typer.echo(f"wrote {v} voice of {clean(audio)} to {clean(output)}", err=True)
 

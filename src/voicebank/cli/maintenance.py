@@ -13,6 +13,7 @@ from .common import (
     DownloadOpt,
     JsonOpt,
     LibraryOpt,
+    ThreadsOpt,
     WeightsOpt,
     clean,
     echo_json,
@@ -21,6 +22,7 @@ from .common import (
     open_library,
     progress,
     report_path,
+    torch_threads,
     variant_option,
 )
 
@@ -125,10 +127,11 @@ def reextract(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Re-extract voices in place from their kept audio with the weights found now."""
 
-    lib = open_library(library, weights, device, download)
+    lib = open_library(library, weights, device, download, torch_threads(threads))
     targets = names or sorted({s.name for s in lib.stale()})
     with progress(len(targets), "re-extracting") as advance:
         results = lib.reextract(targets, progress=advance)

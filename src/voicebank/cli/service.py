@@ -17,7 +17,17 @@ import typer
 
 from ..errors import VoicebankError
 from ..options import Limits, check_numbers
-from .common import DeviceOpt, JsonOpt, ParentsOpt, WeightsOpt, check_device, check_output, clean
+from .common import (
+    DeviceOpt,
+    JsonOpt,
+    ParentsOpt,
+    ThreadsOpt,
+    WeightsOpt,
+    check_device,
+    check_output,
+    clean,
+    torch_threads,
+)
 
 if TYPE_CHECKING:
     from ..library import Library
@@ -123,6 +133,7 @@ def serve(
     log_format: Annotated[str, typer.Option(help="Log lines: auto (text on a terminal, else JSON lines), json "
                                             "or text.")] = "auto",
     graceful_timeout: Annotated[float, typer.Option(help="Seconds to let requests finish on shutdown.")] = 30,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Serve the voice library over HTTP (OpenAI-style voices API, ready conditionals, web page at /)."""
     try:
@@ -142,7 +153,8 @@ def serve(
     from ..library import resolve_library_path
 
     lib_path = resolve_library_path(library)
-    settings = ServiceSettings(library=lib_path, weights=weights, device=device, workers=workers, queue_size=queue,
+    settings = ServiceSettings(library=lib_path, weights=weights, device=device, workers=workers,
+                        threads=torch_threads(threads, share=workers), queue_size=queue,
                         cache_mb=cache_mb, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds,
                         body_timeout_s=body_timeout, variants=tuple(variant or ["english"]), keys_file=keys_file,
                         cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page,
@@ -216,7 +228,7 @@ def preflight(settings: ServiceSettings) -> Library:
     from ..options import check_variant
 
     variants = [check_variant(v) for v in settings.variants]  # an unknown one: a usage error (exit 2)
-    engine = shared_engine(settings.weights, device=settings.device)
+    engine = shared_engine(settings.weights, device=settings.device, threads=settings.threads)
     for v in variants:
         engine.weight_files(v)
         engine.weights_fingerprint(v)  # reads each checkpoint's header and a few KiB: a damaged file fails now

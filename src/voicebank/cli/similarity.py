@@ -12,11 +12,13 @@ from .common import (
     DownloadOpt,
     JsonOpt,
     LibraryOpt,
+    ThreadsOpt,
     WeightsOpt,
     clean,
     echo_json,
     fmt,
     open_library,
+    torch_threads,
     variant_option,
 )
 
@@ -33,9 +35,11 @@ def compare(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Similarity of two voices or clips: the normalised score, with the raw speaker and x-vector cosines."""
-    c = open_library(library, weights, device, download).compare(a, b, variant=variant_option(variant) or "english")
+    lib = open_library(library, weights, device, download, torch_threads(threads))
+    c = lib.compare(a, b, variant=variant_option(variant) or "english")
     if as_json:
         echo_json(c.to_dict())
         return
@@ -55,9 +59,10 @@ def search(
     weights: WeightsOpt = None,
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """The stored voices most similar to each query, by normalised score (raw speaker cosine beside it)."""
-    lib = open_library(library, weights, device, download)
+    lib = open_library(library, weights, device, download, torch_threads(threads))
     v = variant_option(variant) or "english"
     results = [(q, lib.search(q, k=k, tag=tag, variant=v)) for q in queries]
     if as_json:

@@ -20,6 +20,7 @@ from .common import (
     JsonOpt,
     LibraryOpt,
     ParentsOpt,
+    ThreadsOpt,
     VariantOpt,
     WeightsOpt,
     cell,
@@ -32,6 +33,7 @@ from .common import (
     make_console,
     open_library,
     progress,
+    torch_threads,
     variant_option,
 )
 
@@ -74,6 +76,7 @@ def add(
     from_dataset: Annotated[Path | None, typer.Option("--from-dataset", help="Import the voices of a `voicebank "
                                                       "batch --mode conditionals` dataset folder instead.",
                                                       show_default=False)] = None,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Add reference clips as named voices; a summary table at the end, exit 1 if any clip failed."""
     from ..library import STORAGE_MODES, collect_audio
@@ -84,7 +87,7 @@ def add(
             raise typer.BadParameter("give audio files or --from-dataset, not both")
         from .batch import add_from_dataset
 
-        add_from_dataset(from_dataset, open_library(library, weights, device, download),
+        add_from_dataset(from_dataset, open_library(library, weights, device, download, torch_threads(threads)),
                          variant=variant_option(variant[0]) if variant else None, tags=tag or [], consent=consent,
                          added_by=added_by, as_json=as_json)
         return
@@ -106,10 +109,12 @@ def add(
         raise typer.BadParameter(f"--name names one clip, but {len(files)} were given; drop --name to use file stems")
     import torch
 
-    lib = open_library(library, weights, device, download)
-    # each worker runs torch ops: share the intra-op threads between them instead of oversubscribing the cores
-    threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, threads // min(workers, len(files))))
+    # each worker runs torch ops: the usable CPUs are shared out between them (unless --threads says how many
+    # each uses), instead of oversubscribing the cores
+    per_worker = torch_threads(threads, share=min(workers, len(files)))
+    lib = open_library(library, weights, device, download, per_worker)
+    before = torch.get_num_threads()
+    torch.set_num_threads(per_worker)
     try:
         with progress(len(files), "adding") as advance:
             results = lib.add_many([str(f) for f in files], names=[name] if name is not None else None, mode=mode,
@@ -117,7 +122,7 @@ def add(
                                    added_by=added_by, keep_audio=not no_audio, base=base, force=force,
                                    workers=workers, progress=advance)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     if as_json:
         echo_json([r.to_dict() for r in results])
     else:
@@ -272,6 +277,7 @@ def export(
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
     parents: ParentsOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Write a voice to a file: ready conditionals whatever the storage mode."""
     if output.suffix.lower() not in (".safetensors", ".pt", ".wav", ".npy"):
@@ -279,7 +285,7 @@ def export(
     if exaggeration is not None:
         check_exaggeration_option(exaggeration)
     check_output(output, parents)
-    lib = open_library(library, weights, device, download)
+    lib = open_library(library, weights, device, download, torch_threads(threads))
     lib.export(name, output, variant=variant_option(variant), exaggeration=exaggeration, base=base, mkdir=parents)
     typer.echo(f"wrote {clean(name)} to {clean(output)}", err=True)
 

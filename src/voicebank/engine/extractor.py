@@ -38,15 +38,16 @@ class Extractor:
     embeddings only) or :meth:`from_pretrained` (the Hugging Face cache, downloading only if allowed), or
     over a shared engine with ``Extractor(engine=engine, variant=...)``.  Models load lazily:
     :meth:`embed` loads just the 5.7 MB voice encoder.  See :class:`~voicebank.engine.Engine` for
-    ``precision``.
+    ``precision`` and ``threads``.
     """
 
     def __init__(self, weights: str | os.PathLike[str] | None = None, *, variant: Variant = "english",
                  device: str | torch.device = "cpu", allow_download: bool = False,
-                 precision: Precision = "exact", engine: Engine | None = None) -> None:
+                 precision: Precision = "exact", threads: int | None = None, engine: Engine | None = None) -> None:
         self.variant: Variant = check_variant(variant)
         if engine is None:
-            engine = shared_engine(weights, device=device, precision=precision, allow_download=allow_download)
+            engine = shared_engine(weights, device=device, precision=precision, threads=threads,
+                                   allow_download=allow_download)
         self.engine = engine
 
     @property

@@ -81,8 +81,9 @@ class Library:
     platform's user data directory (``platformdirs.user_data_dir("voicebank")``).
 
     ``engine``: the :class:`~voicebank.engine.Engine` that computes embeddings and conditionals (shared, not
-    copied); without one, the process's engine for ``weights``, ``device`` and ``allow_download``
-    (:func:`~voicebank.engine.shared_engine`) is asked for on first need.  Listing, showing and getting
+    copied); without one, the process's engine for ``weights``, ``device``, ``allow_download`` and ``threads``
+    (torch's intra-op threads; ``None`` leaves torch's setting alone) (:func:`~voicebank.engine.shared_engine`)
+    is asked for on first need.  Listing, showing and getting
     ``conditionals`` voices never ask.
 
     ``duplicate_threshold``: the normalised similarity score at or above which a new voice is reported as
@@ -94,7 +95,7 @@ class Library:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, weights: str | os.PathLike[str] | None = None,
                  device: str = "cpu", allow_download: bool = False, engine: Engine | Computes | None = None,
-                 duplicate_threshold: float = DUPLICATE_THRESHOLD) -> None:
+                 duplicate_threshold: float = DUPLICATE_THRESHOLD, threads: int | None = None) -> None:
         self.path = resolve_library_path(path)
         self.store = VoiceStore(self.path)
         self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", allow_infinite=True)
@@ -102,6 +103,7 @@ class Library:
         self._weights = weights
         self._device = device
         self._allow_download = allow_download
+        self._threads = threads
         self._current: dict[str, str | None] = {}
         self.scoring = Scoring(self.store)
         """Similarity scores at any size: the speaker-embedding index and the cohort (see :mod:`.scoring`)."""
@@ -139,7 +141,8 @@ class Library:
             if self._engine is None:
                 from ..engine import shared_engine
 
-                self._engine = shared_engine(self._weights, device=self._device, allow_download=self._allow_download)
+                self._engine = shared_engine(self._weights, device=self._device, threads=self._threads,
+                                             allow_download=self._allow_download)
             return self._engine
 
     def extractor(self, variant: str = "english") -> Extractor:

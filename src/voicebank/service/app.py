@@ -104,7 +104,7 @@ def build_service(settings: ServiceSettings, library: Library | None = None) -> 
     lib_path = library.path if library is not None else resolve_library_path(settings.library)
     metrics = Metrics()
     cache = ConditionalsCache(int(settings.cache_mb * 2**20))
-    pool = ExtractionPool(settings.workers, settings.queue_size, metrics)
+    pool = ExtractionPool(settings.workers, settings.queue_size, metrics, threads=settings.threads)
     keys = KeyStore(settings.keys_path(lib_path))
     service = Service(settings=settings, _library=library, cache=cache, pool=pool, keys=keys, metrics=metrics)
     metrics.gauge("voicebank_cache_bytes", "Bytes of conditionals held in the memory cache.", lambda: cache.bytes)

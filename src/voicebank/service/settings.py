@@ -25,6 +25,9 @@ class ServiceSettings(BaseModel):
     """Variants whose models are loaded at start-up (others load on first use)."""
     workers: int = Field(default=1, ge=1, le=64)
     """Extraction worker threads (each runs one extraction at a time)."""
+    threads: int | None = Field(default=None, ge=1, le=1024)
+    """Torch intra-op threads of the extractions (``None``: torch's setting is left alone; ``voicebank serve``
+    defaults to the CPUs the process may use shared out between the workers)."""
     queue_size: int = Field(default=8, ge=0, le=10_000)
     """Extractions that may wait for a worker; beyond that uploads are answered 429 with ``Retry-After``."""
     cache_mb: float = Field(default=256.0, ge=0, le=1 << 20)

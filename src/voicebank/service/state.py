@@ -76,7 +76,7 @@ class Service:
         if self._library is None:
             s = self.settings
             # the process's one engine: every variant, request and worker share its models
-            self._library = Library(s.library, engine=shared_engine(s.weights, device=s.device))
+            self._library = Library(s.library, engine=shared_engine(s.weights, device=s.device, threads=s.threads))
         return self._library
 
     def generation(self) -> Generation | None:

@@ -26,10 +26,14 @@ T = TypeVar("T")
 
 
 class ExtractionPool:
-    """Runs blocking jobs in ``workers`` threads, at most ``workers + queue_size`` admitted at once."""
+    """Runs blocking jobs in ``workers`` threads, at most ``workers + queue_size`` admitted at once.
 
-    def __init__(self, workers: int, queue_size: int, metrics: Metrics) -> None:
+    ``threads``: torch's intra-op threads while a job runs (torch has one such setting per process, which the
+    I/O threads lower to 1, so it is set again, when different, as each job starts); ``None``: left alone."""
+
+    def __init__(self, workers: int, queue_size: int, metrics: Metrics, threads: int | None = None) -> None:
         self.workers = int(workers)
+        self.threads = threads
         self.capacity = int(workers) + int(queue_size)
         self.metrics = metrics
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="voicebank-extract")
@@ -82,6 +86,11 @@ class ExtractionPool:
         def job() -> T:
             with self._lock:
                 self._running += 1
+            if self.threads:
+                import torch
+
+                if torch.get_num_threads() != self.threads:
+                    torch.set_num_threads(self.threads)
             t0 = time.perf_counter()
             try:
                 return fn()
