@@ -1,0 +1,170 @@
+"""The library's own cost at 10^3 to 10^6 voices: add, search, compare, get, list, count and open.
+
+The models are taken out (an engine that returns embeddings at once, derived from the clip's hash), so only the
+library's work is timed: reading the clip, the checks, the duplicate check, the commit; the search itself.  Each
+library is filled straight through the catalogue with random unit vectors (the store's own schema), then opened
+as a user would open it.  For each size the table gives the median and p99 of each operation and the resident
+memory after the index is loaded; the last column is the growth from the smallest to the largest size.
+
+    python benchmarks/scale.py [--sizes 1000,10000,100000] [--with-million] [--repeat 50]
+
+10^6 voices take about 2 GB of disk and a few minutes to build; they are measured with ``--with-million``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import _common as C  # noqa: E402
+
+
+class InstantEngine:
+    """The library's view of an engine, with no model: embeddings from the clip's hash (unit vectors)."""
+
+    def weights_fingerprint(self, variant: str = "english") -> str:
+        return "instant-" + variant
+
+    def embeddings(self, source: Any, variant: str = "english") -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(int(source.sha256[:8], 16))
+        s = rng.standard_normal(256).astype(np.float32)
+        return s / np.linalg.norm(s), rng.standard_normal(192).astype(np.float32)
+
+    def embed(self, sources: Any, *, variant: str = "english") -> np.ndarray:
+        out = []
+        for src in sources:
+            rng = np.random.default_rng(int(hashlib.sha256(bytes(src)).hexdigest()[:8], 16))
+            s = rng.standard_normal(256).astype(np.float32)
+            out.append(s / np.linalg.norm(s))
+        return np.stack(out)
+
+    def extract(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the scale benchmark extracts nothing")
+
+
+def fill(root: Path, n: int) -> None:
+    """``n`` embedding-mode voices written straight into a new library's catalogue, in batches."""
+    from voicebank.store.guard import name_skeleton
+    from voicebank.store.store import VoiceStore, now
+
+    store = VoiceStore(root)
+    rng = np.random.default_rng(n)
+    stamp = now()
+    for start in range(0, n, 50_000):
+        m = min(50_000, n - start)
+        s = rng.standard_normal((m, 256)).astype(np.float32)
+        s /= np.linalg.norm(s, axis=1, keepdims=True)
+        x = rng.standard_normal((m, 192)).astype(np.float32)
+        with store.catalogue.write() as conn:
+            conn.executemany(
+                "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, duration, sample_rate, "
+                "channels, speaker_emb, xvector, weights_fingerprint, added_at, skeleton) "
+                "VALUES (?, 'embedding', 'english', 0.5, ?, 5.0, 16000, 1, ?, ?, 'instant-english', ?, ?)",
+                ((f"voice-{start + i:07d}", f"{start + i:064x}", s[i].tobytes(), x[i].tobytes(), stamp,
+                  name_skeleton(f"voice-{start + i:07d}")) for i in range(m)))
+    store.close()
+
+
+def clip(i: int) -> Any:
+    from voicebank.audio import Waveform
+
+    rng = np.random.default_rng(10_000_000 + i)
+    t = np.arange(32_000) / 16_000
+    wav = 0.3 * np.sin(2 * np.pi * (120 + 80 * rng.random()) * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))
+    wav += 0.01 * rng.standard_normal(t.size)
+    return Waveform(wav.astype(np.float32), 16_000)
+
+
+def quantiles(xs: list[float]) -> tuple[float, float]:
+    ys = sorted(xs)
+    return statistics.median(ys) * 1e3, ys[min(len(ys) - 1, round(0.99 * (len(ys) - 1)))] * 1e3
+
+
+def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
+    from voicebank.library import Library
+
+    t = time.perf_counter()
+    lib = Library(root, engine=InstantEngine())
+    opened = time.perf_counter() - t
+    t = time.perf_counter()
+    lib.add(clip(0), name="first", mode="embedding", force=True)  # loads the index, builds and stores the cohort
+    first = time.perf_counter() - t
+    rss = C.rss_mb()
+    out: dict[str, Any] = {"voices": n, "open_ms": opened * 1e3, "first_add_s": first, "rss_mb": rss}
+    counter = iter(range(1, 10 * repeat + 10))
+    names = [f"voice-{i:07d}" for i in np.random.default_rng(1).integers(0, n, size=repeat)]
+
+    def timed(key: str, fn: Callable[[int], Any]) -> None:
+        fn(0)
+        xs = []
+        for k in range(repeat):
+            s = time.perf_counter()
+            fn(k)
+            xs.append(time.perf_counter() - s)
+        out[key] = quantiles(xs)
+
+    timed("add", lambda k: lib.add(clip(next(counter)), name=f"added-{next(counter)}", mode="embedding",
+                                         force=True))
+    timed("search", lambda k: lib.search(names[k], k=10))
+    timed("compare", lambda k: lib.compare(names[k], names[-1 - k]))
+    timed("show", lambda k: lib.show(names[k]))
+    timed("list page", lambda k: lib.list(limit=100, after=names[k]))
+    timed("count", lambda k: len(lib))
+    lib.close()
+    return out
+
+
+def main() -> None:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1000,10000,100000", help="library sizes, comma-separated")
+    p.add_argument("--with-million", action="store_true", help="also 10^6 voices (minutes, ~2 GB of disk)")
+    p.add_argument("--repeat", type=int, default=50, help="timed calls per operation and size")
+    p.add_argument("--keep", type=Path, help="build the libraries here and keep them (default: a temp dir)")
+    args = p.parse_args()
+    ctx = C.setup("scale", args)
+    sizes = [int(s) for s in args.sizes.split(",") if s] + ([1_000_000] if args.with_million else [])
+    repeat = 10 if ctx.quick else args.repeat
+    work = args.keep or Path(tempfile.mkdtemp(prefix="voicebank-scale-"))
+    results = []
+    try:
+        for n in sizes:
+            root = work / f"lib-{n}"
+            if not (root / "catalogue.sqlite3").exists():
+                t = time.perf_counter()
+                fill(root, n)
+                print(f"built {n:,} voices in {time.perf_counter() - t:.1f} s", flush=True)
+            results.append(measure(root, n, repeat))
+    finally:
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    ops = ["add", "search", "compare", "show", "list page", "count"]
+    rows = []
+    for op in ops:
+        cells = [f"{r[op][0]:.2f} / {r[op][1]:.2f}" for r in results]
+        growth = results[-1][op][0] / max(results[0][op][0], 1e-9)
+        rows.append([f"{op}, ms (p50 / p99)", *cells, f"{growth:.1f}x"])
+    rows.append(["open, ms", *[f"{r['open_ms']:.1f}" for r in results],
+                 f"{results[-1]['open_ms'] / max(results[0]['open_ms'], 1e-9):.1f}x"])
+    rows.append(["first search or add (loads the index), s", *[f"{r['first_add_s']:.2f}" for r in results], ""])
+    rows.append(["resident memory after loading, MiB", *[f"{r['rss_mb']:.0f}" for r in results], ""])
+    C.print_table(f"The library at {', '.join(f'{n:,}' for n in sizes)} voices (models taken out; {repeat} calls "
+                  f"each)", ["", *[f"{n:,} voices" for n in sizes], "growth"], rows)
+    C.write_json(ctx, {"environment": C.environment(ctx), "results": json.loads(json.dumps(results))})
+
+
+if __name__ == "__main__":
+    main()
