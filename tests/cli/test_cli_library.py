@@ -243,6 +243,8 @@ def test_compare_search_blend(capsys, lib, golden_weights_dir):
     assert "(experimental)" in run(capsys, "list", "--library", root)[1]
     for bad in ("0.7", "a,b", "-1,2", "nan,1"):
         assert run(capsys, "blend", "c", "b", "--mix", bad, "--name", "mix2", "--library", root)[0] == 2
+    # the old spelling of the mix is gone: one number for two voices is not taken by any route
+    assert run(capsys, "blend", "c", "b", "--weights", "1", "--name", "mix2", "--library", root)[0] == 2
     assert "mix2" not in lib
 
 
