@@ -71,6 +71,8 @@ def rebuild(root: str | os.PathLike[str]) -> RebuildReport:
                 recovered.append((candidate, new.mode))
             except VoicebankError as e:
                 skipped.append((rel, str(e)))
+            except OSError as e:  # a link, a device, an unreadable file: never followed or read to its end
+                skipped.append((rel, f"unreadable ({e.strerror or e})"))
     finally:
         store.close()
     return RebuildReport(str(moved) if moved else None, tuple(recovered), tuple(skipped))

@@ -10,8 +10,10 @@ Temp files are named ``<pid>.<random>.tmp`` so a sweeper can tell a live writer'
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,11 +31,31 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path) -> str:
+    """The sha256 of a content file, read without following a link (``OSError`` for a link or anything but a
+    regular file: a link to an endless device is never read)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
         for block in iter(lambda: f.read(_HASH_CHUNK), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def read_content(path: Path, size: int) -> bytes:
+    """The ``size`` bytes of the content file ``path``, read without following a link and never beyond
+    ``size`` + 1 bytes (a file swapped for a link to a device, or for something larger, is refused, never read
+    to its end).  ``OSError`` when the file is a link, not a regular file, or not ``size`` bytes long."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        data = f.read(size + 1)
+    if len(data) != size:
+        raise OSError(errno.EIO, f"has {len(data) if len(data) <= size else 'more than ' + str(size)} bytes, "
+                                 f"expected {size}", str(path))
+    return data
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,6 +108,8 @@ class BlobStore:
     def verify(self, sha256: str, suffix: str, size: int | None = None) -> str | None:
         """``None`` when the blob is present and intact, else what is wrong with it."""
         path = self.path(sha256, suffix)
+        if path.is_symlink():
+            return f"{self.relative(path)} is a link; content files are never links"
         if path.is_dir():
             return f"{self.relative(path)} is a directory, not a file"
         if not path.is_file():

@@ -41,7 +41,7 @@ from ..errors import (
     VoiceExistsError,
     VoiceNotFoundError,
 )
-from .blobs import BlobStore, sha256_bytes
+from .blobs import BlobStore, read_content, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue, Generation
 from .guard import damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
 from .records import NewVoice, StoredFile, StoredVoice, VoiceInfo
@@ -266,9 +266,10 @@ class VoiceStore(Upkeep):
         """The bytes of one of ``voice``'s files.  A missing or unreadable file is a :class:`LibraryError` that
         says how to repair the library."""
         try:
-            return f.path.read_bytes()
+            return read_content(f.path, f.size)
         except OSError as e:
-            what = "is a directory, not a file" if f.path.is_dir() else "is missing" if not f.path.exists() else \
+            what = "is a link, which content files never are" if f.path.is_symlink() else \
+                "is a directory, not a file" if f.path.is_dir() else "is missing" if not f.path.exists() else \
                 f"is unreadable ({e.strerror or e})"
             raise LibraryError(f"voice {voice!r}: its {f.role} file {self.blobs.relative(f.path)} {what}; run "
                                "voicebank library check --repair") from e

@@ -8,6 +8,7 @@ import functools
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
 
 from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_MIN, Variant
-from ...errors import VoicebankError, VoiceNotFoundError
+from ...errors import LibraryError, VoicebankError, VoiceNotFoundError
 from ...library import VoiceInfo, check_name
 from ...store.records import StorageMode
 from ..deps import ReadKey, ServiceDep, WriteKey
@@ -396,10 +397,18 @@ def audio(request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKe
         raise ApiError(404, "no_audio_kept", f"voice {voice_id!r} keeps no reference audio ({info.mode} mode)",
                        param="id")
     try:  # the open file stays readable even if the voice is deleted while it streams
-        fh = open(f.path, "rb")  # closed by the generator below
+        fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a content file is never a link
     except FileNotFoundError as e:
         raise ApiError(404, "voice_not_found", f"voice {voice_id!r} was removed", param="id") from e
-    size = os.fstat(fh.fileno()).st_size
+    except OSError as e:
+        raise LibraryError(f"voice {voice_id!r}: its audio file is unreadable ({e.strerror or e}); the library "
+                           "needs a check") from e
+    fh = os.fdopen(fd, "rb")  # closed by the generator below
+    size = os.fstat(fd).st_size
+    if not stat.S_ISREG(os.fstat(fd).st_mode) or size != f.size:
+        fh.close()
+        raise LibraryError(f"voice {voice_id!r}: its audio file is not the one stored (not a regular file of "
+                           f"{f.size} bytes); the library needs a check")
     headers = {"Content-Length": str(size), "Cache-Control": "no-cache",
                "Content-Disposition": f"inline; filename*=UTF-8''{quote(voice_id + '.wav', safe='')}"}
     if request.method == "HEAD":
