@@ -142,3 +142,25 @@ def test_a_text_mode_file_object_says_to_open_it_in_binary(tmp_path):
 
     with pytest.raises(TypeError, match="binary mode"):
         Clip.read(io.StringIO("RIFF...."))
+
+
+def test_a_long_file_is_refused_from_its_header_before_its_samples_are_read(tmp_path):
+    """An 11-minute WAV (10 MB) is refused on its header: the refusal allocates well under the file's size."""
+    import tracemalloc
+
+    from voicebank.audio import Clip
+    from voicebank.errors import AudioTooLongError
+
+    path = tmp_path / "long.wav"
+    rate = 8_000
+    sf.write(path, (np.random.default_rng(0).standard_normal(rate * 660) * 0.1).astype(np.float32), rate,
+             subtype="PCM_16")
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        with pytest.raises(AudioTooLongError, match="660.0 s is longer"):
+            Clip.read(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < size / 10, (peak, size)

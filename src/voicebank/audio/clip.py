@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import AudioError, AudioTooLongError
 from .decode import (
     MAX_SECONDS,
     AudioSource,
@@ -26,6 +27,7 @@ from .decode import (
     check_samples,
     decode_bytes,
     describe,
+    probe,
 )
 
 
@@ -36,6 +38,27 @@ def array_sha256(samples: Any, sample_rate: int) -> str:
     h = hashlib.sha256(f"array:{int(sample_rate)}:".encode())
     h.update(np.ascontiguousarray(np.asarray(samples, dtype=np.float32)).tobytes())
     return h.hexdigest()
+
+
+MAX_FILE_BYTES = 2 << 30
+"""Largest audio file read (2 GiB): ten minutes at the highest rates and widths voicebank accepts fit far below."""
+
+
+def refuse_long_file(path: Path, label: str, max_seconds: float) -> None:
+    """Refuse a file whose size or header says it is longer than ``max_seconds``, without reading its samples
+    (:class:`~voicebank.errors.AudioTooLongError`).  A header that cannot be read is left to the decoder."""
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise AudioTooLongError(f"{label}: {size / 2**30:.1f} GiB is far larger than a {max_seconds:.0f} s reference; "
+                                "cut a 5-15 s excerpt of clean speech", source=label)
+    try:
+        info = probe(path)
+    except (AudioError, OSError, RuntimeError):
+        return
+    if info.sample_rate > 0 and 0 < info.frames < 2**62 and info.duration > max_seconds:
+        raise AudioTooLongError(
+            f"{label}: {info.duration:.1f} s is longer than the {max_seconds:.0f} s accepted; cut a 5-15 s "
+            "excerpt of clean speech (only the first 10 s are used anyway)", source=label)
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,8 +106,14 @@ class Clip:
                 path = Path(source)
                 check_path(path, label)
                 ext = path.suffix.lower().lstrip(".")
+                refuse_long_file(path, label, max_seconds)  # before a byte of samples is read
+                h = hashlib.sha256()
+                chunks = []
                 with open(path, "rb") as f:
-                    data = f.read()
+                    while block := f.read(1 << 20):
+                        h.update(block)
+                        chunks.append(block)
+                data = b"".join(chunks)
             elif isinstance(source, (bytes, bytearray, memoryview)):
                 data = bytes(source)
             elif hasattr(source, "read"):
@@ -96,7 +125,7 @@ class Clip:
             else:
                 raise TypeError(f"cannot read audio from a {type(source).__name__}: pass a path, a binary file "
                                 "object, bytes, a Waveform or an (array, sample_rate) pair")
-            digest = hashlib.sha256(data).hexdigest()
+            digest = h.hexdigest() if isinstance(source, (str, os.PathLike)) else hashlib.sha256(data).hexdigest()
             wav, sr, channels = decode_bytes(data, label, ext=ext, from_file=bool(ext) or isinstance(
                 source, (str, os.PathLike)), max_seconds=max_seconds)
         check_samples(wav, sr, label)
