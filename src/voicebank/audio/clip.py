@@ -17,7 +17,9 @@ import numpy as np
 
 from ..errors import AudioError, AudioTooLongError
 from .decode import (
+    MAX_SAMPLE_RATE,
     MAX_SECONDS,
+    MIN_SAMPLE_RATE,
     AudioSource,
     Waveform,
     _array_to_mono,
@@ -49,13 +51,15 @@ def refuse_long_file(path: Path, label: str, max_seconds: float) -> None:
     (:class:`~voicebank.errors.AudioTooLongError`).  A header that cannot be read is left to the decoder."""
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise AudioTooLongError(f"{label}: {size / 2**30:.1f} GiB is far larger than a {max_seconds:.0f} s reference; "
-                                "cut a 5-15 s excerpt of clean speech", source=label)
+        raise AudioTooLongError(f"{label}: {size / 2**30:.1f} GiB is far larger than a {max_seconds:.0f} s "
+                                "reference; cut a 5-15 s excerpt of clean speech", source=label)
     try:
         info = probe(path)
     except (AudioError, OSError, RuntimeError):
         return
-    if info.sample_rate > 0 and 0 < info.frames < 2**62 and info.duration > max_seconds:
+    if not MIN_SAMPLE_RATE <= info.sample_rate <= MAX_SAMPLE_RATE:
+        return  # the decoder's own check says what is wrong with the rate
+    if 0 < info.frames < 2**62 and info.duration > max_seconds:
         raise AudioTooLongError(
             f"{label}: {info.duration:.1f} s is longer than the {max_seconds:.0f} s accepted; cut a 5-15 s "
             "excerpt of clean speech (only the first 10 s are used anyway)", source=label)
