@@ -47,3 +47,29 @@ def test_reading_never_goes_beyond_the_stored_size(tmp_path):
     for call in (lambda: read_content(tmp_path / "zero", 10), lambda: sha256_file(tmp_path / "zero")):
         with pytest.raises(OSError):
             call()
+
+
+def test_a_content_file_replaced_by_a_directory_names_its_voice(tmp_path):
+    build_library(tmp_path / "lib")
+    with Library(tmp_path / "lib", engine=FakeEngine()) as lib:
+        audio = next(f for f in lib.show("alice").files if f.role == "audio")
+        audio.path.unlink()
+        audio.path.mkdir()
+        report = lib.check()
+        assert [p.voice for p in report.problems] == ["alice"], report.problems
+        assert "directory" in report.problems[0].problem
+
+
+def test_unknown_directories_in_the_content_folder_are_unreferenced_entries(tmp_path):
+    build_library(tmp_path / "lib")
+    with Library(tmp_path / "lib", engine=FakeEngine()) as lib:
+        (lib.store.blobs.blob_dir / "junk").mkdir()
+        (lib.store.blobs.blob_dir / "ab" / "notes").mkdir(parents=True)
+        ((lib.store.blobs.blob_dir / "ab" / "notes") / "x.txt").write_text("x")
+        report = lib.check()
+        assert report.ok, report.problems  # not damage: nothing a voice needs is missing
+        assert {"blobs/junk/", "blobs/ab/notes/"} <= set(report.unreferenced), report.unreferenced
+        cleaned = lib.check(delete_orphans=True)
+        assert cleaned.ok and not (lib.store.blobs.blob_dir / "junk").exists()
+        assert not (lib.store.blobs.blob_dir / "ab" / "notes").exists()
+        assert lib.export("alice", tmp_path / "alice.wav").stat().st_size > 0  # the voices' files are untouched

@@ -40,10 +40,7 @@ def check(store: VoiceStore, engine: Callable[[], Computes], *, repair: bool = F
         problems.append(CheckProblem(name, why, f"voicebank rm {name!r}, then add or import it again (its files "
                                      "are kept until then)"))
     removed_temp = store.remove_stale_temp()
-    orphans, stray = store.remove_orphans(delete=delete_orphans and not bad_rows)
-    for entry in stray:
-        problems.append(CheckProblem("", f"{entry} is a directory where a content file belongs",
-                                     "move it out of the library's blobs/ directory"))
+    orphans = store.remove_orphans(delete=delete_orphans and not bad_rows)
     n_files, damage = store.damaged_files(verify_hashes=verify_hashes)
     refs = store.file_references()
     modes = {v.id: v.info.mode for v in voices}

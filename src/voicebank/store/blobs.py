@@ -142,8 +142,9 @@ class BlobStore:
         if not self.blob_dir.is_dir():
             return
         for sub in sorted(self.blob_dir.iterdir()):
-            if not sub.is_dir():
-                yield "", "", sub
+            fan_out = len(sub.name) == 2 and all(c in "0123456789abcdef" for c in sub.name)
+            if not sub.is_dir() or sub.is_symlink() or not fan_out:
+                yield "", "", sub  # only the 256 ab/ folders hold content files
                 continue
             for path in sorted(sub.iterdir()):
                 stem, dot, ext = path.name.partition(".")

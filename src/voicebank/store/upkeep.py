@@ -6,6 +6,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
+import shutil
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -82,30 +83,30 @@ class Upkeep:
                 pass
         return removed
 
-    def remove_orphans(self, *, delete: bool = True) -> tuple[builtins.list[str], builtins.list[str]]:
-        """``(unreferenced files, stray entries)`` under ``blobs/``, relative to the library.  With ``delete``,
-        the unreferenced files are deleted (under the write lock, so no writer is between writing a file and
-        registering it).  Stray entries (directories where files belong) are reported, never deleted."""
+    def remove_orphans(self, *, delete: bool = True) -> builtins.list[str]:
+        """The entries under ``blobs/`` no voice uses (stray files and directories included), relative to the
+        library.  With ``delete`` they are deleted (under the write lock, so no writer is between writing a file
+        and registering it).  A directory where a voice's file belongs is not listed here: the voice's own
+        check reports it (see :meth:`damaged_files`)."""
         removed: builtins.list[str] = []
-        stray: builtins.list[str] = []
         with self._write() as conn:
             if delete:
                 self._drop_unreferenced(conn, [r[0] for r in conn.execute("SELECT sha256 FROM blobs")])
             referenced = {r[0] for r in conn.execute("SELECT DISTINCT blob FROM voice_files")}
             registered = {r[0]: r[1] for r in conn.execute("SELECT sha256, suffix FROM blobs")}
             for digest, suffix, path in list(self.blobs.files()):
-                if path.is_dir() and not path.is_symlink():
-                    stray.append(self.blobs.relative(path))
-                    continue
                 if digest and registered.get(digest) == suffix and (delete or digest in referenced):
-                    continue
+                    continue  # a voice's (a directory there is that voice's problem, see damaged_files)
                 if delete:
-                    path.unlink(missing_ok=True)
+                    if path.is_dir() and not path.is_symlink():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink(missing_ok=True)
                     if path.parent != self.blobs.blob_dir:
                         with contextlib.suppress(OSError):
                             path.parent.rmdir()
-                removed.append(self.blobs.relative(path))
-        return removed, stray
+                removed.append(self.blobs.relative(path) + ("/" if path.is_dir() else ""))
+        return removed
 
     def damaged_files(self, *, verify_hashes: bool = True) -> tuple[int, dict[str, str]]:
         """``(number of files, {sha256: problem})`` over every registered file (missing, wrong size or hash)."""
