@@ -407,10 +407,12 @@ def test_stateless_embed_extract_inspect(live, tmp_path, service_extractor):
         assert np.allclose(emb["xvector"], want.xvector.numpy().ravel(), atol=1e-5)
         r = c.post("/v1/extract", files={"audio_sample": ("a.wav", ALICE.read_bytes())},
                    data={"exaggeration": "0.5"})
-        assert r.status_code == 200 and r.content == want.to_bytes()
+        # the server extracts with its own torch thread count (--threads): equal to float32 rounding, every
+        # speech token identical
+        assert r.status_code == 200 and equal_to_float_rounding(Voice.from_bytes(r.content), want)
         pt = c.post("/v1/extract", files={"audio_sample": ("a.wav", ALICE.read_bytes())}, data={"format": "pt"})
         (tmp_path / "x.pt").write_bytes(pt.content)
-        assert torch_equal(Voice.load(tmp_path / "x.pt"), want)
+        assert equal_to_float_rounding(Voice.load(tmp_path / "x.pt"), want)
         silent = wav_bytes(np.zeros(16000 * 2, dtype=np.float32), 16000)
         ins = c.post("/v1/inspect", files={"audio_sample": ("s.wav", silent)}).json()
         assert ins["usable"] is False
@@ -418,9 +420,14 @@ def test_stateless_embed_extract_inspect(live, tmp_path, service_extractor):
     assert srv.app.state.service.library.names().count("a") == 0  # nothing stored
 
 
-def torch_equal(a, b) -> bool:
+def equal_to_float_rounding(a, b) -> bool:
+    """The same tensors: integers (speech tokens) identical, floats within float32 rounding of each other."""
+    import torch
+
     ta, tb = a.tensors(), b.tensors()
-    return ta.keys() == tb.keys() and all(bool((ta[k] == tb[k]).all()) for k in ta)
+    return ta.keys() == tb.keys() and all(
+        torch.allclose(ta[k], tb[k], rtol=1e-5, atol=1e-6) if ta[k].is_floating_point()
+        else bool((ta[k] == tb[k]).all()) for k in ta)
 
 
 # --- bad uploads --------------------------------------------------------------------------------------
