@@ -161,3 +161,24 @@ def test_the_page_in_headless_chromium(page_server, tmp_path):
         finally:
             browser.close()
     assert srv.app.state.service.library.check().ok
+
+
+def test_the_api_reference_works_offline(page_server):
+    """``/docs`` renders Swagger UI from files the service itself serves: every request the page makes stays
+    on the server, none reaches a CDN."""
+    srv, _key = page_server
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], headless=True)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(60_000)
+            elsewhere: list[str] = []
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(srv.url)
+                       else (elsewhere.append(route.request.url), route.abort()))
+            page.goto(srv.url + "/docs")
+            sync_api.expect(page.locator(".swagger-ui .info .title")).to_contain_text("voicebank")
+            sync_api.expect(page.locator(".opblock-summary-path").first).to_be_visible()
+            assert page.locator(".opblock").count() > 10
+            assert not elsewhere, elsewhere
+        finally:
+            browser.close()
