@@ -54,8 +54,9 @@ def batch(
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Input clips per task.")] = 16,
     model_batch: Annotated[int | None, typer.Option("--model-batch", min=1, help="Clips that go through the "
                                                     "models together (default: 1 on the CPU, where every row is "
-                                                    "then bit-identical to extract; 16 on a GPU). More is faster "
-                                                    "and equal to extract to float32 rounding.",
+                                                    "then bit-identical to extract with the same --threads; 16 on "
+                                                    "a GPU). More is faster and equal to extract to float32 "
+                                                    "rounding.",
                                                     show_default=False)] = None,
     threads: Annotated[int | None, typer.Option("--threads", min=1, help="Torch threads of each worker (default: "
                                                 "the CPUs this process may use, shared out between the local "
