@@ -7,6 +7,7 @@ Playwright or a Chromium binary is missing (``.ci/run`` installs Debian's ``chro
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -182,3 +183,99 @@ def test_the_api_reference_works_offline(page_server):
             assert not elsewhere, elsewhere
         finally:
             browser.close()
+
+
+@pytest.fixture
+def fresh_server(tmp_path, golden_weights_dir, service_extractor):
+    """A server of its own for one test (an empty library and a read-write key), so that the module's page test
+    keeps its counts."""
+    from voicebank.service.security import KeyStore
+
+    srv = make_server(tmp_path / "srv", golden_weights_dir, service_extractor)
+    _, key = KeyStore(srv.app.state.service.library.path / "service-keys.json").create("browser", "read-write")
+    with srv:
+        yield srv, key
+
+
+@contextlib.contextmanager
+def browser_page(srv, key: str, tmp_path: Path, *, mic: bool = False, log_in: bool = True):
+    """A Chromium page on ``srv`` (with a fake microphone playing real speech when ``mic``), the key entered;
+    yields ``(page, errors)`` with the page's uncaught errors."""
+    args = ["--no-sandbox", "--autoplay-policy=no-user-gesture-required"]
+    if mic:
+        args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                 f"--use-file-for-fake-audio-capture={fake_mic_wav(tmp_path / 'mic.wav')}"]
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            if mic:
+                context.grant_permissions(["microphone"], origin=srv.url)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("dialog", lambda d: d.accept())
+            page.set_default_timeout(60_000)
+            if log_in:
+                page.goto(srv.url + "/")
+                page.fill("#api-key", key)
+                page.click("#save-key")
+            yield page, errors
+        finally:
+            browser.close()
+
+
+def test_each_new_input_resets_the_add_form(fresh_server, tmp_path):
+    """A rejected file, then a recording: the recording is inspected and saved under its own name; nothing of
+    the rejected file (its name, the file box, a dead 0:00 player, an 'inspecting…' status) stays (issue 20,
+    item 9)."""
+    srv, key = fresh_server
+    bad = tmp_path / "broken take.wav"
+    bad.write_bytes(b"RIFF this is not audio at all " * 40)
+    expect = sync_api.expect
+    with browser_page(srv, key, tmp_path, mic=True) as (page, errors):
+        expect(page.locator("#status")).to_contain_text("0 voices")
+        page.set_input_files("#file-input", str(bad))
+        expect(page.locator("#verdict-text")).to_have_class("verdict-bad")
+        expect(page.locator("#add-name")).to_have_value("broken take")
+        expect(page.locator("#add-button")).to_be_disabled()
+        expect(page.locator("#preview")).to_be_hidden()  # no dead 0:00 player
+        expect(page.locator("#status")).to_contain_text("Cannot use broken take.wav")
+
+        page.click("#record-button")
+        expect(page.locator("#record-button")).to_have_text("■ Stop")
+        # recording already cleared the rejected file
+        expect(page.locator("#verdict")).to_be_hidden()
+        expect(page.locator("#add-name")).to_have_value("")
+        assert page.eval_on_selector("#file-input", "e => e.files.length") == 0
+        page.wait_for_timeout(4000)
+        page.click("#record-button")
+        expect(page.locator("#verdict-text")).to_have_class("verdict-ok", timeout=60_000)
+        expect(page.locator("#add-name")).to_have_value("recording")
+        expect(page.locator("#status")).not_to_contain_text("inspecting")
+        expect(page.locator("#status")).to_contain_text("recording.wav inspected")
+        assert page.eval_on_selector("#file-input", "e => e.files.length") == 0
+        page.wait_for_function("() => { const a = document.getElementById('preview');"
+                               " return !a.hidden && a.duration > 3; }")
+        page.fill("#add-consent", "my own voice")
+        page.click("#add-button")
+        expect(page.locator("#voices tbody td.name")).to_have_text(["recording"])
+        assert srv.app.state.service.library.names() == ["recording"]
+        # saved: the form is empty again, the preview gone
+        expect(page.locator("#add-name")).to_have_value("")
+        expect(page.locator("#preview")).to_be_hidden()
+
+        # a name the user typed is kept when the input changes; the page's own guess is not
+        page.fill("#add-name", "chosen name")
+        page.set_input_files("#file-input", str(bad))
+        expect(page.locator("#verdict-text")).to_have_class("verdict-bad")
+        page.set_input_files("#file-input", str(GOLDEN_INPUTS / "mid_12s.flac"))
+        expect(page.locator("#verdict-text")).to_have_class("verdict-ok")
+        expect(page.locator("#add-name")).to_have_value("chosen name")
+        page.fill("#add-name", "")
+        page.set_input_files("#file-input", str(bad))
+        expect(page.locator("#add-name")).to_have_value("broken take")
+        page.set_input_files("#file-input", str(GOLDEN_INPUTS / "mid_12s.flac"))
+        expect(page.locator("#verdict-text")).to_have_class("verdict-ok")
+        expect(page.locator("#add-name")).to_have_value("mid_12s")
+        assert not errors, errors

@@ -2,7 +2,7 @@
 "use strict";
 
 const state = { key: localStorage.getItem("voicebank-key") || "", voices: [], selected: null, upload: null,
-                recorder: null, audioUrl: null };
+                recorder: null, audioUrl: null, previewUrl: null, autoName: null, inspecting: 0 };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, props = {}, ...children) {
@@ -192,18 +192,47 @@ async function deleteVoice() {
 
 // --- adding: a file or the microphone, inspected before saving ----------------------------------------
 
-async function chooseUpload(blob, filename) {
-  state.upload = { blob, filename };
+function resetAddForm() {
+  // a new input (a file chosen, a recording started) starts the form over: nothing of the previous one stays
+  state.upload = null;
+  state.inspecting = (state.inspecting || 0) + 1;  // a verdict still on its way belongs to the old input
   $("add-button").disabled = true;
-  $("verdict").hidden = false;
-  $("verdict-text").textContent = "Inspecting…";
+  $("verdict").hidden = true;
+  $("verdict-text").textContent = "";
   $("verdict-text").className = "";
-  $("preview").src = URL.createObjectURL(blob);
-  if (!$("add-name").value) $("add-name").value = filename.replace(/\.[^.]+$/, "");
+  $("verdict-findings").replaceChildren();
+  $("add-force").checked = false;
+  const preview = $("preview");
+  preview.pause();
+  preview.hidden = true;
+  preview.removeAttribute("src");
+  preview.load();
+  if (state.previewUrl) { URL.revokeObjectURL(state.previewUrl); state.previewUrl = null; }
+  // a name the page filled in from the previous input goes; one the user typed stays
+  if ($("add-name").value === state.autoName) $("add-name").value = "";
+  state.autoName = null;
+}
+
+async function chooseUpload(blob, filename) {
+  resetAddForm();
+  const ticket = state.inspecting;
+  $("verdict").hidden = false;
+  $("verdict-text").textContent = "Inspecting " + filename + "…";
+  const preview = $("preview");
+  state.previewUrl = URL.createObjectURL(blob);
+  // the player shows only once the browser can play the audio: never a dead 0:00 player
+  preview.onloadedmetadata = () => { if (state.inspecting === ticket) preview.hidden = !(preview.duration > 0); };
+  preview.onerror = () => { preview.hidden = true; };
+  preview.src = state.previewUrl;
+  if (!$("add-name").value) {
+    state.autoName = filename.replace(/\.[^.]+$/, "");
+    $("add-name").value = state.autoName;
+  }
   const form = new FormData();
   form.append("audio_sample", blob, filename);
   try {
     const result = await (await api("/v1/inspect", { method: "POST", body: form })).json();
+    if (state.inspecting !== ticket) return;  // another input came meanwhile
     const ins = result.inspection;
     const warnings = ins.findings.filter((f) => f.level === "warning").length;
     $("verdict-text").textContent = (result.usable ? (warnings ? "Usable, with warnings" : "Good reference") :
@@ -211,12 +240,16 @@ async function chooseUpload(blob, filename) {
       fmt(ins.loudness_lufs, 1, " LUFS") + ", SNR " + fmt(ins.snr_db, 0, " dB");
     $("verdict-text").className = result.usable ? "verdict-ok" : "verdict-bad";
     renderFindings($("verdict-findings"), ins.findings);
-    $("add-force").checked = result.usable && warnings > 0 ? $("add-force").checked : false;
     $("add-button").disabled = !result.usable;
+    if (result.usable) state.upload = { blob, filename };
+    status(filename + " inspected: " + (result.usable ? "usable" : "unusable"), !result.usable);
   } catch (e) {
+    if (state.inspecting !== ticket) return;
     $("verdict-text").textContent = "Cannot use this audio: " + e.message;
     $("verdict-text").className = "verdict-bad";
     $("verdict-findings").replaceChildren();
+    preview.hidden = true;
+    status("Cannot use " + filename + ": " + e.message, true);
   }
 }
 
@@ -235,12 +268,9 @@ async function saveVoice(ev) {
   try {
     const v = await (await api("/v1/audio/voices", { method: "POST", body: form })).json();
     status("Added " + v.id + (v.warnings.length ? " (" + v.warnings.join("; ") + ")" : ""));
-    state.upload = null;
+    resetAddForm();
     $("add-form").reset();
     $("file-input").value = "";
-    $("verdict").hidden = true;
-    $("verdict-text").textContent = "";
-    $("verdict-text").className = "";
     await loadVoices();
     await openVoice(v.id, false);
   } catch (e) {
@@ -278,6 +308,8 @@ async function toggleRecording() {
     return;
   }
   let stream;
+  resetAddForm();
+  $("file-input").value = "";  // the recording replaces any chosen file
   try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); }
   catch (e) { status("No microphone: " + e.message, true); return; }
   const chunks = [];
@@ -300,7 +332,10 @@ async function toggleRecording() {
       const buffer = await ctx.decodeAudioData(await recorded.arrayBuffer());
       await ctx.close();
       await chooseUpload(wavFromBuffer(buffer), "recording.wav");
-    } catch (e) { status("Cannot decode the recording: " + e.message, true); }
+    } catch (e) {
+      resetAddForm();
+      status("Cannot decode the recording: " + e.message, true);
+    }
   };
   recorder.start(250);
   button.textContent = "■ Stop";
