@@ -201,6 +201,7 @@ def fresh_server(tmp_path, golden_weights_dir, service_extractor):
 def browser_page(srv, key: str, tmp_path: Path, *, mic: bool = False, log_in: bool = True):
     """A Chromium page on ``srv`` (with a fake microphone playing real speech when ``mic``), the key entered;
     yields ``(page, errors)`` with the page's uncaught errors."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     args = ["--no-sandbox", "--autoplay-policy=no-user-gesture-required"]
     if mic:
         args += ["--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
@@ -278,4 +279,87 @@ def test_each_new_input_resets_the_add_form(fresh_server, tmp_path):
         page.set_input_files("#file-input", str(GOLDEN_INPUTS / "mid_12s.flac"))
         expect(page.locator("#verdict-text")).to_have_class("verdict-ok")
         expect(page.locator("#add-name")).to_have_value("mid_12s")
+        assert not errors, errors
+
+
+def test_empty_state_loading_edit_and_download(fresh_server, tmp_path):
+    """A new library shows what to do first; a loading indicator shows while the list is on its way; a voice's
+    consent, tags, default exaggeration and base are edited in the page (PATCH); its conditionals download as
+    ``.safetensors`` and ``.pt``, byte for byte what the API serves (issue 20, item 11)."""
+    srv, key = fresh_server
+    lib = srv.app.state.service.library
+    expect = sync_api.expect
+    with browser_page(srv, key, tmp_path, log_in=False) as (page, errors):
+        held: list = []
+        page.route("**/v1/audio/voices?*", lambda route: held.append(route))
+        page.goto(srv.url + "/")
+        expect(page.locator("#voices-loading")).to_be_visible()
+        assert page.locator("#voices-section").get_attribute("aria-busy") == "true"
+        held[0].continue_()
+        expect(page.locator("#voices-loading")).to_be_hidden()
+        expect(page.locator("#status")).to_contain_text("API key")
+        page.unroute("**/v1/audio/voices?*")
+
+        # a new library: an empty state says how to start, not a bare table
+        page.fill("#api-key", key)
+        page.click("#save-key")
+        expect(page.locator("#voices-empty")).to_be_visible()
+        expect(page.locator("#voices-empty")).to_contain_text("No voices yet")
+        expect(page.locator("#voices")).to_be_hidden()
+        expect(page.locator("#map-empty")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "07-empty.png"), full_page=True)
+
+        lib.add(GOLDEN_INPUTS / "aishell_4s.wav", "alice", consent="fixture", force=True)
+        lib.add(GOLDEN_INPUTS / "mid_12s.flac", "carl", consent="fixture", force=True)
+        lib.add(GOLDEN_INPUTS / "p240_24k.mp3", "emb", mode="embedding", base="alice", consent="fixture", force=True)
+        page.click("#save-key")
+        expect(page.locator("#voices tbody tr")).to_have_count(3)
+        expect(page.locator("#voices-empty")).to_be_hidden()
+        expect(page.locator("#map-empty")).to_be_hidden()
+        page.fill("#filter", "nobody")
+        expect(page.locator("#voices-nomatch")).to_be_visible()
+        page.fill("#filter", "")
+        expect(page.locator("#voices-nomatch")).to_be_hidden()
+
+        # edit consent, tags and the default exaggeration
+        page.locator("#voices tbody tr", has_text="alice").click()
+        expect(page.locator("#detail-name")).to_have_text("alice")
+        expect(page.locator("#consent-input")).to_have_value("fixture")
+        expect(page.locator("#base-label")).to_be_hidden()  # an audio voice has no base
+        page.fill("#consent-input", "signed form, 2026-12-01")
+        page.fill("#tags-input", "narrator, calm")
+        page.fill("#exaggeration-input", "0.7")
+        page.click("#edit-button")
+        expect(page.locator("#status")).to_contain_text("Saved")
+        expect(page.locator("#detail-figures")).to_contain_text("signed form, 2026-12-01")
+        info = lib.show("alice")
+        assert (info.consent, sorted(info.tags), info.exaggeration) == ("signed form, 2026-12-01",
+                                                                         ["calm", "narrator"], 0.7)
+        expect(page.locator("#voices tbody tr", has_text="alice")).to_contain_text("narrator")
+
+        # the base of an embedding-only voice
+        page.locator("#voices tbody tr", has_text="emb").click()
+        expect(page.locator("#detail-name")).to_have_text("emb")
+        expect(page.locator("#base-label")).to_be_visible()
+        expect(page.locator("#base-select")).to_have_value("alice")
+        page.select_option("#base-select", "carl")
+        page.click("#edit-button")
+        expect(page.locator("#status")).to_contain_text("Saved base")
+        assert lib.show("emb").base == "carl"
+
+        # download the conditionals in both formats: what the API serves
+        page.locator("#voices tbody tr", has_text="alice").click()
+        expect(page.locator("#detail-name")).to_have_text("alice")
+        headers = {"Authorization": f"Bearer {key}"}
+        for fmt in ("safetensors", "pt"):
+            with page.expect_download(timeout=120_000) as dl:
+                page.click(f"#download-{fmt}")
+            download = dl.value
+            assert download.suggested_filename == f"alice.{fmt}"
+            got = Path(download.path()).read_bytes()
+            want = httpx.get(f"{srv.url}/v1/audio/voices/alice/conditionals", params={"format": fmt},
+                             headers=headers, timeout=120).content
+            assert got == want and len(got) > 1000, (fmt, len(got), len(want))
+        expect(page.locator("#status")).to_contain_text("Downloaded alice.pt")
+        page.screenshot(path=str(ARTIFACTS / "08-edit.png"), full_page=True)
         assert not errors, errors

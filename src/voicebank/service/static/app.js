@@ -2,7 +2,8 @@
 "use strict";
 
 const state = { key: localStorage.getItem("voicebank-key") || "", voices: [], selected: null, upload: null,
-                recorder: null, audioUrl: null, previewUrl: null, autoName: null, inspecting: 0 };
+                recorder: null, audioUrl: null, previewUrl: null, autoName: null, inspecting: 0,
+                loaded: false, current: null };
 const $ = (id) => document.getElementById(id);
 
 function el(tag, props = {}, ...children) {
@@ -43,6 +44,8 @@ const fmt = (x, digits = 1, unit = "") => (x === null || x === undefined) ? "–
 // --- voices table ------------------------------------------------------------------------------------
 
 async function loadVoices() {
+  $("voices-loading").hidden = false;
+  $("voices-section").setAttribute("aria-busy", "true");
   try {
     const voices = [];
     let after = null;
@@ -55,12 +58,16 @@ async function loadVoices() {
       after = page.last_id;
     }
     state.voices = voices;
+    state.loaded = true;
     renderVoices();
     renderCompareOptions();
     await renderMap();
     status(voices.length + " voices");
   } catch (e) {
     status(e.status === 401 ? "This server needs an API key: enter it above." : "Cannot list voices: " + e.message, true);
+  } finally {
+    $("voices-loading").hidden = true;
+    $("voices-section").removeAttribute("aria-busy");
   }
 }
 
@@ -87,6 +94,10 @@ function renderVoices() {
     body.append(row);
   }
   $("voice-count").textContent = "(" + state.voices.length + ")";
+  const empty = state.loaded && !state.voices.length;
+  $("voices-empty").hidden = !empty;
+  $("voices").hidden = empty;
+  $("voices-nomatch").hidden = empty || !state.voices.length || shown.length > 0;
 }
 
 // --- one voice ---------------------------------------------------------------------------------------
@@ -111,8 +122,9 @@ async function openVoice(id, play) {
     $("detail-figures").replaceChildren(...figures.flatMap(([k, val]) => [el("dt", { text: k }),
                                                                           el("dd", { text: String(val) })]));
     renderFindings($("detail-findings"), ins.findings || []);
+    state.current = v;
     $("rename-input").value = v.id;
-    $("tags-input").value = v.tags.join(", ");
+    fillEditForm(v);
     await loadAudio(v, play);
     if (state.selected !== id) return;
     await loadNearest(v.id);
@@ -168,14 +180,58 @@ async function renameVoice() {
   } catch (e) { status("Rename failed: " + e.message, true); }
 }
 
-async function saveTags() {
+function fillEditForm(v) {
+  $("tags-input").value = v.tags.join(", ");
+  $("consent-input").value = v.consent || "";
+  $("exaggeration-input").value = v.exaggeration ?? "";
+  // only an embedding-only voice has a base voice (the one whose reference it borrows)
+  $("base-label").hidden = v.mode !== "embedding";
+  const others = state.voices.filter((o) => o.id !== v.id && o.mode !== "embedding").map((o) => o.id);
+  const options = others.map((id) => el("option", { value: id, text: id }));
+  if (!v.base) options.unshift(el("option", { value: "", text: "— none —" }));
+  else if (!others.includes(v.base)) options.unshift(el("option", { value: v.base, text: v.base }));
+  $("base-select").replaceChildren(...options);
+  $("base-select").value = v.base || "";
+}
+
+async function saveEdit(ev) {
+  ev.preventDefault();
+  const v = state.current;
+  if (!v || v.id !== state.selected) return;
+  const patch = {};
   const tags = $("tags-input").value.split(",").map((t) => t.trim()).filter(Boolean);
+  if (tags.join("\n") !== v.tags.join("\n")) patch.tags = tags;
+  const consent = $("consent-input").value.trim();
+  if (consent !== (v.consent || "")) patch.consent = consent;
+  const ex = $("exaggeration-input").value.trim();
+  if (ex !== "" && Number(ex) !== v.exaggeration) patch.exaggeration = Number(ex);
+  const base = $("base-select").value;
+  if (v.mode === "embedding" && base && base !== v.base) patch.base = base;
+  if (!Object.keys(patch).length) { status("Nothing to change"); return; }
   try {
-    await api("/v1/audio/voices/" + enc(state.selected), { method: "PATCH",
-      headers: { "Content-Type": "application/json" }, body: JSON.stringify({ tags }) });
-    status("Tags saved");
+    await api("/v1/audio/voices/" + enc(v.id), { method: "PATCH",
+      headers: { "Content-Type": "application/json" }, body: JSON.stringify(patch) });
+    status("Saved " + Object.keys(patch).join(", ") + " of " + v.id);
     await loadVoices();
-  } catch (e) { status("Saving tags failed: " + e.message, true); }
+    await openVoice(v.id, false);
+  } catch (e) { status("Saving failed: " + e.message, true); }
+}
+
+async function downloadConditionals(format) {
+  const id = state.selected;
+  if (!id) return;
+  status("Preparing the conditionals of " + id + "…");
+  try {
+    // fetched with the key (a plain link cannot send one), then saved from memory through a blob link
+    const blob = await (await api("/v1/audio/voices/" + enc(id) + "/conditionals?format=" + format)).blob();
+    const url = URL.createObjectURL(blob);
+    const link = el("a", { href: url, download: id + "." + format, hidden: "" });
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+    status("Downloaded " + id + "." + format + " (" + (blob.size / 1024).toFixed(0) + " KiB)");
+  } catch (e) { status("Download failed: " + e.message, true); }
 }
 
 async function deleteVoice() {
@@ -374,6 +430,8 @@ async function renderMap() {
   let map;
   try { map = await (await api("/v1/audio/map")).json(); } catch (e) { return; }
   const pts = map.data;
+  $("map-empty").hidden = pts.length > 0;
+  svg.hidden = !pts.length;
   if (!pts.length) return;
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
@@ -418,7 +476,9 @@ $("key-form").addEventListener("submit", (ev) => {
 $("filter").addEventListener("input", renderVoices);
 $("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; renderVoices(); });
 $("rename-button").addEventListener("click", renameVoice);
-$("tags-button").addEventListener("click", saveTags);
+$("edit-form").addEventListener("submit", saveEdit);
+$("download-safetensors").addEventListener("click", () => downloadConditionals("safetensors"));
+$("download-pt").addEventListener("click", () => downloadConditionals("pt"));
 $("delete-button").addEventListener("click", deleteVoice);
 $("file-input").addEventListener("change", (ev) => {
   const f = ev.target.files[0];
