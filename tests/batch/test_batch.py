@@ -273,12 +273,35 @@ def test_conditionals_dataset_reads_back_as_voices(tmp_path: Path, golden_weight
     assert len(library.names()) == 5
 
 
-def test_embedding_dataset_is_not_voices(tmp_path: Path, golden_weights_dir: Path, clips: list[Path]) -> None:
+def test_an_embedding_dataset_becomes_embedding_voices_exactly_once(tmp_path: Path, golden_weights_dir: Path,
+                                                                    clips: list[Path]) -> None:
+    """Embedding rows become embedding voices (no temporary files); a row the batch could not compute is skipped
+    with its reason; importing again adds nothing."""
+    from voicebank.engine import shared_engine
+    from voicebank.library import Library
+
     out = tmp_path / "ds"
-    run([str(clips[0])], out, TransformConfig(weights=str(golden_weights_dir)), threads_per_worker=1)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not really")
+    run([str(clips[0]), str(clips[1]), str(broken)], out, TransformConfig(weights=str(golden_weights_dir)),
+        threads_per_worker=1)
     with pytest.raises(BatchError, match="embedding-mode"):
-        list(read(out))
-    assert cli("add", "--from-dataset", str(out), "--library", str(tmp_path / "lib")) == 1
+        list(read(out))  # voices are for conditionals datasets; the library takes both
+    lib = tmp_path / "lib"
+    assert cli("add", "--from-dataset", str(out), "--library", str(lib), "--weights", str(golden_weights_dir)) == 0
+    library = Library(lib, engine=shared_engine(golden_weights_dir))
+    assert sorted(library.names()) == sorted([clips[0].stem, clips[1].stem])
+    info = library.show(clips[0].stem)
+    assert info.mode == "embedding" and info.source_sha256 and info.origin == "import"
+    speaker, xvector = library.vectors(clips[0].stem)
+    want = shared_engine(golden_weights_dir).embeddings(str(clips[0]))
+    assert np.allclose(speaker, want[0], atol=1e-6) and np.allclose(xvector, want[1], atol=1e-5)
+    from voicebank.batch import import_dataset
+
+    again = import_dataset(library, out)
+    assert [r.status for r in again].count("added") == 0 and len(library.names()) == 2
+    assert any(r.status == "skipped" and "could not compute" in r.reason for r in again)
+    assert not list(tmp_path.glob("**/voicebank-import-*"))  # nothing temporary was written
 
 
 def test_cli_model_batch_runs_clips_together(tmp_path: Path, golden_weights_dir: Path, clips: list[Path],

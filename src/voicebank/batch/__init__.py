@@ -5,6 +5,7 @@
 - ``dataset``: the Parquet output (atomic part files), :func:`read` -> :class:`~voicebank.voice.Voice`.
 - ``runner``: :func:`plan` / :func:`execute` / :func:`run` with the ``local`` and ``ray`` executors, resumable
   and exactly-once.
+- ``into_library``: :func:`import_dataset`: a dataset's rows (either mode) into a voice library.
 
 Needs pyarrow (``pip install 'voicebank[batch]'``); the ray executor needs Ray Data (``voicebank[ray]``).
 Nothing heavy is imported until used.
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     from .dataset import BatchError, iter_voices, read, read_table, schema
     from .inputs import resolve_inputs
+    from .into_library import import_dataset
     from .runner import Plan, Summary, execute, plan, run
     from .transform import BatchTransform, TransformConfig
 
@@ -27,6 +29,7 @@ _LAZY = {
     "read_table": "dataset",
     "schema": "dataset",
     "resolve_inputs": "inputs",
+    "import_dataset": "into_library",
     "Plan": "runner",
     "Summary": "runner",
     "execute": "runner",
@@ -55,6 +58,7 @@ __all__ = [
     "Summary",
     "TransformConfig",
     "execute",
+    "import_dataset",
     "iter_voices",
     "plan",
     "read",

@@ -205,42 +205,29 @@ def _print_summary(summary: Summary, output: Path) -> None:
 
 def add_from_dataset(dataset: Path, lib: Library, *, variant: str | None, tags: list[str], consent: str,
                      added_by: str | None, as_json: bool) -> None:
-    """``voicebank add --from-dataset DIR``: import a conditionals dataset's voices into a library.
+    """``voicebank add --from-dataset DIR``: a ``voicebank batch`` dataset's voices into the library, either mode.
 
-    Each successful row becomes a ``conditionals`` voice named after its clip's file stem, through
-    :meth:`Library.import_file <voicebank.library.Library.import_file>` (so this process is the library's
-    one writer).  Rows whose name or audio is already in the library are skipped; exit 1 if any failed.
+    Each successful row becomes a voice named after its clip's file stem (:func:`voicebank.batch.import_dataset`:
+    ``conditionals`` rows as conditionals voices, ``embedding`` rows as embedding voices, no files in between).
+    Rows whose name or audio is already in the library, and rows the batch could not compute, are skipped; exit 1
+    if any failed.
     """
     import json
-    import tempfile
 
-    from ..batch.dataset import iter_voices
-    from ..errors import LibraryError, VoicebankError, VoiceExistsError
+    from ..batch.into_library import import_dataset
+    from ..errors import LibraryError
 
+    results = import_dataset(lib, dataset, variant=variant, tags=tags, consent=consent, added_by=added_by)
     counts = {"added": 0, "skipped": 0, "failed": 0}
-    report: list[dict[str, str]] = []
-    with tempfile.TemporaryDirectory(prefix="voicebank-import-") as tmp:
-        for path, voice in iter_voices(dataset, variant=variant):
-            name = Path(path).stem
-            file = Path(tmp) / f"{name}.safetensors"
-            try:
-                voice.save(file)
-                lib.import_file(file, name, tags=tags, consent=consent, added_by=added_by)
-                status, reason = "added", ""
-            except VoiceExistsError as e:
-                status, reason = "skipped", str(e)
-            except VoicebankError as e:
-                status, reason = "failed", str(e)
-            finally:
-                file.unlink(missing_ok=True)
-            counts[status] += 1
-            report.append({"path": path, "name": name, "status": status, "reason": reason})
+    for r in results:
+        counts[r.status] += 1
     if as_json:
-        typer.echo(json.dumps(report, indent=2))
-    for r in report:
-        if r["status"] == "failed":
-            typer.echo(f"voicebank: error: {clean(r['path'])}: {clean(r['reason'])}", err=True)
-    typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" from {dataset}", err=True)
+        typer.echo(json.dumps([{"path": r.source, "name": r.name, "status": r.status, "reason": r.reason}
+                               for r in results], indent=2))
+    for r in results:
+        if r.status == "failed":
+            typer.echo(f"voicebank: error: {clean(r.source)}: {clean(r.reason)}", err=True)
+    typer.echo(", ".join(f"{n} {s}" for s, n in counts.items()) + f" from {clean(dataset)}", err=True)
     if counts["failed"]:
         raise LibraryError(f"{counts['failed']} voice(s) of {dataset} could not be imported (listed above)")
 

@@ -8,7 +8,8 @@ a Ray actor.  ``commit(store, prepared)`` runs where the one writer is, in one t
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -16,17 +17,24 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from ..audio.clip import Clip
-from ..audio.decode import wav_bytes
+from ..audio.decode import AudioSource, describe, wav_bytes
 from ..audio.inspection import inspect_clip
 from ..chatterbox import DEFAULT_EXAGGERATION, VARIANTS
-from ..errors import InvalidOptionError, ReferenceRejectedError
+from ..errors import (
+    DuplicateAudioError,
+    InvalidOptionError,
+    InvalidVoiceNameError,
+    ReferenceRejectedError,
+    VoicebankError,
+)
 from ..options import check_exaggeration, check_variant, embedding_variant
+from ..ordered import ordered_map
+from ..progress import Progress
 from ..store.records import STORAGE_MODES, NewVoice, StorageMode, VoiceInfo
 from ..store.store import VoiceStore
 from .computes import Computes
-from .names import clean_tags, current_user
+from .names import clean_tags, current_user, default_name
 from .results import AddResult
-from .scoring import Scoring
 
 if TYPE_CHECKING:
     pass
@@ -174,44 +182,46 @@ def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float
     return AddResult(p.source, p.name, "added", "", tuple(warnings), tuple(similar), info)
 
 
-def import_voice_file(store: VoiceStore, path: Path, name: str, *, tags: Iterable[str] = (), consent: str = "",
-                      added_by: str = "", exaggeration: float | None = None, scoring: Scoring | None = None,
-                      threshold: float | None = None, engine: Computes | None = None) -> AddResult:
-    """Add a voice file (voicebank ``.safetensors`` or upstream ``.pt``) as a ``conditionals`` voice without audio.
+def add_all(prepare: Callable[[AudioSource, str | None], Prepared], commit: Callable[[Prepared], AddResult],
+            sources: Sequence[AudioSource], names: Sequence[str | None] | None, *, workers: int,
+            progress: Progress | None = None) -> list[AddResult]:
+    """``commit(prepare(source, name))`` of every source, one :class:`AddResult` each (``added``, ``skipped``
+    for audio already stored, ``failed`` with the reason), never raising for one bad clip.
 
-    The file is validated (an unsafe ``.pt`` is refused, never run).  Refused when the name is taken, the
-    same voice file was imported before, or its source audio (by sha256) is already stored.  Stored voices
-    that may be the same speaker are reported (:func:`~voicebank.library.search.find_similar` with the library's
-    ``scoring``: ``threshold`` is the normalised duplicate score, ``engine`` embeds the built-in cohort).
+    Clips are prepared on ``workers`` threads, two per worker ahead, and committed on this thread, the one
+    writer, in input order, so names and duplicate warnings do not depend on thread timing and an interrupted
+    run keeps every clip committed so far.  ``progress(1)`` is called as each clip finishes.
     """
-    from ..similarity import DUPLICATE_THRESHOLD
-    from ..store.blobs import sha256_bytes
-    from ..voice.files import voice_file_format
-    from ..voice.voice import Voice
-    from .search import find_similar, similar_warnings
+    results: list[AddResult] = []
 
-    voice = Voice.load(path)
-    meta = voice.metadata
-    data = voice.to_bytes()
-    ex = check_exaggeration(exaggeration) if exaggeration is not None else meta.exaggeration
-    speaker = voice.speaker_embedding.float().cpu().numpy() if voice.t3 is not None else None
-    xvector = voice.xvector.float().cpu().numpy()
-    similar, norms = find_similar(scoring if scoring is not None else Scoring(store), engine, speaker, meta.variant,
-                                  duplicate_threshold=DUPLICATE_THRESHOLD if threshold is None else threshold)
-    warnings = similar_warnings(similar)
-    if meta.hybrid:
-        warnings.append(f"the imported voice is a hybrid ({meta.hybrid})")
-    provenance = {"imported_from": path.name, "format": "voicebank" if voice_file_format(path).startswith(
-                  "voicebank") else "upstream .pt", "hybrid": meta.hybrid}
-    info = store.insert(NewVoice(
-        name=name, mode="conditionals", variant=meta.variant, exaggeration=ex if voice.t3 is not None else None,
-        speaker_emb=speaker, xvector=xvector, weights_fingerprint=meta.weights_fingerprint, origin="import",
-        source_sha256=meta.source_sha256 or None, source_name=path.name, duration=meta.source_duration,
-        sample_rate=meta.source_sample_rate, provenance=provenance, added_by=added_by, consent=consent,
-        tags=clean_tags(tags), voice_files={meta.variant: (data, meta.weights_fingerprint)}, norms=norms),
-        label=str(path), refuse_voice_file=sha256_bytes(data))
-    return AddResult(str(path), name, "added", "", tuple(warnings), tuple(similar), info)
+    def label_and_name(i: int) -> tuple[str, str]:
+        given = names[i] if names is not None else None
+        if given:
+            return describe(sources[i]), str(given)
+        try:
+            return describe(sources[i]), default_name(sources[i])
+        except InvalidVoiceNameError:
+            return describe(sources[i]), ""
+
+    def one(i: int) -> Prepared:
+        return prepare(sources[i], names[i] if names is not None else None)
+
+    with closing(ordered_map(one, range(len(sources)), workers=workers, ahead=2 * workers,
+                             thread_name_prefix="voicebank-add")) as prepared:
+        for i, fut in enumerate(prepared):
+            label, guess = label_and_name(i)
+            try:
+                results.append(commit(fut.result()))
+            except DuplicateAudioError as e:
+                results.append(AddResult(label, guess, "skipped", str(e)))
+            except VoicebankError as e:
+                results.append(AddResult(label, guess, "failed", str(e)))
+            except (OSError, ValueError, TypeError, RuntimeError) as e:  # unexpected: one clip must not stop a batch
+                log.debug("%s: failed", label, exc_info=True)
+                results.append(AddResult(label, guess, "failed", f"{type(e).__name__}: {e}"))
+            if progress:
+                progress(1)
+    return results
 
 
-__all__ = ["AddOptions", "Prepared", "add_options", "check_mode", "check_variants", "commit", "import_voice_file",
-           "prepare"]
+__all__ = ["AddOptions", "Prepared", "add_all", "add_options", "check_mode", "check_variants", "commit", "prepare"]

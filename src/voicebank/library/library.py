@@ -23,19 +23,16 @@ import logging
 import os
 import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import Future
-from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..audio.clip import Clip
-from ..audio.decode import AudioSource, describe
+from ..audio.decode import AudioSource
 from ..chatterbox import DEFAULT_EXAGGERATION
-from ..errors import DuplicateAudioError, InvalidOptionError, InvalidVoiceNameError, VoicebankError, WeightsError
+from ..errors import InvalidOptionError, WeightsError
 from ..options import check_exaggeration, check_number, check_variant
-from ..ordered import ordered_map
 from ..progress import Progress
 from ..settings import Settings
 from ..similarity import DUPLICATE_THRESHOLD
@@ -43,7 +40,7 @@ from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue, Generation
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
-from . import ingest, maintenance, materialise, search
+from . import imports, ingest, maintenance, materialise, search
 from .computes import Computes
 from .ingest import AddOptions, Prepared
 from .names import check_name, clean_tags, current_user, default_name
@@ -292,42 +289,9 @@ class Library:
             raise InvalidOptionError(f"names has {len(names)} entries for {len(srcs)} sources")
         opts = self._options(mode, variant, exaggeration, tags, consent, added_by, keep_audio, base, force)
         self.store.check_writable()  # read-only or locked: say so before the costly extraction
-        results: builtins.list[AddResult] = []
-
-        def label_and_name(i: int) -> tuple[str, str]:
-            given = names[i] if names is not None else None
-            if given:
-                return describe(srcs[i]), str(given)
-            try:
-                return describe(srcs[i]), default_name(srcs[i])
-            except InvalidVoiceNameError:
-                return describe(srcs[i]), ""
-
-        def finish(i: int, fut: Future[Prepared]) -> None:
-            label, guess = label_and_name(i)
-            try:
-                results.append(self.commit(fut.result()))
-            except DuplicateAudioError as e:
-                results.append(AddResult(label, guess, "skipped", str(e)))
-            except VoicebankError as e:
-                results.append(AddResult(label, guess, "failed", str(e)))
-            except (OSError, ValueError, TypeError, RuntimeError) as e:  # unexpected; one clip must not stop a batch
-                log.debug("%s: failed", label, exc_info=True)
-                results.append(AddResult(label, guess, "failed", f"{type(e).__name__}: {e}"))
-            if progress:
-                progress(1)
-
-        def prepare(i: int) -> Prepared:
-            return self.prepare(srcs[i], names[i] if names is not None else None, opts)
-
         n_workers = int(check_number(workers, "workers", 1, 256, integer=True))
-        # prepared on the workers, two clips per worker ahead; committed here in input order, so names and
-        # duplicate warnings do not depend on thread timing
-        with closing(ordered_map(prepare, range(len(srcs)), workers=n_workers, ahead=2 * n_workers,
-                                 thread_name_prefix="voicebank-add")) as prepared:
-            for i, fut in enumerate(prepared):
-                finish(i, fut)
-        return results
+        return ingest.add_all(lambda src, name: self.prepare(src, name, opts), self.commit, srcs, names,
+                              workers=n_workers, progress=progress)
 
     def import_file(self, path: str | os.PathLike[str], name: str | None = None, *, tags: Iterable[str] = (),
                     consent: str = "", added_by: str | None = None, exaggeration: float | None = None) -> AddResult:
@@ -337,10 +301,39 @@ class Library:
         same voice file was imported before, or its source audio (by sha256) is already stored.
         """
         path = Path(path)
-        return ingest.import_voice_file(
-            self.store, path, check_name(name if name is not None else path.stem), tags=tags, consent=consent,
+        return imports.import_voice_file(
+            self.store, self.scoring, path, check_name(name if name is not None else path.stem), tags=tags,
+            consent=consent, added_by=current_user() if added_by is None else added_by, exaggeration=exaggeration,
+            threshold=self.duplicate_threshold, engine=self.engine)
+
+    def import_voice(self, voice: Voice, name: str, *, source: str = "", tags: Iterable[str] = (), consent: str = "",
+                     added_by: str | None = None, exaggeration: float | None = None) -> AddResult:
+        """Add ready conditionals computed elsewhere (a :class:`~voicebank.voice.Voice`, e.g. a row of a
+        ``voicebank batch`` dataset) as a ``conditionals`` voice without audio, as :meth:`import_file` does, with
+        no file in between.  ``source`` names where it came from."""
+        label = source or name
+        return imports.import_voice(
+            self.store, self.scoring, voice.check(label), check_name(name), label=label,
+            provenance={"imported_from": label}, tags=tags, consent=consent,
             added_by=current_user() if added_by is None else added_by, exaggeration=exaggeration,
-            threshold=self.duplicate_threshold, engine=self.engine, scoring=self.scoring)
+            threshold=self.duplicate_threshold, engine=self.engine)
+
+    def import_embedding(self, name: str, speaker_emb: np.ndarray, xvector: np.ndarray, *, source: str = "",
+                         variant: str = "english", weights_fingerprint: str = "", source_sha256: str | None = None,
+                         duration: float | None = None, sample_rate: int | None = None, tags: Iterable[str] = (),
+                         consent: str = "", added_by: str | None = None, base: str | None = None) -> AddResult:
+        """Add a speaker embedding (256,) float32 and x-vector (192,) float32 computed elsewhere (e.g. a row of an
+        embedding-mode ``voicebank batch`` dataset) as an ``embedding`` voice.  ``source_sha256`` (the source
+        audio's) makes a second import of the same clip a :class:`~voicebank.errors.DuplicateAudioError`."""
+        label = source or name
+        if base is not None:
+            self.store.check_base(base)
+        return imports.import_embedding(
+            self.store, self.scoring, check_name(name), speaker_emb, xvector, label=label, variant=variant,
+            weights_fingerprint=weights_fingerprint, source_sha256=source_sha256, duration=duration,
+            sample_rate=sample_rate, provenance={"imported_from": label}, tags=tags, consent=consent,
+            added_by=current_user() if added_by is None else added_by, base=base,
+            threshold=self.duplicate_threshold, engine=self.engine)
 
     # --- getting conditionals --------------------------------------------------------------------------
 
