@@ -8,6 +8,7 @@ Playwright or a Chromium binary is missing (``.ci/run`` installs Debian's ``chro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -362,4 +363,61 @@ def test_empty_state_loading_edit_and_download(fresh_server, tmp_path):
             assert got == want and len(got) > 1000, (fmt, len(got), len(want))
         expect(page.locator("#status")).to_contain_text("Downloaded alice.pt")
         page.screenshot(path=str(ARTIFACTS / "08-edit.png"), full_page=True)
+        assert not errors, errors
+
+
+def test_the_map_groups_coincident_voices_and_keeps_labels_apart(fresh_server, tmp_path):
+    """Identical voices fall on one spot of the map: they are drawn as one point that lists them (each opens),
+    no circle hides another, labels never overlap, and every voice stays reachable (issue 20, item 10)."""
+    srv, key = fresh_server
+    lib = srv.app.state.service.library
+    import soundfile as sf
+
+    wav, rate = sf.read(GOLDEN_INPUTS / "aishell_4s.wav", dtype="float32")
+    for name, gain in (("alice copy", 0.999), ("alice again", 0.998)):  # the same voice, other bytes
+        sf.write(tmp_path / f"{name}.wav", wav * gain, rate, subtype="FLOAT")
+        lib.add(tmp_path / f"{name}.wav", name, consent="fixture", force=True)
+    for name, clip in (("alice", "aishell_4s.wav"), ("bob", "p240_24k.mp3"), ("carl", "mid_12s.flac"),
+                       ("dora", "odd_7p33s_48k.ogg")):
+        lib.add(GOLDEN_INPUTS / clip, name, consent="fixture", force=True)
+    expect = sync_api.expect
+    with browser_page(srv, key, tmp_path) as (page, errors):
+        expect(page.locator("#voices tbody tr")).to_have_count(6)
+        group = page.locator("#map circle.group")
+        expect(group).to_have_count(1)
+        assert sorted(json.loads(group.get_attribute("data-ids"))) == ["alice", "alice again", "alice copy"]
+        expect(page.locator("#map circle")).to_have_count(4)
+
+        # every voice is reachable: a point of its own or a listed member of a group
+        singles = page.locator("#map circle[data-id]").evaluate_all("cs => cs.map(c => c.dataset.id)")
+        assert sorted(singles) == ["bob", "carl", "dora"]
+        # no circle covers another: the element at each circle's centre is that circle
+        page.locator("#map").scroll_into_view_if_needed()
+        covered = page.eval_on_selector_all("#map circle", """cs => cs.filter(c => {
+            const r = c.getBoundingClientRect();
+            return document.elementFromPoint(r.x + r.width / 2, r.y + r.height / 2) !== c; }).map(c => c.outerHTML)""")
+        assert not covered, covered
+        # labels never overlap one another
+        boxes = page.eval_on_selector_all("#map text.label", "ts => ts.map(t => { const r = t.getBoundingClientRect();"
+                                          " return [r.left, r.top, r.right, r.bottom]; })")
+        assert len(boxes) >= 3
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+
+        group.click()
+        listing = page.locator("#map-group")
+        expect(listing).to_be_visible()
+        expect(listing.locator("button[data-id]")).to_have_text(["alice", "alice again", "alice copy"])
+        for name in ("alice copy", "alice again", "alice"):
+            listing.locator(f"button[data-id='{name}']").click()
+            expect(page.locator("#detail-name")).to_have_text(name)
+            expect(group).to_have_class("group selected")
+        page.locator("#map circle[data-id='dora']").click()
+        expect(page.locator("#detail-name")).to_have_text("dora")
+        # keyboard: a point is focusable and opens with Enter
+        page.focus("#map circle[data-id='bob']")
+        page.keyboard.press("Enter")
+        expect(page.locator("#detail-name")).to_have_text("bob")
+        page.screenshot(path=str(ARTIFACTS / "09-map-groups.png"), full_page=True)
         assert not errors, errors

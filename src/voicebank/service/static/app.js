@@ -211,9 +211,9 @@ async function saveEdit(ev) {
   try {
     await api("/v1/audio/voices/" + enc(v.id), { method: "PATCH",
       headers: { "Content-Type": "application/json" }, body: JSON.stringify(patch) });
-    status("Saved " + Object.keys(patch).join(", ") + " of " + v.id);
     await loadVoices();
     await openVoice(v.id, false);
+    status("Saved " + Object.keys(patch).join(", ") + " of " + v.id);  // after the list's own "N voices"
   } catch (e) { status("Saving failed: " + e.message, true); }
 }
 
@@ -423,10 +423,71 @@ async function compareVoices() {
   } catch (e) { $("compare-result").textContent = "Cannot compare: " + e.message; }
 }
 
+const MAP = { r: 7, near: 14, ns: "http://www.w3.org/2000/svg" };
+
+function svgEl(tag, attrs = {}, text = null) {
+  const node = document.createElementNS(MAP.ns, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+function groupPoints(pts) {
+  // points closer on screen than two radii would overprint, and the lower one could not be clicked: they
+  // become one group (single linkage, so a chain of near points is one group), drawn at their mean
+  const parent = pts.map((_, i) => i);
+  const find = (i) => (parent[i] === i ? i : (parent[i] = find(parent[i])));
+  for (let i = 0; i < pts.length; i++) {
+    for (let j = i + 1; j < pts.length; j++) {
+      if (Math.hypot(pts[i].sx - pts[j].sx, pts[i].sy - pts[j].sy) < MAP.near) parent[find(i)] = find(j);
+    }
+  }
+  const groups = new Map();
+  pts.forEach((p, i) => { const root = find(i); if (!groups.has(root)) groups.set(root, []); groups.get(root).push(p); });
+  return [...groups.values()].map((members) => {
+    members.sort((a, b) => a.id.localeCompare(b.id));
+    return { members, x: members.reduce((t, p) => t + p.sx, 0) / members.length,
+             y: members.reduce((t, p) => t + p.sy, 0) / members.length,
+             r: members.length > 1 ? MAP.r + 3 : MAP.r };
+  });
+}
+
+function placeLabels(svg, nodes) {
+  // each label goes right, left, above or below its point, wherever it overlaps no other label and no point;
+  // a label with no free place is left out (the point still names its voices on hover and opens on click)
+  const boxes = nodes.map((n) => ({ x: n.x - n.r, y: n.y - n.r, w: 2 * n.r, h: 2 * n.r }));
+  const hit = (a, b) => a.x < b.x + b.w && b.x < a.x + a.w && a.y < b.y + b.h && b.y < a.y + a.h;
+  const [width, height] = [600, 380];
+  for (const n of [...nodes].sort((a, b) => a.y - b.y || a.x - b.x)) {
+    const label = svgEl("text", { class: "label" }, n.members.length > 1 ?
+      n.members[0].id + " +" + (n.members.length - 1) : n.members[0].id);
+    svg.append(label);
+    const w = label.getComputedTextLength() || 6 * label.textContent.length, h = 12;
+    const spots = [[n.x + n.r + 2, n.y - h / 2], [n.x - n.r - 2 - w, n.y - h / 2],
+                   [n.x - w / 2, n.y - n.r - 2 - h], [n.x - w / 2, n.y + n.r + 2]];
+    const spot = spots.map(([x, y]) => ({ x, y, w, h }))
+      .find((b) => b.x >= 0 && b.y >= 0 && b.x + w <= width && b.y + h <= height && !boxes.some((o) => hit(b, o)));
+    if (!spot) { label.remove(); continue; }
+    boxes.push(spot);
+    label.setAttribute("x", spot.x);
+    label.setAttribute("y", spot.y + h - 2);
+  }
+}
+
+function showMapGroup(ids) {
+  const box = $("map-group");
+  box.replaceChildren(el("span", { class: "muted", text: ids.length + " voices at this point: " }),
+    ...ids.map((id) => el("button", { type: "button", class: "small ghost-link", "data-id": id,
+                                      onclick: () => openVoice(id, false) }, id)),
+    el("button", { type: "button", class: "small ghost", "aria-label": "Close", onclick: () => { box.hidden = true; } },
+       "✕"));
+  box.hidden = false;
+}
+
 async function renderMap() {
   const svg = $("map");
-  const ns = "http://www.w3.org/2000/svg";
   svg.replaceChildren();
+  $("map-group").hidden = true;
   let map;
   try { map = await (await api("/v1/audio/map")).json(); } catch (e) { return; }
   const pts = map.data;
@@ -435,32 +496,39 @@ async function renderMap() {
   if (!pts.length) return;
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-  const sx = (x) => 40 + (x1 > x0 ? (x - x0) / (x1 - x0) : 0.5) * 520;
-  const sy = (y) => 360 - (y1 > y0 ? (y - y0) / (y1 - y0) : 0.5) * 320;
   for (const p of pts) {
-    const c = document.createElementNS(ns, "circle");
-    c.setAttribute("cx", sx(p.x)); c.setAttribute("cy", sy(p.y)); c.setAttribute("r", 7);
-    c.setAttribute("data-id", p.id);
-    const title = document.createElementNS(ns, "title");
-    title.textContent = p.id + (p.tags.length ? " [" + p.tags.join(", ") + "]" : "");
-    c.append(title);
-    c.addEventListener("click", () => openVoice(p.id, false));
-    const label = document.createElementNS(ns, "text");
-    label.setAttribute("x", sx(p.x) + 9); label.setAttribute("y", sy(p.y) + 4);
-    label.textContent = p.id;
-    svg.append(c, label);
+    p.sx = 40 + (x1 > x0 ? (p.x - x0) / (x1 - x0) : 0.5) * 480;
+    p.sy = 360 - (y1 > y0 ? (p.y - y0) / (y1 - y0) : 0.5) * 320;
   }
-  const caption = document.createElementNS(ns, "text");
-  caption.setAttribute("x", 8); caption.setAttribute("y", 392);
-  caption.textContent = "PC1 " + (100 * map.explained_variance[0]).toFixed(0) + "% · PC2 " +
-    (100 * map.explained_variance[1]).toFixed(0) + "% of the variance";
-  svg.append(caption);
+  const nodes = groupPoints(pts);
+  for (const n of nodes) {
+    const ids = n.members.map((p) => p.id);
+    const single = ids.length === 1;
+    const c = svgEl("circle", { cx: n.x, cy: n.y, r: n.r, tabindex: "0", role: "button" });
+    if (single) c.setAttribute("data-id", ids[0]);
+    else { c.setAttribute("class", "group"); c.setAttribute("data-ids", JSON.stringify(ids)); }
+    c.append(svgEl("title", {}, n.members.map((p) => p.id + (p.tags.length ? " [" + p.tags.join(", ") + "]" : ""))
+      .join("\n")));
+    c.setAttribute("aria-label", single ? "voice " + ids[0] : ids.length + " voices: " + ids.join(", "));
+    const open = () => (single ? openVoice(ids[0], false) : showMapGroup(ids));
+    c.addEventListener("click", open);
+    c.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); open(); } });
+    svg.append(c);
+    if (!single) svg.append(svgEl("text", { class: "count", x: n.x, y: n.y + 4, "text-anchor": "middle" }, ids.length));
+  }
+  placeLabels(svg, nodes);
+  svg.append(svgEl("text", { x: 8, y: 392 }, "PC1 " + (100 * map.explained_variance[0]).toFixed(0) + "% · PC2 " +
+    (100 * map.explained_variance[1]).toFixed(0) + "% of the variance"));
   highlightMap();
 }
 
 function highlightMap() {
   for (const c of $("map").querySelectorAll("circle")) {
-    c.classList.toggle("selected", c.getAttribute("data-id") === state.selected);
+    const ids = c.hasAttribute("data-ids") ? JSON.parse(c.getAttribute("data-ids")) : [c.getAttribute("data-id")];
+    c.classList.toggle("selected", ids.includes(state.selected));
+  }
+  for (const b of $("map-group").querySelectorAll("button[data-id]")) {
+    b.classList.toggle("selected", b.getAttribute("data-id") === state.selected);
   }
 }
 
