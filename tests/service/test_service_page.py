@@ -308,6 +308,7 @@ def test_empty_state_loading_edit_and_download(fresh_server, tmp_path):
         expect(page.locator("#voices-empty")).to_contain_text("No voices yet")
         expect(page.locator("#voices")).to_be_hidden()
         expect(page.locator("#map-empty")).to_be_visible()
+        expect(page.locator("#map")).to_be_hidden()  # no blank plot
         page.screenshot(path=str(ARTIFACTS / "07-empty.png"), full_page=True)
 
         lib.add(GOLDEN_INPUTS / "aishell_4s.wav", "alice", consent="fixture", force=True)
@@ -317,6 +318,7 @@ def test_empty_state_loading_edit_and_download(fresh_server, tmp_path):
         expect(page.locator("#voices tbody tr")).to_have_count(3)
         expect(page.locator("#voices-empty")).to_be_hidden()
         expect(page.locator("#map-empty")).to_be_hidden()
+        expect(page.locator("#map")).to_be_visible()
         page.fill("#filter", "nobody")
         expect(page.locator("#voices-nomatch")).to_be_visible()
         page.fill("#filter", "")

@@ -492,7 +492,7 @@ async function renderMap() {
   try { map = await (await api("/v1/audio/map")).json(); } catch (e) { return; }
   const pts = map.data;
   $("map-empty").hidden = pts.length > 0;
-  svg.hidden = !pts.length;
+  svg.toggleAttribute("hidden", !pts.length);  // an <svg> has no .hidden property
   if (!pts.length) return;
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
