@@ -411,9 +411,9 @@ class Library:
         excluded.
 
         Ranked by the normalised score (:class:`~voicebank.similarity.ScoreNormaliser`; the cohort is the
-        library's voices topped up with the built-in cohort, :func:`voicebank.cohort.library_normaliser`).
-        Voices without a speaker embedding (VC) are not ranked; a query without one raises
-        :class:`~voicebank.errors.LibraryError`.
+        library's voices topped up with the built-in cohort, and each voice's statistics are stored with it:
+        :mod:`voicebank.library.scoring`), one matrix-vector product over the library's index.  Voices without a
+        speaker embedding (VC) are not ranked; a query without one raises :class:`~voicebank.errors.LibraryError`.
         """
         return search.search(self.store, self.scoring, self.engine, query, k=k, tag=tag, variant=variant,
                              duplicate_threshold=self.duplicate_threshold, names_only=names_only)

@@ -237,19 +237,6 @@ class VoiceStore(Upkeep):
             return self._good(conn, conn.execute("SELECT * FROM voices ORDER BY name").fetchall(), self._stored,
                               on_bad)
 
-    def vectors(self, *, tag: str | None = None) -> builtins.list[tuple[str, np.ndarray | None, np.ndarray | None]]:
-        """``(name, speaker_emb (256,) or None, xvector (192,) or None)`` of every voice (optionally tagged)."""
-        sql, args = "SELECT name, speaker_emb, xvector FROM voices", []
-        if tag is not None:
-            sql += " WHERE id IN (SELECT voice_id FROM tags WHERE tag = ?)"
-            args.append(tag)
-        rows = self._query(sql + " ORDER BY name", args)
-        return [(n, vec(s, SPEAKER_EMB_DIM), vec(x, XVECTOR_DIM)) for n, s, x in rows]
-
-    def speaker_embeddings(self) -> dict[str, np.ndarray]:
-        """``name -> speaker_emb (256,)`` of every voice that has one."""
-        return {n: s for n, s, _ in self.vectors() if s is not None}
-
     @property
     def cache_dir(self) -> Path:
         """``<library>/cache``: derived files that can be computed again (not created here; never checked)."""
