@@ -24,7 +24,7 @@ SHELLS = ("cli", "service", "batch", "client")
 """The shells: the command line, the HTTP service, the batch runner and the service's client."""
 
 MAX_LINES = 500
-TOO_LONG = {"store/store.py": 515}
+TOO_LONG: dict[str, int] = {}
 """Modules allowed over :data:`MAX_LINES` for now, with their ceiling: this list may only shrink."""
 
 

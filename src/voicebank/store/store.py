@@ -36,7 +36,6 @@ from ..chatterbox import SPEAKER_EMB_DIM, VARIANTS, XVECTOR_DIM
 from ..errors import (
     BaseVoiceError,
     CatalogueError,
-    DuplicateAudioError,
     LibraryError,
     VoiceExistsError,
     VoiceNotFoundError,
@@ -260,45 +259,6 @@ class VoiceStore(Upkeep):
                 f"is unreadable ({e.strerror or e})"
             raise LibraryError(f"voice {voice!r}: its {f.role} file {self.blobs.relative(f.path)} {what}; run "
                                "voicebank library check --repair") from e
-
-    # --- checks before writing ---------------------------------------------------------------------------
-
-    def _refuse_taken(self, conn: sqlite3.Connection, name: str, digest: str | None, label: str) -> None:
-        # the audio first: a batch run again reports its stored clips as duplicates (skipped), not name clashes
-        if digest:
-            row = conn.execute("SELECT name FROM voices WHERE source_sha256 = ?", (digest,)).fetchone()
-            if row is not None:
-                raise DuplicateAudioError(f"{label}: the same audio is already in the library as {row[0]!r}",
-                                          existing=row[0])
-        if conn.execute("SELECT 1 FROM voices WHERE name = ?", (name,)).fetchone() is not None:
-            raise VoiceExistsError(f"{label}: a voice named {name!r} is already in the library; choose another name "
-                                   "(--name) or remove the old one first")
-        self._refuse_lookalike(conn, name, label)
-
-    def _refuse_lookalike(self, conn: sqlite3.Connection, name: str, label: str, *, but: str | None = None) -> None:
-        """Refuse ``name`` when it looks like a stored name (see :func:`~voicebank.store.guard.name_skeleton`)."""
-        for (other,) in conn.execute("SELECT name FROM voices WHERE skeleton = ?", (name_skeleton(name),)):
-            if other != name and other != but and isinstance(other, str):
-                raise VoiceExistsError(f"{label}: the name {name!r} looks the same as the stored voice {other!r}; "
-                                       "choose a name that reads differently")
-
-    def refuse_taken(self, name: str, digest: str | None, label: str) -> None:
-        """Raise :class:`~voicebank.errors.DuplicateAudioError` when audio ``digest`` is stored, or
-        :class:`~voicebank.errors.VoiceExistsError` when ``name`` is taken (a read; :meth:`insert` checks again)."""
-        with self.catalogue.read() as conn:
-            self._refuse_taken(conn, name, digest, label)
-
-    def _base_id(self, conn: sqlite3.Connection, base: str) -> int:
-        row = self._row(conn, base)
-        if row["mode"] == "embedding":
-            raise BaseVoiceError(f"voice {base!r} keeps only an embedding, so it has no S3Gen reference to lend; "
-                                 "choose an audio or conditionals voice as the base")
-        return int(row["id"])
-
-    def check_base(self, base: str) -> None:
-        """Raise unless ``base`` exists and can lend an S3Gen reference (is not embedding-only)."""
-        with self.catalogue.read() as conn:
-            self._base_id(conn, base)
 
     # --- writing -----------------------------------------------------------------------------------------
 
