@@ -97,11 +97,13 @@ class Scoring:
         """
         with self._lock:
             self.index.refresh()
-            fingerprint, builtin = self._builtin(engine, variant)
+            v = embedding_variant(variant)
+            fingerprint = self._fingerprint(engine, v)
             cohort = self._stored_cohort()
-            if needs_rebuild(cohort, len(self.index), fingerprint if builtin is not None else None):
+            if needs_rebuild(cohort, len(self.index), fingerprint):
+                built_for, builtin = self._builtin(engine, v, fingerprint)  # only now: embedded, or its cache found
                 if builtin is not None:
-                    cohort = self._rebuild(builtin, fingerprint or "", store_results)
+                    cohort = self._rebuild(builtin, built_for, store_results)
                 elif cohort is None:
                     log.warning("similarity scores are raw speaker cosines (threshold %.2f): no weights to embed "
                                 "the built-in cohort with", DUPLICATE_COSINE)
@@ -132,24 +134,36 @@ class Scoring:
                 self._cohort = latest_cohort(conn)
         return self._cohort
 
-    def _builtin(self, engine: Computes | None, variant: str) -> tuple[str | None, np.ndarray | None]:
-        """``(weights fingerprint, built-in cohort embeddings)`` of the weights at hand; without weights, the
-        cached embeddings of the fingerprint most stored voices carry (fingerprint ``None``), if any."""
-        v = embedding_variant(variant)
-        if engine is not None:
+    @staticmethod
+    def _fingerprint(engine: Computes | None, variant: str) -> str | None:
+        """The weights fingerprint of the engine at hand (``None``: no engine or no weights)."""
+        if engine is None:
+            return None
+        try:
+            return engine.weights_fingerprint(variant)
+        except VoicebankError as e:
+            log.debug("no weights fingerprint from the engine: %s", e)
+            return None
+
+    def _builtin(self, engine: Computes | None, variant: str, fingerprint: str | None,
+                 ) -> tuple[str, np.ndarray | None]:
+        """``(fingerprint to record, built-in cohort embeddings)`` for the weights at hand (embedded once, then
+        cached); without weights, the cached embeddings of the fingerprint most stored voices carry, if any
+        (recorded as ``""``)."""
+        if engine is not None and fingerprint is not None:
+            builtin = self._memo.get(fingerprint)
+            if builtin is not None:
+                return fingerprint, builtin
             try:
-                fp = engine.weights_fingerprint(v)
-                builtin = self._memo.get(fp)
-                if builtin is None:
-                    eng = engine
-                    builtin = builtin_cohort_embeddings(lambda files: eng.embed(files, variant=v), fp,
-                                                        self._store.cache_dir)
-                    self._memo[fp] = builtin
-                return fp, builtin
+                eng = engine
+                builtin = builtin_cohort_embeddings(lambda files: eng.embed(files, variant=variant), fingerprint,
+                                                    self._store.cache_dir)
+                self._memo[fingerprint] = builtin
+                return fingerprint, builtin
             except VoicebankError as e:
                 log.debug("no built-in cohort from the engine: %s", e)
         common = self._store.common_fingerprint()
-        return None, cached_builtin_cohort(common, self._store.cache_dir) if common is not None else None
+        return "", cached_builtin_cohort(common, self._store.cache_dir) if common is not None else None
 
     def _rebuild(self, builtin: np.ndarray, fingerprint: str, store_results: bool) -> CohortRecord:
         """A cohort for the library as it is now, with every voice's statistics against it."""
