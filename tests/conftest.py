@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster_fixtures import pg_database, postgres_server, s3_bucket, s3_server, shared_location  # noqa: F401
 from golden_cases import EXPECTED, METRICS
 from golden_weights import write_golden_weights
 
