@@ -56,8 +56,22 @@ class VoiceList(BaseModel):
     object: Literal["list"] = "list"
     data: list[VoiceObject]
     has_more: bool
+    next_after: str | None = Field(description="Pass as `after` for the next page (past last_id when the page "
+                                   "stopped at its scan limit); null on the last page.")
     first_id: str | None
     last_id: str | None
+
+
+class VoiceCount(BaseModel):
+    object: Literal["audio.voice.count"] = "audio.voice.count"
+    tag: str | None
+    voices: int
+
+
+class TagList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[str]
+    has_more: bool
 
 
 class SimilarVoice(BaseModel):
@@ -154,12 +168,18 @@ class MapPoint(BaseModel):
     x: float
     y: float
     tags: list[str]
+    role: Literal["sample", "focus", "near"] = Field(
+        description="A sampled voice, the voice asked about (`around`) or one of its nearest.")
 
 
 class VoiceMap(BaseModel):
     object: Literal["audio.voice.map"] = "audio.voice.map"
     data: list[MapPoint]
-    explained_variance: list[float]
+    explained_variance: list[float] = Field(description="Of the sample, by each axis.")
+    sampled: bool = Field(description="Whether voices were left out of the sample (the library holds more "
+                          "than `cap` voices).")
+    sample_size: int
+    cap: int
 
 
 class InspectionResult(BaseModel):

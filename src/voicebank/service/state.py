@@ -7,17 +7,14 @@ import functools
 import logging
 import os
 import tempfile
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
 from ..engine import shared_engine
 from ..errors import VoicebankError
-from ..library import Library, VoiceInfo
+from ..library import Library
 from .cache import ConditionalsCache
 from .metrics import Metrics
 from .revalidation import Generation, RevalidationIndex
@@ -58,8 +55,6 @@ class Service:
     ready: bool = False
     io: ThreadPoolExecutor = field(default_factory=io_executor)
     revalidation: RevalidationIndex = field(default_factory=RevalidationIndex)
-    _embeddings: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
-    _emb_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def library(self) -> Library:
@@ -103,21 +98,3 @@ class Service:
                 return True
         except OSError:
             return False
-
-    def speaker_embedding(self, info: VoiceInfo) -> np.ndarray | None:
-        """The stored (256,) speaker embedding of a voice (``None`` for a VC voice), memoised by its state.
-
-        """
-        key = (info.name, info.added_at, info.source_sha256 or "", info.weights_fingerprint, info.origin)
-        with self._emb_lock:
-            hit = self._embeddings.get(key)
-        if hit is not None:
-            return hit
-        vec, _ = self.library.vectors(info.name)
-        if vec is None:
-            return None
-        with self._emb_lock:
-            if len(self._embeddings) > 50_000:
-                self._embeddings.clear()
-            self._embeddings[key] = vec
-        return vec

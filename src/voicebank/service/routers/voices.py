@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import numpy as np
 from fastapi import APIRouter, File, Form, Header, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response, StreamingResponse
@@ -24,6 +23,7 @@ from ...chatterbox import DEFAULT_EXAGGERATION, EXAGGERATION_MAX, EXAGGERATION_M
 from ...errors import LibraryError, VoicebankError, VoiceNotFoundError
 from ...library import VoiceInfo, check_name
 from ...store.records import StorageMode
+from .. import browse, voicemap
 from ..deps import ReadKey, ServiceDep, WriteKey
 from ..errors import ApiError, from_library
 from ..revalidation import etag_matches
@@ -36,6 +36,8 @@ from ..schemas import (
     Report,
     SearchRequest,
     SearchResult,
+    TagList,
+    VoiceCount,
     VoiceCreated,
     VoiceDeleted,
     VoiceList,
@@ -70,29 +72,50 @@ def valid_name(name: str, param: str = "name") -> str:
     return name
 
 
+def missing(service: Service, name: str, param: str = "id") -> ApiError:
+    """The 404 of a voice that is not there, with close names from its neighbours in the name index (never a
+    comparison with every name)."""
+    return from_library(browse.not_found(service.library, name), param=param)
+
+
 def lookup(service: Service, name: str) -> VoiceInfo:
     """The voice called ``name``: always 404 when there is none (never a fallback voice)."""
+    if name not in service.library:
+        raise missing(service, name)
     try:
         return service.library.show(name)
-    except VoiceNotFoundError as e:
-        raise from_library(e, param="id") from e
+    except VoiceNotFoundError as e:  # removed meanwhile
+        raise missing(service, name) from e
 
 
 # --- list, add ------------------------------------------------------------------------------------------
 
 
 @router.get("/voices", response_model=VoiceList, responses=ERRORS, summary="List voices (OpenAI shape)")
-def list_voices(service: ServiceDep, _key: ReadKey,
-                limit: Annotated[int | None, Query(ge=1, le=1000, description="Voices per page.")] = None,
-                after: Annotated[str | None, Query(max_length=128, description="Return voices after this id.")] = None,
-                tag: Annotated[str | None, Query(max_length=128, description="Only voices with this tag.")] = None,
-                ) -> dict[str, Any]:
-    """Voices sorted by name, ``limit`` per page; pass the last id as ``after`` for the next page."""
+async def list_voices(
+    service: ServiceDep, _key: ReadKey,
+    limit: Annotated[int | None, Query(ge=1, le=1000, description="Voices per page.")] = None,
+    after: Annotated[str | None, Query(max_length=128, description="Return voices after this id (the previous "
+                                       "page's next_after).")] = None,
+    tag: Annotated[str | None, Query(max_length=128, description="Only voices with this tag.")] = None,
+    prefix: Annotated[str | None, Query(max_length=128, description="Only names starting with this (exact "
+                                        "case; read from the name index).")] = None,
+    q: Annotated[str | None, Query(max_length=128, description="Only names containing this (any case).")] = None,
+    mode: Annotated[StorageMode | None, Query(description="Only voices of this storage mode.")] = None,
+) -> dict[str, Any]:
+    """Voices sorted by name, ``limit`` per page; pass ``next_after`` as ``after`` for the next page.  A page
+    examines at most a few thousand names of the index, so with a rare filter (``q``, ``tag``, ``mode``) a page
+    may hold fewer than ``limit`` voices, or none, while ``has_more`` is true: go on from ``next_after``."""
     n = limit or service.settings.default_page_size
-    infos = service.library.list(tag=tag, limit=n + 1, after=after)  # one more says whether there are more
-    page = infos[:n]
-    data = [voice_object(i) for i in page]
-    return {"object": "list", "data": data, "has_more": len(infos) > n,
+    f = browse.Filter(prefix=prefix, contains=q, tag=tag, mode=mode)
+
+    def read() -> tuple[browse.Page, list[VoiceInfo]]:
+        page = browse.page_names(service.library, f, limit=n, after=after)
+        return page, browse.infos(service.library, page.names)
+
+    page, infos = await service.run_io(read)
+    data = [voice_object(i) for i in infos]
+    return {"object": "list", "data": data, "has_more": page.has_more, "next_after": page.next_after,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
 
 
@@ -144,41 +167,41 @@ async def create_voice(
 
 
 @router.get("/map", response_model=VoiceMap, responses=ERRORS, summary="2-D map of the voices (PCA)")
-async def voice_map(service: ServiceDep, _key: ReadKey,
-                    tag: Annotated[str | None, Query(max_length=128)] = None) -> dict[str, Any]:
-    """Every voice with a speaker embedding placed on the plane of the first two principal components of the
-    embeddings (centred); near points are similar voices."""
+async def voice_map(
+    service: ServiceDep, _key: ReadKey,
+    tag: Annotated[str | None, Query(max_length=128, description="Only voices with this tag.")] = None,
+    limit: Annotated[int, Query(ge=2, le=voicemap.MAP_POINTS, description="The most voices sampled.")
+                     ] = voicemap.MAP_POINTS,
+    around: Annotated[str | None, Query(max_length=128, description="Also place this voice and its nearest.")
+                      ] = None,
+    k: Annotated[int, Query(ge=1, le=voicemap.MAX_NEAR, description="How many nearest voices.")] = 10,
+) -> dict[str, Any]:
+    """An even sample of at most ``limit`` voices (every voice of a smaller library) placed on the plane of the
+    first two principal components of their speaker embeddings (centred); near points are similar voices.  With
+    ``around``, that voice (``role`` ``focus``) and its ``k`` nearest (``near``) are placed on the same plane."""
+    if around is not None:
+        valid_name(around, "around")
+        if around not in service.library:
+            raise missing(service, around, "around")
+    return await service.run_io(functools.partial(voicemap.voice_map, service.library, tag=tag, cap=limit,
+                                                  around=around, k=k))
 
-    def build() -> dict[str, Any]:
-        infos = service.library.list(tag=tag)
-        names, tags, vecs = [], [], []
-        for info in infos:
-            try:
-                vec = service.speaker_embedding(info)
-            except VoiceNotFoundError:  # removed meanwhile
-                continue
-            if vec is not None:
-                names.append(info.name)
-                tags.append(list(info.tags))
-                vecs.append(vec)
-        if not vecs:
-            return {"object": "audio.voice.map", "data": [], "explained_variance": []}
-        x = np.stack(vecs).astype(np.float64)
-        x -= x.mean(axis=0, keepdims=True)
-        if len(vecs) == 1:
-            coords, ratio = np.zeros((1, 2)), [0.0, 0.0]
-        else:
-            u, s, _ = np.linalg.svd(x, full_matrices=False)
-            k = min(2, s.shape[0])
-            coords = np.zeros((len(vecs), 2))
-            coords[:, :k] = u[:, :k] * s[:k]
-            total = float((s**2).sum()) or 1.0
-            ratio = [float(s[i] ** 2 / total) if i < k else 0.0 for i in range(2)]
-        return {"object": "audio.voice.map", "explained_variance": [round(r, 6) for r in ratio],
-                "data": [{"id": n, "x": round(float(c[0]), 6), "y": round(float(c[1]), 6), "tags": t}
-                         for n, t, c in zip(names, tags, coords, strict=True)]}
 
-    return await service.run_io(build)
+@router.get("/count", response_model=VoiceCount, responses=ERRORS, summary="How many voices")
+async def count(service: ServiceDep, _key: ReadKey,
+                tag: Annotated[str | None, Query(max_length=128, description="Only voices with this tag.")] = None,
+                ) -> dict[str, Any]:
+    """How many voices the library holds (with ``tag``): a count over an index."""
+    return {"object": "audio.voice.count", "tag": tag,
+            "voices": await service.run_io(browse.count, service.library, tag)}
+
+
+@router.get("/tags", response_model=TagList, responses=ERRORS, summary="The tags in use")
+async def tags(service: ServiceDep, _key: ReadKey,
+               limit: Annotated[int, Query(ge=1, le=browse.MAX_TAGS)] = browse.MAX_TAGS) -> dict[str, Any]:
+    """The distinct tags of the voices, sorted (at most ``limit``)."""
+    found = await service.run_io(functools.partial(browse.tags, service.library, limit=limit + 1))
+    return {"object": "list", "data": found[:limit], "has_more": len(found) > limit}
 
 
 @router.post("/voices/compare", response_model=ComparisonObject, responses=ERRORS, summary="Compare two voices")
@@ -281,18 +304,20 @@ async def patch_voice(voice_id: VoiceId, patch: VoicePatch, service: ServiceDep,
 
     try:
         info = await asyncio.to_thread(apply)
-    except VoiceNotFoundError as e:
-        raise from_library(e, param="id") from e
+    except VoiceNotFoundError as e:  # removed meanwhile
+        raise missing(service, voice_id) from e
     return voice_object(info)
 
 
 @router.delete("/voices/{voice_id}", response_model=VoiceDeleted, responses=ERRORS, summary="Delete a voice")
 async def delete_voice(voice_id: VoiceId, service: ServiceDep, _key: WriteKey) -> dict[str, Any]:
     """Remove a voice; its files go when no other voice uses them."""
+    if voice_id not in service.library:
+        raise missing(service, voice_id)
     try:
         dependents = await asyncio.to_thread(service.library.remove, voice_id)
-    except VoiceNotFoundError as e:
-        raise from_library(e, param="id") from e
+    except VoiceNotFoundError as e:  # removed meanwhile
+        raise missing(service, voice_id) from e
     return {"id": voice_id, "object": "audio.voice.deleted", "deleted": True, "dependents": dependents}
 
 
@@ -378,7 +403,7 @@ async def embedding(voice_id: VoiceId, service: ServiceDep, _key: ReadKey) -> di
     try:
         speaker, xvector = await service.run_io(service.library.vectors, voice_id)
     except VoiceNotFoundError as e:  # removed meanwhile
-        raise from_library(e, param="id") from e
+        raise missing(service, voice_id) from e
     xv = [float(x) for x in xvector.tolist()] if xvector is not None else None
     return {"object": "embedding", "id": voice_id, "variant": info.variant, "duration": info.duration,
             "speaker_embedding": [float(x) for x in speaker.tolist()] if speaker is not None else None,
