@@ -1,0 +1,281 @@
+"""The shared library's catalogue in PostgreSQL: connections from a pool, transactions, schema and migrations.
+
+The same interface as the SQLite :class:`~voicebank.store.catalogue.Catalogue` (``read``, ``write``,
+``connection``, ``generation``, ``user_version``, ``migrate``, ``close``), with connections that speak the
+store's SQL (:mod:`.pgsql`), so the one :class:`~voicebank.store.store.VoiceStore` runs on either.
+
+Every write transaction first takes one transaction-level advisory lock (``pg_advisory_xact_lock``), which is what
+SQLite's ``BEGIN IMMEDIATE`` is: one writer at a time, on every host, and every check made inside a write
+(the name is free, no look-alike, nothing references a file about to be deleted) still holds at its commit.  The
+unique constraints (names, source audio) stand behind that.  Writers queue for the lock up to ``timeout``
+seconds.  Reads are ``REPEATABLE READ READ ONLY`` transactions: one consistent snapshot, never blocked by a
+writer.  The lock also keeps ``vector_log``'s sequence in commit order, which a search index relies on.
+
+``psycopg`` and ``psycopg_pool`` are imported on first use: the core package does not need them
+(``pip install voicebank[postgres]``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from ..errors import CatalogueDamagedError, CatalogueError, LibraryError, LibraryWriteError, MissingDependencyError
+from .catalogue import BUSY_TIMEOUT_SECONDS, Generation
+from .pgschema import META, MIGRATIONS, SEED_META
+from .pgsql import PgConnection
+
+WRITE_LOCK = 0x766F696365_62616E6B & 0x7FFF_FFFF_FFFF_FFFF
+"""The advisory lock every write transaction holds (per database)."""
+POOL_SIZE = 16
+"""Most connections one process keeps to the catalogue."""
+
+
+def is_postgres_url(location: object) -> bool:
+    """Whether ``location`` names a PostgreSQL catalogue (``postgresql://`` or ``postgres://``)."""
+    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def schema_version() -> int:
+    """The version this voicebank writes (the number of migrations)."""
+    return len(MIGRATIONS)
+
+
+def _modules() -> tuple[Any, Any]:
+    try:
+        import psycopg
+        import psycopg_pool
+    except ImportError as e:
+        raise MissingDependencyError("a library in PostgreSQL needs psycopg 3 and psycopg_pool: pip install "
+                                     "'voicebank[postgres]'") from e
+    return psycopg, psycopg_pool
+
+
+class PgCatalogue:
+    """A PostgreSQL catalogue at ``url``; safe to share between threads (a pool per process)."""
+
+    def __init__(self, url: str, *, timeout: float = BUSY_TIMEOUT_SECONDS, pool_size: int = POOL_SIZE,
+                 holds_content: Callable[[], bool] | None = None) -> None:
+        self.url = url
+        self.path = redact(url)
+        """What messages call the catalogue (the URL without its password)."""
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._holds_content = holds_content
+        self._pool: Any = None
+        self._pool_pid = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._extra: list[Any] = []
+        self._migrated = False
+        self._commits = itertools.count(1)
+        self._commit_count = 0
+
+    def __repr__(self) -> str:
+        return f"PgCatalogue({self.path!r})"
+
+    # --- errors ------------------------------------------------------------------------------------------
+
+    def error(self, e: Exception) -> LibraryError:
+        """The typed error for what PostgreSQL (or the connection to it) said."""
+        if isinstance(e, LibraryError):
+            return e
+        psycopg, psycopg_pool = _modules()
+        errors = psycopg.errors
+        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, (errors.LockNotAvailable, errors.QueryCanceled)):
+            return CatalogueError(f"{self.path}: the catalogue stayed locked for {self.timeout:.0f} s ({text}); "
+                                  "another writer holds it: try again when it is done")
+        if isinstance(e, (errors.ReadOnlySqlTransaction, errors.InsufficientPrivilege)):
+            return LibraryWriteError(f"the library at {self.path} is read-only ({text}): nothing was changed")
+        if isinstance(e, errors.DiskFull):
+            return LibraryWriteError(f"the library at {self.path}: the database is full ({text}); nothing was "
+                                     "changed")
+        if isinstance(e, (errors.UndefinedTable, errors.UndefinedColumn, errors.DataCorrupted)):
+            return CatalogueDamagedError(f"the library catalogue at {self.path} is damaged: {text}; run voicebank "
+                                         "library check (nothing was changed)")
+        if isinstance(e, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
+            return CatalogueError(f"cannot reach the library catalogue at {self.path} ({text}); check that the "
+                                  "database server is up and the URL is right")
+        return CatalogueError(f"the library catalogue at {self.path}: {text}")
+
+    @contextlib.contextmanager
+    def _mapped(self) -> Iterator[None]:
+        psycopg, psycopg_pool = _modules()
+        try:
+            yield
+        except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
+            raise self.error(e) from e
+
+    # --- connections -------------------------------------------------------------------------------------
+
+    def _connect(self, **kwargs: Any) -> Any:
+        psycopg, _ = _modules()
+        with self._mapped():
+            return psycopg.connect(self.url, connect_timeout=max(1, int(min(self.timeout, 30))), **kwargs)
+
+    def pool(self) -> Any:
+        """This process's connection pool (a new one after a fork: connections are never shared across one)."""
+        _, psycopg_pool = _modules()
+        with self._lock:
+            if self._pool is None or self._pool_pid != os.getpid():
+                self._pool = psycopg_pool.ConnectionPool(
+                    self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout, open=False,
+                    kwargs={"connect_timeout": max(1, int(min(self.timeout, 30)))},
+                    check=psycopg_pool.ConnectionPool.check_connection, name="voicebank")
+                with self._mapped():
+                    self._pool.open(wait=True, timeout=min(self.timeout, 30))
+                self._pool_pid = os.getpid()
+            return self._pool
+
+    def connection(self) -> PgConnection:
+        """A connection of this thread's own (autocommit), the schema migrated on first use.  The store's
+        transactions use :meth:`read` and :meth:`write` (pooled); this is for a look outside them."""
+        if not self._migrated:
+            self.migrate()
+        conn = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid() or conn.raw.closed:
+            conn = PgConnection(self._connect(autocommit=True))
+            self._local.conn, self._local.pid = conn, os.getpid()
+            with self._lock:
+                self._extra.append(conn.raw)
+        return conn
+
+    def close(self) -> None:
+        """Close the pool and every connection this object opened in this process (they reopen on demand)."""
+        with self._lock:
+            pool, self._pool = (self._pool, None) if self._pool_pid == os.getpid() else (None, None)
+            extra, self._extra = self._extra, []
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.close()
+        for raw in extra:
+            with contextlib.suppress(Exception):
+                raw.close()
+        self._local = threading.local()
+
+    # --- transactions ------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[PgConnection]:
+        """One write transaction holding the write lock; committed on success, rolled back on any exception."""
+        if not self._migrated:
+            self.migrate()
+        psycopg, psycopg_pool = _modules()
+        with self._mapped(), self.pool().connection() as raw:
+            try:
+                raw.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
+                raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                yield PgConnection(raw)
+                raw.execute("UPDATE voicebank_meta SET generation = generation + 1")
+            except BaseException as e:
+                with contextlib.suppress(psycopg.Error):
+                    raw.rollback()
+                if isinstance(e, (psycopg.Error, psycopg_pool.PoolTimeout)):
+                    raise self.error(e) from e
+                raise
+            try:
+                raw.commit()
+            except psycopg.Error as e:
+                err = self.error(e)
+                raise type(err)(f"{err} (could not commit: nothing was changed)") from e
+            finally:
+                self._commit_count = next(self._commits)
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[PgConnection]:
+        """A consistent read snapshot (``REPEATABLE READ READ ONLY``)."""
+        if not self._migrated:
+            self.migrate()
+        psycopg, _ = _modules()
+        with self._mapped(), self.pool().connection() as raw:
+            try:
+                raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                yield PgConnection(raw)
+            finally:
+                with contextlib.suppress(psycopg.Error):
+                    raw.rollback()
+
+    def generation(self) -> Generation:
+        """A token that changes whenever the catalogue may have changed: after every write transaction of this
+        object, and (the counter every write increments) after any commit by another process or host."""
+        with self.read() as conn:
+            (value,) = conn.raw.execute("SELECT generation FROM voicebank_meta").fetchone()
+        return self._commit_count, 0, int(value)
+
+    # --- schema ------------------------------------------------------------------------------------------
+
+    def user_version(self, conn: PgConnection | None = None) -> int:
+        if conn is not None:
+            return int(conn.raw.execute("SELECT version FROM voicebank_meta").fetchone()[0])
+        with self.read() as c:
+            return int(c.raw.execute("SELECT version FROM voicebank_meta").fetchone()[0])
+
+    def _version_now(self, raw: Any) -> int | None:
+        """The schema version, or ``None`` for a database without voicebank's tables."""
+        found = raw.execute("SELECT to_regclass('voicebank_meta') IS NOT NULL").fetchone()[0]
+        if not found:
+            return None
+        return int(raw.execute("SELECT version FROM voicebank_meta").fetchone()[0])
+
+    def migrate(self, conn: PgConnection | None = None) -> None:
+        """Bring the schema to :func:`schema_version`, in one transaction under the write lock (safe when
+        processes on several hosts race)."""
+        target = schema_version()
+        psycopg, _ = _modules()
+        raw = self._connect(autocommit=False)
+        try:
+            with self._mapped():
+                version = self._version_now(raw)
+                raw.rollback()
+                if version is None and self._holds_content is not None and self._holds_content():
+                    raise CatalogueDamagedError(f"the library catalogue at {self.path} is damaged: its tables are "
+                                                "missing while the library holds content files; run voicebank "
+                                                "library check (nothing was changed)")
+                if version is not None and version > target:
+                    raise CatalogueError(f"{self.path}: the catalogue has schema version {version}, newer than this "
+                                         f"voicebank reads ({target}); upgrade voicebank")
+                if version != target:
+                    raw.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
+                    raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                    raw.execute(META)
+                    raw.execute(SEED_META)
+                    version = int(raw.execute("SELECT version FROM voicebank_meta").fetchone()[0])
+                    if version > target:
+                        raise CatalogueError(f"{self.path}: the catalogue has schema version {version}, newer than "
+                                             f"this voicebank reads ({target}); upgrade voicebank")
+                    wrapped = PgConnection(raw)
+                    for steps in MIGRATIONS[version:]:
+                        for step in steps:
+                            if callable(step):
+                                step(wrapped)
+                            else:
+                                raw.execute(step)
+                    raw.execute("UPDATE voicebank_meta SET version = %s, generation = generation + 1", (target,))
+                    raw.commit()
+        except BaseException:
+            with contextlib.suppress(psycopg.Error):
+                raw.rollback()
+            raise
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                raw.close()
+        self._migrated = True
+
+
+__all__ = ["POOL_SIZE", "WRITE_LOCK", "PgCatalogue", "is_postgres_url", "redact", "schema_version"]
