@@ -207,6 +207,36 @@ def read_table(out_dir: str | os.PathLike[str], *, columns: Sequence[str] | None
     return pa.concat_tables(tables)
 
 
+def open_parts(out_dir: str | os.PathLike[str]) -> list[tuple[Path, Any]]:
+    """The part files of a dataset folder opened for streaming (``pyarrow.parquet.ParquetFile``, footers read), so
+    that a truncated or foreign part is refused (:class:`BatchError`) before any row is used."""
+    pa = require_pyarrow()
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    if not out.is_dir():
+        raise BatchError(f"{out}: no such dataset folder")
+    parts = []
+    for f in part_files(out):
+        try:
+            parts.append((f, pq.ParquetFile(f)))
+        except (OSError, pa.ArrowInvalid) as e:
+            raise BatchError(f"{f}: not a readable Parquet part file ({e}); move it out of the dataset") from e
+    return parts
+
+
+def stream_batches(parts: Sequence[tuple[Path, Any]], *, columns: Sequence[str],
+                   batch_size: int = 1024) -> Iterator[pa.RecordBatch]:
+    """The rows of opened parts (:func:`open_parts`) as record batches of at most ``batch_size`` rows, one part
+    after another: memory stays that of one batch whatever the dataset's size."""
+    pa = require_pyarrow()
+    for path, part in parts:
+        try:
+            yield from part.iter_batches(batch_size=batch_size, columns=list(columns))
+        except (OSError, pa.ArrowInvalid) as e:
+            raise BatchError(f"{path}: not a readable Parquet part file ({e}); move it out of the dataset") from e
+
+
 def done_keys(out_dir: str | os.PathLike[str]) -> set[tuple[Any, ...]]:
     """The keys (:data:`KEY_COLUMNS`) of the rows already in a dataset folder (failed rows included)."""
     if not Path(out_dir).is_dir() or not part_files(out_dir):

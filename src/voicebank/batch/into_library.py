@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import DuplicateAudioError, VoicebankError, VoiceExistsError
+from ..errors import InvalidOptionError, VoicebankError
+from ..library.names import check_name, current_user
 from ..options import check_variant
 from ..progress import Progress
-from .dataset import read_table
+from .dataset import open_parts, stream_batches
 
 if TYPE_CHECKING:
     from ..library import AddResult, Library
@@ -29,67 +30,133 @@ _COLUMNS = ["path", "source_sha256", "duration", "sample_rate", "speaker_emb", "
             "weights_fingerprint", "error_type", "error"]
 
 
+CHUNK_ROWS = 1000
+"""Rows committed per transaction by :func:`import_rows`."""
+
+
 def dataset_rows(out_dir: str | os.PathLike[str], *, variant: str | None = None) -> Iterator[dict[str, Any]]:
-    """The rows of a dataset folder, a Parquet batch at a time (``variant``: only that variant's)."""
-    table = read_table(out_dir, columns=_COLUMNS)
-    for batch in table.to_batches():
+    """The rows of a dataset folder, streamed a Parquet batch at a time (``variant``: only that variant's).  Every
+    part file is opened first, so a truncated one is refused before any row is read."""
+    for batch in stream_batches(open_parts(out_dir), columns=_COLUMNS):
         for row in batch.to_pylist():
             if variant is None or row["variant"] == variant:
                 yield row
 
 
+def dataset_fingerprints(out_dir: str | os.PathLike[str], *, variant: str | None = None) -> dict[str, set[str]]:
+    """``variant -> weights fingerprints`` of a dataset's computed rows (``variant``: only that variant's); three
+    columns read."""
+    found: dict[str, set[str]] = {}
+    for batch in stream_batches(open_parts(out_dir), columns=["variant", "weights_fingerprint", "error"],
+                                batch_size=65_536):
+        for v, fp, err in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
+            if err is None and fp and (variant is None or v == variant):
+                found.setdefault(str(v), set()).add(str(fp))
+    return found
+
+
+def refuse_other_weights(library: Library, out_dir: str | os.PathLike[str], *, variant: str | None = None) -> None:
+    """Raise :class:`~voicebank.errors.InvalidOptionError` when rows of a variant were computed with weights that
+    none of the library's voices of that variant came from (their embeddings could not be compared): nothing is
+    imported."""
+    stored = library.store.fingerprints_in_use()
+    for v, fps in sorted(dataset_fingerprints(out_dir, variant=variant).items()):
+        ours = stored.get(v)
+        for fp in sorted(fps - ours) if ours else ():
+            raise InvalidOptionError(
+                f"{out_dir}: its {v} rows were computed with weights {fp[:12]} but the library's {v} voices with "
+                f"{', '.join(sorted(f[:12] for f in ours))}; embeddings of different weights cannot be compared. "
+                "Import it into a library made with the same weights, or run the batch again with the library's "
+                "weights")
+
+
 def import_rows(library: Library, rows: Iterable[dict[str, Any]], *, where: str = "dataset",
                 tags: Iterable[str] = (), consent: str = "", added_by: str | None = None,
+                check_duplicates: bool = True, chunk: int = CHUNK_ROWS,
                 progress: Progress | None = None) -> list[AddResult]:
-    """Each row (the dataset's columns) into ``library``: one :class:`~voicebank.library.AddResult` per row,
-    ``added``, ``skipped`` (already there, or a row the batch could not compute) or ``failed``, never raising
-    for one row."""
+    """Each row (the dataset's columns) into ``library``, ``chunk`` rows per transaction: one
+    :class:`~voicebank.library.AddResult` per row, ``added``, ``skipped`` (already there, a row repeated in the
+    dataset, or a row the batch could not compute) or ``failed``, never raising for one row.  An interrupted
+    import keeps every chunk committed so far; running it again skips them.  ``check_duplicates=False``: no
+    look-alike search (see :meth:`Library.commit_many <voicebank.Library.commit_many>`)."""
+    tags = tuple(tags)
+    user = current_user() if added_by is None else added_by
+    out: list[AddResult] = []
+    batch: list[dict[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= chunk:
+            out.extend(_import_chunk(library, batch, where, tags, consent, user, check_duplicates))
+            if progress:
+                progress(len(batch))
+            batch = []
+    if batch:
+        out.extend(_import_chunk(library, batch, where, tags, consent, user, check_duplicates))
+        if progress:
+            progress(len(batch))
+    return out
+
+
+def _import_chunk(library: Library, rows: list[dict[str, Any]], where: str, tags: tuple[str, ...], consent: str,
+                  added_by: str, check_duplicates: bool) -> list[AddResult]:
     from ..library import AddResult
+    from ..library.bulk import Pending, commit_many
+    from ..library.imports import embedding_record, voice_record
     from ..voice.voice import Voice
 
-    tags = tuple(tags)
-    out: list[AddResult] = []
-    for row in rows:
-        path = str(row.get("path") or "")
-        name = Path(path).stem or "voice"
+    paths = [str(row.get("path") or "") for row in rows]
+    names = [Path(p).stem or "voice" for p in paths]
+    taken_names, taken_audio = library.store.taken(names, [r["source_sha256"] for r in rows if r.get("source_sha256")])
+    results: list[AddResult | None] = [None] * len(rows)
+    pending: list[tuple[int, Pending]] = []
+    for i, (row, path, name) in enumerate(zip(rows, paths, names, strict=True)):
         try:
             if row.get("error") is not None:
-                out.append(AddResult(path, name, "skipped", f"the batch could not compute it: "
-                                     f"{row.get('error_type') or 'error'}: {row['error']}"))
+                results[i] = AddResult(path, name, "skipped", f"the batch could not compute it: "
+                                       f"{row.get('error_type') or 'error'}: {row['error']}")
+            elif row.get("source_sha256") in taken_audio:
+                results[i] = AddResult(path, name, "skipped", f"{path}: the same audio is already in the library")
+            elif name in taken_names:
+                results[i] = AddResult(path, name, "skipped", f"{path}: a voice named {name!r} is already in the "
+                                       "library")
             elif row.get("mode") == "conditionals" and row.get("voice") is not None:
-                voice = Voice.from_bytes(row["voice"], where=f"{where}: {path}")
-                out.append(library.import_voice(voice, name, source=path, tags=tags, consent=consent,
-                                                added_by=added_by))
+                voice = Voice.from_bytes(row["voice"], where=f"{where}: {path}").check(path)
+                pending.append((i, voice_record(voice, check_name(name), label=path,
+                                                provenance={"imported_from": path}, tags=tags, consent=consent,
+                                                added_by=added_by)))
             elif row.get("speaker_emb") is not None and row.get("xvector") is not None:
-                out.append(library.import_embedding(
-                    name, np.asarray(row["speaker_emb"], dtype=np.float32),
-                    np.asarray(row["xvector"], dtype=np.float32), source=path,
-                    variant=check_variant(row.get("variant") or "english"),
-                    weights_fingerprint=row.get("weights_fingerprint") or "", source_sha256=row.get("source_sha256"),
-                    duration=row.get("duration"), sample_rate=row.get("sample_rate"), tags=tags, consent=consent,
-                    added_by=added_by))
+                pending.append((i, embedding_record(
+                    check_name(name), np.asarray(row["speaker_emb"], dtype=np.float32),
+                    np.asarray(row["xvector"], dtype=np.float32), label=path,
+                    variant=row.get("variant") or "english", weights_fingerprint=row.get("weights_fingerprint") or "",
+                    source_sha256=row.get("source_sha256"), duration=row.get("duration"),
+                    sample_rate=row.get("sample_rate"), provenance={"imported_from": path}, tags=tags,
+                    consent=consent, added_by=added_by)))
             else:
-                out.append(AddResult(path, name, "failed", "the row holds neither a voice nor embeddings"))
-        except (VoiceExistsError, DuplicateAudioError) as e:
-            out.append(AddResult(path, name, "skipped", str(e)))
+                results[i] = AddResult(path, name, "failed", "the row holds neither a voice nor embeddings")
         except VoicebankError as e:
-            out.append(AddResult(path, name, "failed", str(e)))
-        if progress:
-            progress(1)
-    return out
+            results[i] = AddResult(path, name, "failed", str(e))
+    committed = commit_many(library.store, library.scoring, library.engine, [p for _, p in pending],
+                            threshold=library.duplicate_threshold, check_duplicates=check_duplicates)
+    for (i, _), result in zip(pending, committed, strict=True):
+        results[i] = result
+    return [r for r in results if r is not None]
 
 
 def import_dataset(library: Library, out_dir: str | os.PathLike[str], *, variant: str | None = None,
                    tags: Iterable[str] = (), consent: str = "", added_by: str | None = None,
-                   progress: Progress | None = None) -> list[AddResult]:
+                   check_duplicates: bool = True, progress: Progress | None = None) -> list[AddResult]:
     """Every row of the dataset folder ``out_dir`` into ``library`` (see the module docstring); ``variant``: only
     that variant's rows (a dataset made for several variants holds a row per clip and variant, and the second
-    row of a clip is skipped as the same audio)."""
+    row of a clip is skipped as the same audio).  Refused before anything is imported when a part file is
+    unreadable or the rows come from weights none of the library's voices came from."""
     if variant is not None:
         variant = check_variant(variant)
     library.store.check_writable()  # read-only or locked: say so before reading the dataset
+    refuse_other_weights(library, out_dir, variant=variant)
     return import_rows(library, dataset_rows(out_dir, variant=variant), where=str(out_dir), tags=tags,
-                       consent=consent, added_by=added_by, progress=progress)
+                       consent=consent, added_by=added_by, check_duplicates=check_duplicates, progress=progress)
 
 
-__all__ = ["dataset_rows", "import_dataset", "import_rows"]
+__all__ = ["CHUNK_ROWS", "dataset_fingerprints", "dataset_rows", "import_dataset", "import_rows",
+           "refuse_other_weights"]

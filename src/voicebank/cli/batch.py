@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..chatterbox import DEFAULT_EXAGGERATION
-from .common import DeviceOpt, ParentsOpt, WeightsOpt, check_device, clean
+from .common import DeviceOpt, ParentsOpt, WeightsOpt, check_device, clean, progress
 
 if TYPE_CHECKING:
     from ..batch.runner import Summary
@@ -204,20 +204,24 @@ def _print_summary(summary: Summary, output: Path) -> None:
 
 
 def add_from_dataset(dataset: Path, lib: Library, *, variant: str | None, tags: list[str], consent: str,
-                     added_by: str | None, as_json: bool) -> None:
+                     added_by: str | None, as_json: bool, check_duplicates: bool = True) -> None:
     """``voicebank add --from-dataset DIR``: a ``voicebank batch`` dataset's voices into the library, either mode.
 
     Each successful row becomes a voice named after its clip's file stem (:func:`voicebank.batch.import_dataset`:
     ``conditionals`` rows as conditionals voices, ``embedding`` rows as embedding voices, no files in between).
     Rows whose name or audio is already in the library, and rows the batch could not compute, are skipped; exit 1
-    if any failed.
+    if any failed.  A progress bar counts the dataset's rows.
     """
     import json
 
+    from ..batch.dataset import open_parts
     from ..batch.into_library import import_dataset
     from ..errors import LibraryError
 
-    results = import_dataset(lib, dataset, variant=variant, tags=tags, consent=consent, added_by=added_by)
+    total = sum(part.metadata.num_rows for _, part in open_parts(dataset))
+    with progress(total, "importing") as advance:
+        results = import_dataset(lib, dataset, variant=variant, tags=tags, consent=consent, added_by=added_by,
+                                 check_duplicates=check_duplicates, progress=advance)
     counts = {"added": 0, "skipped": 0, "failed": 0}
     for r in results:
         counts[r.status] += 1

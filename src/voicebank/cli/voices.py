@@ -74,8 +74,12 @@ def add(
     device: DeviceOpt = "cpu",
     download: DownloadOpt = False,
     from_dataset: Annotated[Path | None, typer.Option("--from-dataset", help="Import the voices of a `voicebank "
-                                                      "batch --mode conditionals` dataset folder instead.",
+                                                      "batch` dataset folder (either mode) instead.",
                                                       show_default=False)] = None,
+    duplicate_check: Annotated[bool, typer.Option("--duplicate-check/--no-duplicate-check", help="With "
+                                                  "--from-dataset: look for stored voices that sound alike (a pass "
+                                                  "over the library per 1,000 rows; leave it out for corpus-scale "
+                                                  "imports).")] = True,
     threads: ThreadsOpt = None,
 ) -> None:
     """Add reference clips as named voices; a summary table at the end, exit 1 if any clip failed."""
@@ -89,10 +93,12 @@ def add(
 
         add_from_dataset(from_dataset, open_library(library, weights, device, download, torch_threads(threads)),
                          variant=variant_option(variant[0]) if variant else None, tags=tag or [], consent=consent,
-                         added_by=added_by, as_json=as_json)
+                         added_by=added_by, as_json=as_json, check_duplicates=duplicate_check)
         return
     if not audio:
         raise typer.BadParameter("give audio files or folders (or --from-dataset DIR)")
+    if not duplicate_check:
+        raise typer.BadParameter("--no-duplicate-check is for --from-dataset imports")
 
     if mode not in STORAGE_MODES:
         raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(STORAGE_MODES)}")

@@ -21,14 +21,56 @@ from ..similarity import DUPLICATE_THRESHOLD
 from ..store.blobs import sha256_bytes
 from ..store.records import NewVoice
 from ..store.store import VoiceStore
+from .bulk import Pending, commit_one
 from .computes import Computes
 from .names import clean_tags
 from .results import AddResult
 from .scoring import Scoring
-from .search import find_similar, similar_warnings
 
 if TYPE_CHECKING:
     from ..voice.voice import Voice
+
+
+def voice_record(voice: Voice, name: str, *, label: str, provenance: Mapping[str, Any], tags: Iterable[str] = (),
+                 consent: str = "", added_by: str = "", exaggeration: float | None = None) -> Pending:
+    """What importing ready conditionals (a validated :class:`~voicebank.voice.Voice`) stores: a
+    ``conditionals`` voice without audio, refused if the same voice file is stored.  ``label`` names the source
+    in messages; ``provenance`` is kept with the voice."""
+    meta = voice.metadata
+    data = voice.to_bytes()
+    ex = check_exaggeration(exaggeration) if exaggeration is not None else meta.exaggeration
+    speaker = voice.speaker_embedding.float().cpu().numpy() if voice.t3 is not None else None
+    new = NewVoice(
+        name=name, mode="conditionals", variant=meta.variant, exaggeration=ex if voice.t3 is not None else None,
+        speaker_emb=speaker, xvector=voice.xvector.float().cpu().numpy(), weights_fingerprint=meta.weights_fingerprint,
+        origin="import", source_sha256=meta.source_sha256 or None, source_name=Path(label).name,
+        duration=meta.source_duration, sample_rate=meta.source_sample_rate,
+        provenance={**provenance, "hybrid": meta.hybrid}, added_by=added_by, consent=consent, tags=clean_tags(tags),
+        voice_files={meta.variant: (data, meta.weights_fingerprint)})
+    warnings = (f"the imported voice is a hybrid ({meta.hybrid})",) if meta.hybrid else ()
+    return Pending(new, label, sha256_bytes(data), warnings)
+
+
+def embedding_record(name: str, speaker_emb: np.ndarray, xvector: np.ndarray, *, label: str,
+                     variant: str = "english", weights_fingerprint: str = "", source_sha256: str | None = None,
+                     duration: float | None = None, sample_rate: int | None = None,
+                     provenance: Mapping[str, Any] | None = None, tags: Iterable[str] = (), consent: str = "",
+                     added_by: str = "", base: str | None = None) -> Pending:
+    """What importing a speaker embedding (256,) and x-vector (192,) computed elsewhere stores: an ``embedding``
+    voice (it borrows a ``base`` voice's S3Gen reference when turned into conditionals).  Raises
+    :class:`~voicebank.errors.InvalidOptionError` for vectors of the wrong shape or with non-finite values."""
+    s = np.asarray(speaker_emb, dtype=np.float32).reshape(-1)
+    x = np.asarray(xvector, dtype=np.float32).reshape(-1)
+    if s.shape != (SPEAKER_EMB_DIM,) or x.shape != (XVECTOR_DIM,) or not (np.isfinite(s).all() and
+                                                                        np.isfinite(x).all()):
+        raise InvalidOptionError(f"{label}: an embedding voice needs a finite ({SPEAKER_EMB_DIM},) speaker "
+                                 f"embedding and ({XVECTOR_DIM},) x-vector; got {s.shape} and {x.shape}")
+    new = NewVoice(
+        name=name, mode="embedding", variant=check_variant(variant), exaggeration=None, speaker_emb=s, xvector=x,
+        weights_fingerprint=weights_fingerprint, origin="import", source_sha256=source_sha256,
+        source_name=Path(label).name, duration=duration, sample_rate=sample_rate, base=base,
+        provenance=dict(provenance or {}), added_by=added_by, consent=consent, tags=clean_tags(tags))
+    return Pending(new, label)
 
 
 def import_voice(store: VoiceStore, scoring: Scoring, voice: Voice, name: str, *, label: str,
@@ -36,24 +78,10 @@ def import_voice(store: VoiceStore, scoring: Scoring, voice: Voice, name: str, *
                  exaggeration: float | None = None, threshold: float = DUPLICATE_THRESHOLD,
                  engine: Computes | None = None) -> AddResult:
     """Add ready conditionals (a validated :class:`~voicebank.voice.Voice`) as a ``conditionals`` voice without
-    audio.  ``label`` names the source in messages; ``provenance`` is kept with the voice."""
-    meta = voice.metadata
-    data = voice.to_bytes()
-    ex = check_exaggeration(exaggeration) if exaggeration is not None else meta.exaggeration
-    speaker = voice.speaker_embedding.float().cpu().numpy() if voice.t3 is not None else None
-    xvector = voice.xvector.float().cpu().numpy()
-    similar, norms = find_similar(scoring, engine, speaker, meta.variant, duplicate_threshold=threshold)
-    warnings = similar_warnings(similar)
-    if meta.hybrid:
-        warnings.append(f"the imported voice is a hybrid ({meta.hybrid})")
-    info = store.insert(NewVoice(
-        name=name, mode="conditionals", variant=meta.variant, exaggeration=ex if voice.t3 is not None else None,
-        speaker_emb=speaker, xvector=xvector, weights_fingerprint=meta.weights_fingerprint, origin="import",
-        source_sha256=meta.source_sha256 or None, source_name=Path(label).name, duration=meta.source_duration,
-        sample_rate=meta.source_sample_rate, provenance={**provenance, "hybrid": meta.hybrid}, added_by=added_by,
-        consent=consent, tags=clean_tags(tags), voice_files={meta.variant: (data, meta.weights_fingerprint)},
-        norms=norms), label=label, refuse_voice_file=sha256_bytes(data))
-    return AddResult(label, name, "added", "", tuple(warnings), tuple(similar), info)
+    audio (see :func:`voice_record`), with the duplicate check of an add."""
+    pending = voice_record(voice, name, label=label, provenance=provenance, tags=tags, consent=consent,
+                           added_by=added_by, exaggeration=exaggeration)
+    return commit_one(store, scoring, engine, pending, threshold=threshold)
 
 
 def import_voice_file(store: VoiceStore, scoring: Scoring, path: Path, name: str, **options: Any) -> AddResult:
@@ -70,28 +98,12 @@ def import_voice_file(store: VoiceStore, scoring: Scoring, path: Path, name: str
 
 
 def import_embedding(store: VoiceStore, scoring: Scoring, name: str, speaker_emb: np.ndarray, xvector: np.ndarray,
-                     *, label: str, variant: str = "english", weights_fingerprint: str = "",
-                     source_sha256: str | None = None, duration: float | None = None,
-                     sample_rate: int | None = None, provenance: Mapping[str, Any] | None = None,
-                     tags: Iterable[str] = (), consent: str = "", added_by: str = "", base: str | None = None,
-                     threshold: float = DUPLICATE_THRESHOLD, engine: Computes | None = None) -> AddResult:
-    """Add a speaker embedding (256,) and x-vector (192,) computed elsewhere as an ``embedding`` voice (it
-    borrows a ``base`` voice's S3Gen reference when turned into conditionals)."""
-    s = np.asarray(speaker_emb, dtype=np.float32).reshape(-1)
-    x = np.asarray(xvector, dtype=np.float32).reshape(-1)
-    if s.shape != (SPEAKER_EMB_DIM,) or x.shape != (XVECTOR_DIM,) or not (np.isfinite(s).all() and
-                                                                        np.isfinite(x).all()):
-        raise InvalidOptionError(f"{label}: an embedding voice needs a finite ({SPEAKER_EMB_DIM},) speaker "
-                                 f"embedding and ({XVECTOR_DIM},) x-vector; got {s.shape} and {x.shape}")
-    v = check_variant(variant)
-    similar, norms = find_similar(scoring, engine, s, v, duplicate_threshold=threshold)
-    info = store.insert(NewVoice(
-        name=name, mode="embedding", variant=v, exaggeration=None, speaker_emb=s, xvector=x,
-        weights_fingerprint=weights_fingerprint, origin="import", source_sha256=source_sha256,
-        source_name=Path(label).name, duration=duration, sample_rate=sample_rate, base=base,
-        provenance=dict(provenance or {}), added_by=added_by, consent=consent, tags=clean_tags(tags), norms=norms),
-        label=label)
-    return AddResult(label, name, "added", "", tuple(similar_warnings(similar)), tuple(similar), info)
+                     *, label: str, threshold: float = DUPLICATE_THRESHOLD, engine: Computes | None = None,
+                     **record: Any) -> AddResult:
+    """Add a speaker embedding (256,) and x-vector (192,) computed elsewhere as an ``embedding`` voice (``record``:
+    the options of :func:`embedding_record`), with the duplicate check of an add."""
+    pending = embedding_record(name, speaker_emb, xvector, label=label, **record)
+    return commit_one(store, scoring, engine, pending, threshold=threshold)
 
 
-__all__ = ["import_embedding", "import_voice", "import_voice_file"]
+__all__ = ["embedding_record", "import_embedding", "import_voice", "import_voice_file", "voice_record"]

@@ -227,4 +227,39 @@ class VoiceIndex:
             return Ranked([self._names[r] for r in order], score[order], cos[order])
 
 
+    def matches(self, queries: np.ndarray, *, query_stats: tuple[np.ndarray, np.ndarray] | None, at_least: float,
+                also_if_cosine: float | None = None, k: int, block: int = 8_192) -> list[Ranked]:
+        """For each of many (B, 256) ``queries``: the rows scoring at least ``at_least`` (or with a raw cosine
+        of at least ``also_if_cosine``), best ``k`` first, as :meth:`rank` finds them for one query.
+
+        ``query_stats``: ``(means (B,), stds (B,))`` of the queries for normalised scores (``None``: raw
+        cosines).  One matrix product per block of ``block`` rows, so a chunk of queries costs one pass over
+        the index rather than one per query."""
+        q = unit_rows(np.asarray(queries, dtype=np.float32).reshape(-1, SPEAKER_EMB_DIM))
+        hits: list[list[tuple[float, float, int]]] = [[] for _ in range(q.shape[0])]
+        with self._lock:
+            n = self._size
+            for start in range(0, n, block):
+                end = min(n, start + block)
+                cos = (self._unit[start:end] @ q.T).astype(np.float64)  # (rows, B), as rank() scores
+                if query_stats is not None:
+                    mq, sq = (np.asarray(a, dtype=np.float64) for a in query_stats)
+                    mi, si = self._means[start:end, None], self._stds[start:end, None]
+                    score = 0.5 * ((cos - mq[None, :]) / sq[None, :] + (cos - mi) / si)
+                else:
+                    score = cos
+                hit = score >= at_least
+                if also_if_cosine is not None:
+                    hit |= cos >= also_if_cosine
+                hit &= self._alive[start:end, None]
+                for r, b in zip(*np.nonzero(hit), strict=True):
+                    hits[int(b)].append((float(score[r, b]), float(cos[r, b]), start + int(r)))
+            out = []
+            for found in hits:
+                best = sorted(found, key=lambda h: -h[0])[:k]
+                out.append(Ranked([self._names[r] for _, _, r in best], np.array([h[0] for h in best]),
+                                  np.array([h[1] for h in best])))
+            return out
+
+
 __all__ = ["Ranked", "VoiceIndex", "unit_rows"]

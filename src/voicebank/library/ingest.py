@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import numpy as np
 
@@ -32,12 +32,10 @@ from ..ordered import ordered_map
 from ..progress import Progress
 from ..store.records import STORAGE_MODES, NewVoice, StorageMode, VoiceInfo
 from ..store.store import VoiceStore
+from .bulk import Pending
 from .computes import Computes
 from .names import clean_tags, current_user, default_name
 from .results import AddResult
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger(__name__)
 
@@ -158,14 +156,8 @@ def prepare(clip: Clip, options: AddOptions, engine: Computes, *, name: str) -> 
         warnings=[f"poor reference (forced): {w}" for w in warnings])
 
 
-def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float, float]] = (),
-           similar_warnings: Sequence[str] = (), norms: tuple[float, float, int] | None = None) -> AddResult:
-    """Store a prepared clip in one transaction (files written under the write lock).
-
-    ``similar`` / ``similar_warnings``: the stored voices that sound alike, ``(name, score, speaker_cosine)``
-    (see :func:`~voicebank.library.search.find_similar`), reported in the result; ``norms``: the speaker
-    embedding's similarity statistics, stored with it.
-    """
+def pending(p: Prepared) -> Pending:
+    """What storing a prepared clip writes (see :mod:`.bulk`)."""
     opts = p.options
     source_name = Path(p.source).name if p.source and not p.source.startswith("<") else p.source
     new = NewVoice(
@@ -174,8 +166,20 @@ def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float
         xvector=p.xvector, weights_fingerprint=p.fingerprint, origin="audio", source_sha256=p.sha256,
         source_name=source_name, duration=p.duration, sample_rate=p.sample_rate, channels=p.channels,
         loudness_lufs=p.loudness_lufs, base=opts.base, inspection=p.inspection, added_by=opts.added_by,
-        consent=opts.consent, tags=opts.tags, audio=p.audio, voice_files=dict(p.voice_files), norms=norms)
-    info: VoiceInfo = store.insert(new, label=p.source)
+        consent=opts.consent, tags=opts.tags, audio=p.audio, voice_files=dict(p.voice_files))
+    return Pending(new, p.source, None, tuple(p.warnings))
+
+
+def commit(store: VoiceStore, p: Prepared, *, similar: Sequence[tuple[str, float, float]] = (),
+           similar_warnings: Sequence[str] = (), norms: tuple[float, float, int] | None = None) -> AddResult:
+    """Store a prepared clip in one transaction (files written under the write lock).
+
+    ``similar`` / ``similar_warnings``: the stored voices that sound alike, ``(name, score, speaker_cosine)``
+    (see :func:`~voicebank.library.search.find_similar`), reported in the result; ``norms``: the speaker
+    embedding's similarity statistics, stored with it.
+    """
+    item = pending(p)
+    info: VoiceInfo = store.insert(replace(item.new, norms=norms), label=p.source)
     warnings = [*p.warnings, *similar_warnings]
     for w in warnings:
         log.info("%s: %s", p.source, w)
@@ -224,4 +228,5 @@ def add_all(prepare: Callable[[AudioSource, str | None], Prepared], commit: Call
     return results
 
 
-__all__ = ["AddOptions", "Prepared", "add_all", "add_options", "check_mode", "check_variants", "commit", "prepare"]
+__all__ = ["AddOptions", "Prepared", "add_all", "add_options", "check_mode", "check_variants", "commit", "pending",
+           "prepare"]

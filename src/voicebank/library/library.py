@@ -40,7 +40,7 @@ from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue, Generation
 from ..store.records import VoiceInfo
 from ..store.store import VoiceStore
-from . import imports, ingest, maintenance, materialise, search
+from . import bulk, imports, ingest, maintenance, materialise, search
 from .computes import Computes
 from .ingest import AddOptions, Prepared
 from .names import check_name, clean_tags, current_user, default_name
@@ -269,6 +269,13 @@ class Library:
                                              duplicate_threshold=self.duplicate_threshold)
         return ingest.commit(self.store, prepared, similar=similar, similar_warnings=search.similar_warnings(similar),
                              norms=norms)
+
+    def commit_many(self, prepared: Sequence[Prepared], *, check_duplicates: bool = True) -> builtins.list[AddResult]:
+        """Store many prepared clips in one transaction, one :class:`AddResult` each in order, never raising for one
+        clip (see :func:`voicebank.library.bulk.commit_many`; ``check_duplicates=False``: no look-alike search,
+        so the cost per clip does not depend on the library's size)."""
+        return bulk.commit_many(self.store, self.scoring, self.engine, [ingest.pending(p) for p in prepared],
+                                threshold=self.duplicate_threshold, check_duplicates=check_duplicates)
 
     def add_many(self, sources: Iterable[AudioSource], *, names: Sequence[str | None] | None = None,
                  mode: str = "audio", variant: str | Sequence[str] = "english",

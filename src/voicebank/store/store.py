@@ -310,38 +310,65 @@ class VoiceStore(Upkeep):
         Refused (nothing written) when the name or the source audio is taken, when ``base`` cannot lend a
         reference, or when ``refuse_voice_file`` (a voice file sha256) is already stored as conditionals.
         """
+        with self._write() as conn:
+            return self._insert(conn, new, label, refuse_voice_file)
+
+    def insert_many(self, items: Sequence[tuple[NewVoice, str, str | None]]) -> builtins.list[VoiceInfo | LibraryError]:
+        """Add many voices in one transaction: ``items`` are ``(voice, label, refuse_voice_file)`` as for
+        :meth:`insert`.  Returns, in order, each voice's :class:`VoiceInfo` or the
+        :class:`~voicebank.errors.LibraryError` that refused it (name or audio taken, also by an earlier item,
+        a bad base); a refused voice writes nothing and the others are stored.  Any other failure (a full disk)
+        raises and stores none of them."""
+        out: builtins.list[VoiceInfo | LibraryError] = []
+        with self._write() as conn:
+            created: builtins.list[Path] = self._written.paths
+            for new, label, refuse in items:
+                mark = len(created)
+                conn.execute("SAVEPOINT one_voice")
+                try:
+                    out.append(self._insert(conn, new, label, refuse))
+                except LibraryError as e:
+                    conn.execute("ROLLBACK TO one_voice")
+                    for path in created[mark:]:  # its files: nothing references them now
+                        with contextlib.suppress(OSError):
+                            path.unlink()
+                    del created[mark:]
+                    out.append(e)
+                conn.execute("RELEASE one_voice")
+        return out
+
+    def _insert(self, conn: sqlite3.Connection, new: NewVoice, label: str, refuse_voice_file: str | None) -> VoiceInfo:
         if nfc(new.name) != new.name:
             new = replace(new, name=nfc(new.name))
-        with self._write() as conn:
-            self._refuse_taken(conn, new.name, new.source_sha256, label or new.name)
-            if refuse_voice_file is not None:
-                row = conn.execute("SELECT v.name FROM voice_files vf JOIN voices v ON v.id = vf.voice_id "
-                                   "WHERE vf.blob = ? AND vf.role = 'conditionals'", (refuse_voice_file,)).fetchone()
-                if row is not None:
-                    raise VoiceExistsError(f"{label}: this voice file is already in the library as {row[0]!r}")
-            base_id = self._base_id(conn, new.base) if new.base else None
-            cur = conn.execute(
-                "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, source_name, duration, "
-                "sample_rate, channels, loudness_lufs, speaker_emb, xvector, weights_fingerprint, base_id, origin, "
-                "experimental, provenance, added_by, added_at, consent, inspection, norm_mean, norm_std, norm_cohort, "
-                "skeleton) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (new.name, new.mode, new.variant, new.exaggeration, new.source_sha256, new.source_name, new.duration,
-                 new.sample_rate, new.channels, new.loudness_lufs, vec_bytes(new.speaker_emb),
-                 vec_bytes(new.xvector), new.weights_fingerprint, base_id, new.origin, int(new.experimental),
-                 json.dumps(new.provenance or {}), new.added_by, now(),
-                 new.consent, json.dumps(new.inspection or {}), *(new.norms or (None, None, None)),
-                 name_skeleton(new.name)))
-            voice_id = int(cur.lastrowid or 0)
-            if new.audio is not None:
-                digest = self._put_blob(conn, new.audio, AUDIO_SUFFIX, "audio")
-                conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob) VALUES (?, 'audio', '', ?)",
-                             (voice_id, digest))
-            for v, (data, fp) in new.voice_files.items():
-                digest = self._put_blob(conn, data, VOICE_SUFFIX, "voice")
-                conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob, weights_fingerprint) "
-                             "VALUES (?, 'conditionals', ?, ?, ?)", (voice_id, v, digest, fp))
-            conn.executemany("INSERT INTO tags (voice_id, tag) VALUES (?, ?)", [(voice_id, t) for t in new.tags])
-            return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (voice_id,)).fetchone())
+        self._refuse_taken(conn, new.name, new.source_sha256, label or new.name)
+        if refuse_voice_file is not None:
+            row = conn.execute("SELECT v.name FROM voice_files vf JOIN voices v ON v.id = vf.voice_id "
+                               "WHERE vf.blob = ? AND vf.role = 'conditionals'", (refuse_voice_file,)).fetchone()
+            if row is not None:
+                raise VoiceExistsError(f"{label}: this voice file is already in the library as {row[0]!r}")
+        base_id = self._base_id(conn, new.base) if new.base else None
+        cur = conn.execute(
+            "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, source_name, duration, "
+            "sample_rate, channels, loudness_lufs, speaker_emb, xvector, weights_fingerprint, base_id, origin, "
+            "experimental, provenance, added_by, added_at, consent, inspection, norm_mean, norm_std, norm_cohort, "
+            "skeleton) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (new.name, new.mode, new.variant, new.exaggeration, new.source_sha256, new.source_name, new.duration,
+             new.sample_rate, new.channels, new.loudness_lufs, vec_bytes(new.speaker_emb),
+             vec_bytes(new.xvector), new.weights_fingerprint, base_id, new.origin, int(new.experimental),
+             json.dumps(new.provenance or {}), new.added_by, now(),
+             new.consent, json.dumps(new.inspection or {}), *(new.norms or (None, None, None)),
+             name_skeleton(new.name)))
+        voice_id = int(cur.lastrowid or 0)
+        if new.audio is not None:
+            digest = self._put_blob(conn, new.audio, AUDIO_SUFFIX, "audio")
+            conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob) VALUES (?, 'audio', '', ?)",
+                         (voice_id, digest))
+        for v, (data, fp) in new.voice_files.items():
+            digest = self._put_blob(conn, data, VOICE_SUFFIX, "voice")
+            conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob, weights_fingerprint) "
+                         "VALUES (?, 'conditionals', ?, ?, ?)", (voice_id, v, digest, fp))
+        conn.executemany("INSERT INTO tags (voice_id, tag) VALUES (?, ?)", [(voice_id, t) for t in new.tags])
+        return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (voice_id,)).fetchone())
 
     def store_cache(self, voice_id: int, name: str, variant: str, data: bytes, fingerprint: str) -> None:
         """Cache extracted conditionals of an ``audio`` voice (replacing an older cache of that variant).

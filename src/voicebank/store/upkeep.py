@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from ..errors import BaseVoiceError, DuplicateAudioError, LibraryError, VoiceExistsError
 from .blobs import BlobStore
 from .catalogue import Catalogue
-from .guard import check_schema, dir_writable, name_skeleton, os_error, read_only
+from .guard import check_schema, dir_writable, name_skeleton, nfc, os_error, read_only
 
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
@@ -64,6 +64,30 @@ class Upkeep:
         :class:`~voicebank.errors.VoiceExistsError` when ``name`` is taken (a read; :meth:`insert` checks again)."""
         with self.catalogue.read() as conn:
             self._refuse_taken(conn, name, digest, label)
+
+    def taken(self, names: Sequence[str], digests: Sequence[str]) -> tuple[set[str], set[str]]:
+        """``(names, source audio digests)`` among those given that are already stored (one query each per
+        thousand, by index)."""
+        found_names: set[str] = set()
+        found_digests: set[str] = set()
+        with self.catalogue.read() as conn:
+            for column, values, found in (("name", [nfc(n) for n in names], found_names),
+                                          ("source_sha256", builtins.list(digests), found_digests)):
+                for i in range(0, len(values), 900):
+                    part = values[i: i + 900]
+                    marks = ", ".join("?" * len(part))
+                    found.update(r[0] for r in conn.execute(
+                        f"SELECT {column} FROM voices WHERE {column} IN ({marks})", part))
+        return found_names, found_digests
+
+    def fingerprints_in_use(self) -> dict[str, set[str]]:
+        """``variant -> weights fingerprints`` the stored voices of that variant were extracted with (``""`` left
+        out)."""
+        out: dict[str, set[str]] = {}
+        for variant, fp in self._query("SELECT DISTINCT variant, weights_fingerprint FROM voices "
+                                       "WHERE weights_fingerprint != ''"):
+            out.setdefault(str(variant), set()).add(str(fp))
+        return out
 
     def _base_id(self, conn: sqlite3.Connection, base: str) -> int:
         row = self._row(conn, base)
