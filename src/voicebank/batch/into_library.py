@@ -61,8 +61,8 @@ def refuse_other_weights(library: Library, out_dir: str | os.PathLike[str], *, v
     imported."""
     stored = library.store.fingerprints_in_use()
     for v, fps in sorted(dataset_fingerprints(out_dir, variant=variant).items()):
-        ours = stored.get(v)
-        for fp in sorted(fps - ours) if ours else ():
+        ours = stored.get(v, set())
+        for fp in sorted(fps - ours) if ours else []:
             raise InvalidOptionError(
                 f"{out_dir}: its {v} rows were computed with weights {fp[:12]} but the library's {v} voices with "
                 f"{', '.join(sorted(f[:12] for f in ours))}; embeddings of different weights cannot be compared. "
