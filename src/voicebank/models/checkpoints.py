@@ -30,6 +30,7 @@ from ..errors import WeightsError, WeightsNotFoundError
 from ..options import check_variant
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
     from ..settings import Settings
@@ -274,6 +275,41 @@ def read_tensors(path: Path, prefixes: tuple[str, ...] | None = None) -> dict[st
     return {k: v for k, v in state.items() if isinstance(k, str) and wanted(k) and torch.is_tensor(v)}
 
 
+def read_arrays(path: Path, prefixes: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+    """:func:`read_tensors` without torch: the tensors of ``path`` as numpy arrays (float32 where floating).
+
+    ``.safetensors`` through ``safetensors.numpy``; torch pickles (``ve.pt``, Resemblyzer's ``pretrained.pt``)
+    through :mod:`.torch_pickle`, which builds nothing but arrays.  Resemblyzer's wrapper is unwrapped.
+    """
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"checkpoint {path} does not exist")
+
+    def wanted(name: str) -> bool:
+        return prefixes is None or name.startswith(prefixes)
+
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="numpy") as f:
+                out = {k: f.get_tensor(k) for k in f.keys() if wanted(k)}
+        except (SafetensorError, OSError, ValueError, TypeError) as e:
+            raise WeightsError(f"cannot read checkpoint {path}: {e}; re-download or replace the file") from e
+    else:
+        from .torch_pickle import load_state
+
+        state = load_state(path)
+        if isinstance(state, Mapping) and isinstance(state.get("model_state"), Mapping):
+            state = state["model_state"]
+        if not isinstance(state, Mapping):
+            raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict of tensors")
+        out = {k: v for k, v in state.items() if isinstance(k, str) and wanted(k) and isinstance(v, np.ndarray)}
+    return {k: v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v for k, v in out.items()}
+
+
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The entries of ``state`` under ``prefix``, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
@@ -320,6 +356,42 @@ def file_fingerprint(path: Path, prefixes: tuple[str, ...] | None = None) -> str
     return file_fingerprints(path, [prefixes])[0]
 
 
+# numpy dtypes of a torch pickle's arrays -> what str(torch.dtype) says (uint16: bfloat16's raw bits)
+_NP_DTYPES = {"float64": "torch.float64", "float32": "torch.float32", "float16": "torch.float16",
+              "uint16": "torch.bfloat16", "int64": "torch.int64", "int32": "torch.int32", "int16": "torch.int16",
+              "int8": "torch.int8", "uint8": "torch.uint8", "bool": "torch.bool"}
+
+
+def _pickle_fingerprints(path: Path, groups: Sequence[tuple[str, ...] | None]) -> list[str]:
+    """:func:`file_fingerprints` of a torch pickle, read without torch (:mod:`.torch_pickle`)."""
+    from collections.abc import Mapping as _Mapping
+
+    import numpy as np
+
+    from .torch_pickle import load_state
+
+    state = load_state(path, bfloat16_bits=True)
+    if isinstance(state, _Mapping) and isinstance(state.get("model_state"), _Mapping):
+        state = state["model_state"]
+    if not isinstance(state, _Mapping):
+        raise WeightsError(f"checkpoint {path} holds a {type(state).__name__}, not a state dict of tensors")
+    arrays = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, np.ndarray)}
+    out = []
+    window = 1 << 16
+    for g in groups:
+        h = hashlib.sha256()
+        for name in sorted(k for k in arrays if g is None or k.startswith(g)):
+            a = np.ascontiguousarray(arrays[name])
+            h.update(f"{name}|{_NP_DTYPES[a.dtype.name]}|{tuple(a.shape)}|".encode())
+            raw = a.reshape(-1).view(np.uint8)
+            if raw.size:
+                h.update(raw[: min(raw.size, window)].tobytes())
+                if raw.size > window:
+                    h.update(raw[max(window, raw.size - window):].tobytes())
+        out.append(h.hexdigest()[:16])
+    return out
+
+
 def file_fingerprints(path: Path, groups: Sequence[tuple[str, ...] | None]) -> list[str]:
     """:func:`file_fingerprint` of several prefix groups of one file, each tensor window read once."""
     import json
@@ -327,7 +399,7 @@ def file_fingerprints(path: Path, groups: Sequence[tuple[str, ...] | None]) -> l
 
     path = Path(path)
     if path.suffix != ".safetensors":
-        return [fingerprint(read_tensors(path, g)) for g in groups]
+        return _pickle_fingerprints(path, groups)
     try:
         with open(path, "rb") as f:
             (header_len,) = struct.unpack("<Q", f.read(8))
@@ -364,4 +436,4 @@ def file_fingerprints(path: Path, groups: Sequence[tuple[str, ...] | None]) -> l
 
 
 __all__ = ["REPO_ID", "S3GEN_PREFIXES", "TURBO_REPO_ID", "WeightFiles", "file_fingerprint", "file_fingerprints",
-           "find_weights", "fingerprint", "read_tensors", "strip_prefix"]
+           "find_weights", "fingerprint", "read_arrays", "read_tensors", "strip_prefix"]

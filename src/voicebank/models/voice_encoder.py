@@ -7,76 +7,23 @@ partials every 77 frames (``rate=1.3``: 1.3 partials per second), the last one k
 first (20 dB below the loudest 2048-sample frame).
 
 The same architecture is Resemblyzer's trained speaker encoder (its keys say ``linear.*`` where
-Chatterbox says ``proj.*``); both checkpoints load here.
+Chatterbox says ``proj.*``); both checkpoints load here.  :mod:`.voice_encoder_numpy` runs the same model
+without torch (what embedding-only work uses).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..audio.dsp import trim_silence, voice_encoder_mel
-from ..chatterbox import S3_SR, SPEAKER_EMB_DIM
 from .building import build_empty, load_into
 from .checkpoints import read_tensors
-
-
-@dataclass(frozen=True)
-class VoiceEncoderConfig:
-    """Hyper-parameters of Chatterbox's voice encoder (``VoiceEncConfig`` upstream)."""
-
-    sample_rate: int = S3_SR
-    n_mels: int = 40
-    hidden_size: int = 256
-    embedding_size: int = SPEAKER_EMB_DIM
-    num_layers: int = 3
-    partial_frames: int = 160
-    frame_hop_samples: int = 160
-    partials_per_second: float = 1.3
-    min_coverage: float = 0.8
-    trim_top_db: float = 20.0
-    max_partials_per_forward: int = 32
-    """Partials per LSTM forward.  On a 2-core CPU, batches of 16 to 64 ran fastest (512: 15 % slower), and
-    every batch of 16 or more partials gave the same bits."""
-
-    @property
-    def frame_step(self) -> int:
-        """Frames between two partials: ``round(sample_rate / rate / partial_frames)`` = 77."""
-        step = int(np.round((self.sample_rate / self.partials_per_second) / self.partial_frames))
-        assert 0 < step <= self.partial_frames
-        return step
-
-
-def partial_layout(n_frames: int, config: VoiceEncoderConfig) -> tuple[int, int]:
-    """``(n_partials, target_frames)`` for a mel of ``n_frames`` frames.
-
-    The mel is zero-padded or cut to ``target_frames = partial_frames + step * (n_partials - 1)``.
-    """
-    if n_frames <= 0:
-        raise ValueError("a mel spectrogram needs at least one frame")
-    win, step = config.partial_frames, config.frame_step
-    n_wins, remainder = divmod(max(n_frames - win + step, 0), step)
-    if n_wins == 0 or (remainder + (win - step)) / win >= config.min_coverage:
-        n_wins += 1
-    return n_wins, win + step * (n_wins - 1)
-
-
-def partials_of(mel: np.ndarray, config: VoiceEncoderConfig) -> np.ndarray:
-    """Overlapping partials of one mel: (frames, 40) -> (n_partials, 160, 40) float32."""
-    n_partials, target = partial_layout(mel.shape[0], config)
-    if target > mel.shape[0]:
-        mel = np.concatenate([mel, np.zeros((target - mel.shape[0], mel.shape[1]), dtype=mel.dtype)])
-    mel = np.ascontiguousarray(mel[:target], dtype=np.float32)
-    step = config.frame_step
-    return np.lib.stride_tricks.as_strided(
-        mel, shape=(n_partials, config.partial_frames, mel.shape[1]),
-        strides=(mel.strides[0] * step, mel.strides[0], mel.strides[1]), writeable=False)
+from .voice_encoder_config import VoiceEncoderConfig, chatterbox_names, partial_layout, partials_of, prepare_partials
 
 
 def _l2_normalise(x: torch.Tensor) -> torch.Tensor:
@@ -99,7 +46,7 @@ class VoiceEncoder(nn.Module):
     @classmethod
     def from_state(cls, state: Mapping[str, torch.Tensor], config: VoiceEncoderConfig | None = None) -> VoiceEncoder:
         """Load a Chatterbox (``proj.*``) or Resemblyzer (``linear.*``) state dict, without random init."""
-        renamed = {("proj." + k[len("linear."):] if k.startswith("linear.") else k): v for k, v in state.items()}
+        renamed: dict[str, torch.Tensor] = chatterbox_names(state)  # type: ignore[assignment]
         module = build_empty(lambda: cls(config))
         load_into(module, renamed, what="voice encoder checkpoint")
         return module
@@ -120,10 +67,7 @@ class VoiceEncoder(nn.Module):
 
     def prepare(self, wav16: np.ndarray) -> np.ndarray:
         """Trim silence and cut into partials: (n,) float32 @ 16 kHz -> (n_partials, 160, 40) float32."""
-        trimmed = trim_silence(wav16, self.config.trim_top_db)
-        if trimmed.shape[0] == 0:
-            trimmed = wav16
-        return partials_of(voice_encoder_mel(trimmed, self.config.n_mels), self.config)
+        return prepare_partials(wav16, self.config)
 
     @torch.inference_mode()
     def embed_partials(self, partials: Sequence[np.ndarray]) -> torch.Tensor:
@@ -144,3 +88,6 @@ class VoiceEncoder(nn.Module):
         Equal to upstream ``VoiceEncoder.embeds_from_wavs(wavs, 16000)`` (cosine > 0.99999).
         """
         return self.embed_partials([self.prepare(w) for w in wavs16])
+
+
+__all__ = ["VoiceEncoder", "VoiceEncoderConfig", "partial_layout", "partials_of"]
