@@ -266,9 +266,11 @@ class Client:
                 params["after"] = after
             page = self._request("GET", "/v1/audio/voices", params=params).json()
             out.extend(page["data"])
-            if not page.get("has_more") or not page["data"]:
+            # next_after: where the server stopped looking (past the last voice shown when a filtered page
+            # stopped at its scan limit); an older server sends only last_id
+            after = page.get("next_after") or page["last_id"]
+            if not page.get("has_more") or after is None:
                 return out
-            after = page["last_id"]
 
     def show(self, name: str) -> dict[str, Any]:
         """The server's voice object for ``name``."""

@@ -179,19 +179,21 @@ def tags(library: Library, *, limit: int = MAX_TAGS) -> list[str]:
 
 
 def suggest(library: Library, name: str, *, n: int = 3) -> list[str]:
-    """Up to ``n`` stored names close to ``name`` (a missing one), from the :data:`NEIGHBOURS` names each side of
-    it in the name index and those of the same case-folded prefix."""
+    """Up to ``n`` stored names close to ``name`` (a missing one), compared in any case with the
+    :data:`NEIGHBOURS` names each side of it, and of its lower-case, upper-case and capitalised forms, in the name
+    index: a few indexed lookups, however many voices there are."""
     name = _nfc(name) or ""
+    near: set[str] = set()
     with library.catalogue.read() as conn:
-        near = [r[0] for r in conn.execute("SELECT name FROM voices WHERE name < ? ORDER BY name DESC LIMIT ?",
-                                           (name, NEIGHBOURS))]
-        near += [r[0] for r in conn.execute("SELECT name FROM voices WHERE name > ? ORDER BY name LIMIT ?",
-                                            (name, NEIGHBOURS))]
-        for variant in {name[:3].lower(), name[:3].capitalize(), name[:3].upper()} - {name[:3]}:
-            if variant:
-                near += [r[0] for r in conn.execute("SELECT name FROM voices WHERE name >= ? ORDER BY name LIMIT ?",
-                                                    (variant, NEIGHBOURS))]
-    return difflib.get_close_matches(name, sorted(set(near)), n=n)
+        for form in {name, name.lower(), name.upper(), name.capitalize()}:
+            near.update(r[0] for r in conn.execute("SELECT name FROM voices WHERE name < ? ORDER BY name DESC "
+                                                   "LIMIT ?", (form, NEIGHBOURS)))
+            near.update(r[0] for r in conn.execute("SELECT name FROM voices WHERE name >= ? ORDER BY name LIMIT ?",
+                                                   (form, NEIGHBOURS)))
+    folded: dict[str, str] = {}
+    for candidate in sorted(near):
+        folded.setdefault(candidate.casefold(), candidate)
+    return [folded[c] for c in difflib.get_close_matches(name.casefold(), list(folded), n=n)]
 
 
 def not_found(library: Library, name: str) -> VoiceNotFoundError:
