@@ -14,9 +14,9 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "voicebank"
 
-RANKS = ["__init__", "cli", "service", "batch", "client", "library", "cohort", "similarity", "store", "engine", "voice",
-         "models", "audio", "settings", "fileio", "options", "progress", "chatterbox", "errors", "_version",
-         "ordered", "cpus"]
+RANKS = ["__init__", "cli", "service", "batch", "client", "library", "cohort", "similarity", "duplicates", "store",
+         "engine", "voice", "models", "audio", "settings", "fileio", "options", "progress", "chatterbox", "errors",
+         "_version", "ordered", "cpus"]
 """Every part of the package, top to bottom: a subpackage or a root module (``__init__`` is the package facade).
 A part may import the parts after it, never one before it."""
 SHELL_ONLY = {"typer", "click", "rich", "fastapi", "uvicorn", "starlette", "ray", "httpx"}

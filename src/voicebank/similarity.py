@@ -43,15 +43,17 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
 
 DEFAULT_TOP_K = 20
 """Cohort voices per side whose cosines make the normalisation statistics (fewer when the cohort is smaller)."""
-DUPLICATE_THRESHOLD = 4.5
-"""Normalised score at or above which two voices are reported as possibly the same speaker (the default of
-every ``duplicate_threshold=``): the raw cosine
-stands 4.5 standard deviations above the mean of each voice's closest cohort voices.  See README, "Similarity
-scores", for what it measured."""
-DUPLICATE_COSINE = 0.80
-"""Raw speaker-embedding cosine at or above which two voices count as possibly the same speaker when there are
-no weights (nor a cached cohort) to normalise scores with; otherwise the normalised score is compared with
-:data:`DUPLICATE_THRESHOLD`."""
+DUPLICATE_THRESHOLD = 1.302
+"""Normalised score at or above which two voices are reported as possibly the same speaker after a single
+comparison (the default of every ``duplicate_threshold=``): about 5 % of different-speaker pairs reach it.  An add
+compares a new voice with every stored one, so the library's duplicate check raises it with the library's size
+(:func:`voicebank.duplicates.duplicate_threshold`).  Chosen on the *choose* set of ``tests/data/duplicates``
+(``docs/duplicates.md``)."""
+DUPLICATE_COSINE = 0.669
+"""Raw speaker-embedding cosine at or above which two voices count as possibly the same speaker after a single
+comparison when there are no weights (nor a cached cohort) to normalise scores with (otherwise the normalised
+score is compared with :data:`DUPLICATE_THRESHOLD`); raised with the library's size like it
+(:func:`voicebank.duplicates.duplicate_cosine`)."""
 SAME_RECORDING_COSINE = 0.999
 """Raw cosine at or above which two embeddings are taken for the same recording (re-encoded, say) and reported
 as possible duplicates whatever the normalised score: an untrained encoder scores every pair high, so only the

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
+from ..duplicates import duplicate_cosine, duplicate_threshold
 from ..errors import InvalidOptionError, LibraryError, VoiceNotFoundError
 from ..similarity import (
     DUPLICATE_COSINE,
@@ -52,8 +53,10 @@ def find_similar(scoring: Scoring, engine: Computes | None, speaker_emb: np.ndar
     best first, at most :data:`MAX_SIMILAR`; and the embedding's statistics to store with it
     (:func:`statistics_of`).
 
-    A voice is listed when its normalised score (:class:`~.scoring.Scoring`) reaches ``duplicate_threshold``
-    (raw cosine :data:`~voicebank.similarity.DUPLICATE_COSINE` when there is no cohort), or its raw cosine
+    A voice is listed when its normalised score (:class:`~.scoring.Scoring`) reaches :func:`warn_at`: the
+    single-comparison ``duplicate_threshold`` (raw cosine :data:`~voicebank.similarity.DUPLICATE_COSINE` when
+    there is no cohort) raised for the number of voices compared, so that a warning names a different speaker
+    on at most 5 % of adds at any library size; or its raw cosine
     :data:`~voicebank.similarity.SAME_RECORDING_COSINE` (the same recording, whatever the encoder).  Stores
     what the scoring computes (this is a write path).
     """
@@ -64,11 +67,21 @@ def find_similar(scoring: Scoring, engine: Computes | None, speaker_emb: np.ndar
         return [], None  # nothing to compare with: no cohort is embedded for the first voice
     norm = scoring.normaliser(engine, variant, duplicate_threshold=duplicate_threshold, store_results=True)
     stats = _query_stats(norm, speaker_emb)
+    compared = len(scoring.index) - (1 if exclude else 0)
     ranked = scoring.index.rank(speaker_emb, k=MAX_SIMILAR, query_stats=stats, exclude=exclude,
-                                at_least=norm.duplicate_threshold if norm is not None else DUPLICATE_COSINE,
-                                also_if_cosine=SAME_RECORDING_COSINE)
+                                at_least=warn_at(norm, compared), also_if_cosine=SAME_RECORDING_COSINE)
     similar = [(n, float(a), float(c)) for n, a, c in zip(ranked.names, ranked.scores, ranked.cosines, strict=True)]
     return similar, statistics_of(norm, speaker_emb, scoring.cohort_id)
+
+
+def warn_at(norm: ScoreNormaliser | None, voices: int) -> float:
+    """The score at or above which a new voice compared with ``voices`` stored ones is warned about: the
+    normaliser's single-comparison ``duplicate_threshold`` raised by
+    :func:`~voicebank.duplicates.duplicate_threshold` (``None``: no cohort, so raw cosine,
+    :func:`~voicebank.duplicates.duplicate_cosine`)."""
+    if norm is None:
+        return duplicate_cosine(voices)
+    return duplicate_threshold(voices, base=norm.duplicate_threshold)
 
 
 def statistics_of(norm: ScoreNormaliser | None, speaker_emb: np.ndarray | None, cohort_id: int | None,
@@ -223,4 +236,4 @@ def blend(store: VoiceStore, names: Sequence[str], mix: Sequence[float] | None =
 
 
 __all__ = ["MAX_SIMILAR", "Similar", "blend", "compare", "find_similar", "search", "similar_warnings",
-           "statistics_of", "vectors_of"]
+           "statistics_of", "vectors_of", "warn_at"]
