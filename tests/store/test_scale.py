@@ -89,3 +89,34 @@ def test_the_cli_lists_a_page_and_says_how_to_get_the_next(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert "10 of 250 voice(s)" in out and "--after voice-0000009 --limit 10" in err
     assert main(["list", "--library", str(root), "--limit", "0"]) == 2
+
+
+def test_a_bulk_import_chunk_costs_the_same_at_any_size(libraries):
+    """A chunk of 200 imported voices (one transaction, no look-alike search): the same catalogue work on 10^3 and
+    10^5 stored voices."""
+    import numpy as np
+
+    from voicebank.library.bulk import commit_many
+    from voicebank.library.imports import embedding_record
+
+    rng = np.random.default_rng(3)
+
+    def chunk(tag: str) -> Callable[[Library], object]:
+        items = [embedding_record(f"zz-{tag}-{i:04d}", rng.standard_normal(256), rng.standard_normal(192),
+                                  label=f"{tag}{i}", weights_fingerprint="fp", source_sha256=f"{tag}{i:060d}")
+                 for i in range(200)]
+
+        def op(lib: Library) -> object:
+            out = commit_many(lib.store, lib.scoring, None, items, threshold=lib.duplicate_threshold,
+                              check_duplicates=False)
+            assert [r.status for r in out] == ["added"] * 200
+            return out
+        return op
+
+    counts = {}
+    for n, lib in libraries.items():
+        chunk(f"warm{n}")(lib)  # the index loads once per process
+        with counting(lib.store) as steps:
+            chunk(f"c{n}")(lib)
+            counts[n] = steps()
+    assert counts[LARGE] <= 1.5 * counts[SMALL] + 1_000, counts

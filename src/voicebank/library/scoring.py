@@ -86,6 +86,8 @@ class Scoring:
         self._cohort: CohortRecord | None = None
         self.rebuilds = 0
         """How many cohorts this object has built (for tests and benchmarks)."""
+        self._common: tuple[int, str | None] | None = None
+        self._warned = False
 
     def normaliser(self, engine: Computes | None, variant: str, *, duplicate_threshold: float = DUPLICATE_THRESHOLD,
                    store_results: bool = False) -> ScoreNormaliser | None:
@@ -105,8 +107,10 @@ class Scoring:
                 if builtin is not None:
                     cohort = self._rebuild(builtin, built_for, store_results)
                 elif cohort is None:
-                    log.warning("similarity scores are raw speaker cosines (threshold %.2f): no weights to embed "
-                                "the built-in cohort with", DUPLICATE_COSINE)
+                    if not self._warned:
+                        log.warning("similarity scores are raw speaker cosines (threshold %.2f): no weights to "
+                                    "embed the built-in cohort with", DUPLICATE_COSINE)
+                        self._warned = True
                     return None
             assert cohort is not None
             if store_results and cohort.id == IN_MEMORY:  # built by a search earlier: a write stores it now
@@ -162,8 +166,16 @@ class Scoring:
                 return fingerprint, builtin
             except VoicebankError as e:
                 log.debug("no built-in cohort from the engine: %s", e)
-        common = self._store.common_fingerprint()
+        common = self._common_fingerprint()
         return "", cached_builtin_cohort(common, self._store.cache_dir) if common is not None else None
+
+    def _common_fingerprint(self) -> str | None:
+        """The fingerprint most stored voices carry (a query over every voice), looked up again only when the
+        library has grown or shrunk by :data:`REBUILD_FACTOR` since."""
+        voices = len(self.index)
+        if self._common is None or not (self._common[0] / REBUILD_FACTOR < voices < self._common[0] * REBUILD_FACTOR):
+            self._common = (max(1, voices), self._store.common_fingerprint())
+        return self._common[1]
 
     def _rebuild(self, builtin: np.ndarray, fingerprint: str, store_results: bool) -> CohortRecord:
         """A cohort for the library as it is now, with every voice's statistics against it."""
