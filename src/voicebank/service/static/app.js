@@ -1,9 +1,13 @@
 // voicebank web page: plain JavaScript, no dependencies, talks to the same server's /v1 API.
 "use strict";
 
+// state.voices holds one page of the table only: the server pages and filters (a library may hold millions)
 const state = { key: localStorage.getItem("voicebank-key") || "", voices: [], selected: null, upload: null,
                 recorder: null, audioUrl: null, previewUrl: null, autoName: null, inspecting: 0,
-                loaded: false, current: null };
+                loaded: false, current: null, cursors: [null], pageIndex: 0, hasMore: false, nextAfter: null,
+                total: null, listTicket: 0, mapSampled: false, mapTicket: 0 };
+const PAGE_SIZE = 100;
+const FILTER_TRIES = 4;  // a rare filter: requests per page before the page shows what it found
 const $ = (id) => document.getElementById(id);
 
 function el(tag, props = {}, ...children) {
@@ -44,25 +48,15 @@ const fmt = (x, digits = 1, unit = "") => (x === null || x === undefined) ? "–
 // --- voices table ------------------------------------------------------------------------------------
 
 async function loadVoices() {
+  // the current page of the table (its cursor kept), the count, the tags and the map
   $("voices-loading").hidden = false;
   $("voices-section").setAttribute("aria-busy", "true");
   try {
-    const voices = [];
-    let after = null;
-    for (;;) {
-      const q = new URLSearchParams({ limit: "500" });
-      if (after) q.set("after", after);
-      const page = await (await api("/v1/audio/voices?" + q)).json();
-      voices.push(...page.data);
-      if (!page.has_more) break;
-      after = page.last_id;
-    }
-    state.voices = voices;
-    state.loaded = true;
-    renderVoices();
-    renderCompareOptions();
+    if (!(await loadPage())) return;
+    await loadCount();
+    loadTags();
     await renderMap();
-    status(voices.length + " voices");
+    status(state.total + " voices");
   } catch (e) {
     status(e.status === 401 ? "This server needs an API key: enter it above." : "Cannot list voices: " + e.message, true);
   } finally {
@@ -71,13 +65,86 @@ async function loadVoices() {
   }
 }
 
+function filterParams() {
+  const params = {};
+  const q = $("filter").value.trim(), tag = $("tag-filter").value;
+  if (q) params.q = q;
+  if (tag) params.tag = tag;
+  return params;
+}
+
+async function loadPage() {
+  // one page from the server, from this page's cursor; a page stopped at the server's scan limit (a rare
+  // filter) goes on from its next_after, a few times, before showing what it found
+  const ticket = ++state.listTicket;
+  let after = state.cursors[state.pageIndex];
+  const data = [];
+  let page = null;
+  for (let tries = 0; tries < FILTER_TRIES; tries++) {
+    const q = new URLSearchParams(Object.assign({ limit: String(PAGE_SIZE - data.length) }, filterParams()));
+    if (after) q.set("after", after);
+    page = await (await api("/v1/audio/voices?" + q)).json();
+    if (ticket !== state.listTicket) return false;  // a newer filter or page was asked for meanwhile
+    data.push(...page.data);
+    if (!page.has_more || data.length >= PAGE_SIZE) break;
+    after = page.next_after;
+  }
+  state.voices = data;
+  state.hasMore = page.has_more;
+  state.nextAfter = page.next_after;
+  state.loaded = true;
+  renderVoices();
+  return true;
+}
+
+async function loadCount() {
+  const tag = $("tag-filter").value;
+  const c = await (await api("/v1/audio/count" + (tag ? "?tag=" + enc(tag) : ""))).json();
+  state.total = c.voices;
+  renderVoices();
+}
+
+async function loadTags() {
+  try {
+    const tags = (await (await api("/v1/audio/tags")).json()).data;
+    const select = $("tag-filter"), keep = select.value;
+    select.replaceChildren(el("option", { value: "", text: "any tag" }),
+                           ...tags.map((t) => el("option", { value: t, text: t })));
+    if (keep && !tags.includes(keep)) select.append(el("option", { value: keep, text: keep }));
+    select.value = keep;
+  } catch (e) { /* the table still works without the tag list */ }
+}
+
+function filtersChanged() {
+  state.cursors = [null];
+  state.pageIndex = 0;
+  loadPage().catch((e) => status("Cannot list voices: " + e.message, true));
+}
+
+let filterTimer = null;
+function filterTyped() {
+  clearTimeout(filterTimer);
+  filterTimer = setTimeout(filtersChanged, 250);
+}
+
+async function tagChosen() {
+  filtersChanged();
+  try { await loadCount(); await renderMap(); } catch (e) { status("Cannot list voices: " + e.message, true); }
+}
+
+function turnPage(step) {
+  if (step > 0) {
+    if (!state.hasMore) return;
+    state.cursors[state.pageIndex + 1] = state.nextAfter;
+  } else if (state.pageIndex === 0) return;
+  state.pageIndex += step;
+  loadPage().catch((e) => status("Cannot list voices: " + e.message, true));
+}
+
 function renderVoices() {
-  const filter = $("filter").value.trim().toLowerCase();
   const body = $("voices").querySelector("tbody");
   body.replaceChildren();
-  const shown = state.voices.filter((v) => !filter || v.id.toLowerCase().includes(filter) ||
-                                            v.tags.some((t) => t.toLowerCase().includes(filter)));
-  for (const v of shown) {
+  for (const v of state.voices) {
     const ins = v.inspection || {};
     const tags = el("td");
     for (const t of v.tags) tags.append(el("span", { class: "tag", text: t }));
@@ -93,11 +160,31 @@ function renderVoices() {
     if (v.id === state.selected) row.classList.add("selected");
     body.append(row);
   }
-  $("voice-count").textContent = "(" + state.voices.length + ")";
-  const empty = state.loaded && !state.voices.length;
+  const filtering = Object.keys(filterParams()).length > 0;
+  $("voice-count").textContent = state.total === null ? "" : "(" + state.total.toLocaleString("en") + ")";
+  const empty = state.loaded && !filtering && state.pageIndex === 0 && !state.voices.length && !state.hasMore;
   $("voices-empty").hidden = !empty;
   $("voices").hidden = empty;
-  $("voices-nomatch").hidden = empty || !state.voices.length || shown.length > 0;
+  $("voices-nomatch").hidden = !(state.loaded && filtering && !state.voices.length && !state.hasMore);
+  $("pager").hidden = !state.loaded || (state.pageIndex === 0 && !state.hasMore);
+  $("prev-page").disabled = state.pageIndex === 0;
+  $("next-page").disabled = !state.hasMore;
+  $("page-info").textContent = "page " + (state.pageIndex + 1) + (state.voices.length ? ": " +
+    state.voices[0].id + " … " + state.voices[state.voices.length - 1].id : ": none yet") +
+    (state.hasMore && state.voices.length < PAGE_SIZE ? " (searched up to " + state.nextAfter + "; Next searches on)" : "");
+}
+
+// --- voice pickers: names suggested by the server (a prefix of the name index), never a list of every voice ---
+
+async function suggestNames(input, list, keep = () => true) {
+  const prefix = input.value.trim();
+  const q = new URLSearchParams({ limit: "20" });
+  if (prefix) q.set("prefix", prefix);
+  try {
+    const page = await (await api("/v1/audio/voices?" + q)).json();
+    if (input.value.trim() !== prefix) return;  // typed on meanwhile
+    list.replaceChildren(...page.data.filter(keep).map((v) => el("option", { value: v.id })));
+  } catch (e) { /* no suggestions */ }
 }
 
 // --- one voice ---------------------------------------------------------------------------------------
@@ -128,6 +215,7 @@ async function openVoice(id, play) {
     await loadAudio(v, play);
     if (state.selected !== id) return;
     await loadNearest(v.id);
+    if (state.mapSampled) renderMap(v.id);  // a sampled map may lack the voice: place it and its nearest
     $("detail").scrollIntoView({ behavior: "smooth", block: "nearest" });
   } catch (e) {
     status("Cannot open " + id + ": " + e.message, true);
@@ -184,14 +272,11 @@ function fillEditForm(v) {
   $("tags-input").value = v.tags.join(", ");
   $("consent-input").value = v.consent || "";
   $("exaggeration-input").value = v.exaggeration ?? "";
-  // only an embedding-only voice has a base voice (the one whose reference it borrows)
+  // only an embedding-only voice has a base voice (the one whose reference it borrows): typed, with names
+  // the server suggests
   $("base-label").hidden = v.mode !== "embedding";
-  const others = state.voices.filter((o) => o.id !== v.id && o.mode !== "embedding").map((o) => o.id);
-  const options = others.map((id) => el("option", { value: id, text: id }));
-  if (!v.base) options.unshift(el("option", { value: "", text: "— none —" }));
-  else if (!others.includes(v.base)) options.unshift(el("option", { value: v.base, text: v.base }));
-  $("base-select").replaceChildren(...options);
   $("base-select").value = v.base || "";
+  $("base-options").replaceChildren();
 }
 
 async function saveEdit(ev) {
@@ -400,16 +485,6 @@ async function toggleRecording() {
 
 // --- compare and map ---------------------------------------------------------------------------------
 
-function renderCompareOptions() {
-  for (const [id, pick] of [["compare-a", 0], ["compare-b", 1]]) {
-    const select = $(id);
-    const keep = select.value;
-    select.replaceChildren(...state.voices.map((v) => el("option", { value: v.id, text: v.id })));
-    if (state.voices.some((v) => v.id === keep)) select.value = keep;
-    else if (state.voices[pick]) select.value = state.voices[pick].id;
-  }
-}
-
 async function compareVoices() {
   const a = $("compare-a").value, b = $("compare-b").value;
   if (!a || !b) return;
@@ -423,7 +498,7 @@ async function compareVoices() {
   } catch (e) { $("compare-result").textContent = "Cannot compare: " + e.message; }
 }
 
-const MAP = { r: 7, near: 14, ns: "http://www.w3.org/2000/svg" };
+const MAP = { r: 7, near: 14, ns: "http://www.w3.org/2000/svg", small: 300, cell: 12, dot: 3, listed: 50 };
 
 function svgEl(tag, attrs = {}, text = null) {
   const node = document.createElementNS(MAP.ns, tag);
@@ -452,6 +527,23 @@ function groupPoints(pts) {
   });
 }
 
+function gridPoints(pts) {
+  // a large sample: points in one cell of a grid become one group (linear time, unlike groupPoints' pairs),
+  // drawn at their mean, as a dot that grows with the voices it holds
+  const cells = new Map();
+  for (const p of pts) {
+    const key = Math.floor(p.sx / MAP.cell) + "," + Math.floor(p.sy / MAP.cell);
+    if (!cells.has(key)) cells.set(key, []);
+    cells.get(key).push(p);
+  }
+  return [...cells.values()].map((members) => {
+    members.sort((a, b) => a.id.localeCompare(b.id));
+    return { members, x: members.reduce((t, p) => t + p.sx, 0) / members.length,
+             y: members.reduce((t, p) => t + p.sy, 0) / members.length,
+             r: Math.min(MAP.cell / 2, MAP.dot + Math.log2(members.length)) };
+  });
+}
+
 function placeLabels(svg, nodes) {
   // each label goes right, left, above or below its point, wherever it overlaps no other label and no point;
   // a label with no free place is left out (the point still names its voices on hover and opens on click)
@@ -476,23 +568,40 @@ function placeLabels(svg, nodes) {
 
 function showMapGroup(ids) {
   const box = $("map-group");
+  const shown = ids.slice(0, MAP.listed);
   box.replaceChildren(el("span", { class: "muted", text: ids.length + " voices at this point: " }),
-    ...ids.map((id) => el("button", { type: "button", class: "small ghost-link", "data-id": id,
-                                      onclick: () => openVoice(id, false) }, id)),
+    ...shown.map((id) => el("button", { type: "button", class: "small ghost-link", "data-id": id,
+                                        onclick: () => openVoice(id, false) }, id)),
+    ...(ids.length > shown.length ? [el("span", { class: "muted", text: "and " + (ids.length - shown.length) +
+                                                   " more" })] : []),
     el("button", { type: "button", class: "small ghost", "aria-label": "Close", onclick: () => { box.hidden = true; } },
        "✕"));
   box.hidden = false;
 }
 
-async function renderMap() {
+async function renderMap(around = null) {
+  // the server sends at most a sample of the voices (every voice of a small library), and with `around` a
+  // voice and its nearest on the same plane
+  const ticket = ++state.mapTicket;
+  const q = new URLSearchParams();
+  const tag = $("tag-filter").value;
+  if (tag) q.set("tag", tag);
+  if (around) { q.set("around", around); q.set("k", "10"); }
+  let map;
+  try { map = await (await api("/v1/audio/map?" + q)).json(); } catch (e) { return; }
+  if (ticket !== state.mapTicket) return;
   const svg = $("map");
   svg.replaceChildren();
   $("map-group").hidden = true;
-  let map;
-  try { map = await (await api("/v1/audio/map")).json(); } catch (e) { return; }
   const pts = map.data;
+  state.mapSampled = map.sampled;
   $("map-empty").hidden = pts.length > 0;
   svg.toggleAttribute("hidden", !pts.length);  // an <svg> has no .hidden property
+  $("map-note").hidden = !map.sampled;
+  $("map-note").textContent = map.sampled ? "An even sample of " + map.sample_size.toLocaleString("en") +
+    " voices" + (state.total ? " of " + state.total.toLocaleString("en") : "") +
+    (around ? ", with " + around + " and its nearest voices (outlined)" : "") +
+    "; open a voice to place it and its nearest voices on the map." : "";
   if (!pts.length) return;
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);
   const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
@@ -500,25 +609,35 @@ async function renderMap() {
     p.sx = 40 + (x1 > x0 ? (p.x - x0) / (x1 - x0) : 0.5) * 480;
     p.sy = 360 - (y1 > y0 ? (p.y - y0) / (y1 - y0) : 0.5) * 320;
   }
-  const nodes = groupPoints(pts);
+  const large = pts.length > MAP.small;
+  const marked = (n) => n.members.some((p) => p.role === "focus" || p.role === "near");
+  // the sample first, the voice asked about and its nearest last (drawn on top, each a point of its own)
+  const nodes = large ? [...gridPoints(pts.filter((p) => p.role === "sample")),
+                         ...pts.filter((p) => p.role !== "sample").map((p) => ({ members: [p], x: p.sx, y: p.sy,
+                                                                                 r: MAP.dot + 2 }))]
+    : groupPoints(pts);
   for (const n of nodes) {
     const ids = n.members.map((p) => p.id);
     const single = ids.length === 1;
     const c = svgEl("circle", { cx: n.x, cy: n.y, r: n.r, tabindex: "0", role: "button" });
     if (single) c.setAttribute("data-id", ids[0]);
     else { c.setAttribute("class", "group"); c.setAttribute("data-ids", JSON.stringify(ids)); }
-    c.append(svgEl("title", {}, n.members.map((p) => p.id + (p.tags.length ? " [" + p.tags.join(", ") + "]" : ""))
-      .join("\n")));
-    c.setAttribute("aria-label", single ? "voice " + ids[0] : ids.length + " voices: " + ids.join(", "));
+    for (const role of ["focus", "near"]) if (n.members.some((p) => p.role === role)) c.classList.add(role);
+    const listed = n.members.slice(0, 20).map((p) => p.id + (p.tags.length ? " [" + p.tags.join(", ") + "]" : ""));
+    if (n.members.length > listed.length) listed.push("… and " + (n.members.length - listed.length) + " more");
+    c.append(svgEl("title", {}, listed.join("\n")));
+    c.setAttribute("aria-label", single ? "voice " + ids[0] : ids.length + " voices: " + ids.slice(0, 20).join(", "));
     const open = () => (single ? openVoice(ids[0], false) : showMapGroup(ids));
     c.addEventListener("click", open);
     c.addEventListener("keydown", (ev) => { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); open(); } });
     svg.append(c);
-    if (!single) svg.append(svgEl("text", { class: "count", x: n.x, y: n.y + 4, "text-anchor": "middle" }, ids.length));
+    if (!single && !large) svg.append(svgEl("text", { class: "count", x: n.x, y: n.y + 4, "text-anchor": "middle" },
+                                            ids.length));
   }
-  placeLabels(svg, nodes);
+  // labels: every point of a small map; of a large one only the voice asked about and its nearest
+  placeLabels(svg, large ? nodes.filter(marked) : nodes);
   svg.append(svgEl("text", { x: 8, y: 392 }, "PC1 " + (100 * map.explained_variance[0]).toFixed(0) + "% · PC2 " +
-    (100 * map.explained_variance[1]).toFixed(0) + "% of the variance"));
+    (100 * map.explained_variance[1]).toFixed(0) + "% of the variance" + (map.sampled ? " (of the sample)" : "")));
   highlightMap();
 }
 
@@ -541,7 +660,14 @@ $("key-form").addEventListener("submit", (ev) => {
   localStorage.setItem("voicebank-key", state.key);
   loadVoices();
 });
-$("filter").addEventListener("input", renderVoices);
+$("filter").addEventListener("input", filterTyped);
+$("tag-filter").addEventListener("change", tagChosen);
+$("prev-page").addEventListener("click", () => turnPage(-1));
+$("next-page").addEventListener("click", () => turnPage(1));
+$("compare-a").addEventListener("input", (ev) => suggestNames(ev.target, $("compare-options")));
+$("compare-b").addEventListener("input", (ev) => suggestNames(ev.target, $("compare-options")));
+$("base-select").addEventListener("input", (ev) => suggestNames(ev.target, $("base-options"),
+  (v) => v.mode !== "embedding" && v.id !== state.selected));
 $("detail-close").addEventListener("click", () => { $("detail").hidden = true; state.selected = null; renderVoices(); });
 $("rename-button").addEventListener("click", renameVoice);
 $("edit-form").addEventListener("submit", saveEdit);
