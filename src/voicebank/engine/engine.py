@@ -16,14 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import numpy as np
-import torch
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
@@ -39,16 +38,20 @@ from ..models.checkpoints import (
     strip_prefix,
 )
 from ..models.fingerprint_cache import FingerprintCache
+from ..models.torch_runtime import require_torch, torch_installed
 from ..options import check_exaggeration, check_number, check_variant, embedding_variant
-from ..ordered import ordered_map
 from ..progress import Progress
-from ..voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
+from .runtime import check_device, decoded_ahead, device_name
 
 if TYPE_CHECKING:
+    import torch
+
     from ..models.campplus import CAMPPlus
     from ..models.speech_tokenizer import SpeechTokenizer
     from ..models.voice_encoder import VoiceEncoder
+    from ..models.voice_encoder_numpy import NumpyVoiceEncoder
     from ..settings import Settings
+    from ..voice.voice import Voice
 
 log = logging.getLogger(__name__)
 
@@ -62,58 +65,12 @@ PRECISIONS: tuple[Precision, ...] = ("exact", "bf16")
 
 ModelKind = Literal["voice_encoder", "speech_tokenizer", "speaker_encoder"]
 
-T = TypeVar("T")
-R = TypeVar("R")
-ModuleT = TypeVar("ModuleT", bound=torch.nn.Module)
+ModuleT = TypeVar("ModuleT", bound="torch.nn.Module")
 
 
 def _check_finite(x: np.ndarray, what: str) -> None:
     if not np.isfinite(x).all():
         raise NonFiniteOutputError(f"{what} came out as NaN or infinite; check the audio and the weights")
-
-
-def decoded_ahead(fn: Callable[[T], R], items: Sequence[T], lookahead: int) -> Iterator[R]:
-    """``fn(item)`` for each item, in input order, computed on worker threads up to ``lookahead`` items ahead
-    (:func:`~voicebank.ordered.ordered_map`).
-
-    For the audio front end (decoding, resampling, mels), which runs in numpy, soundfile and soxr with the
-    GIL released: on as many threads as torch uses, it takes half the time on two cores.  An exception
-    is raised when its item's turn comes, so the first unusable input in order is the one reported.
-    """
-    workers = min(len(items), max(1, torch.get_num_threads()))
-    with closing(ordered_map(fn, items, workers=workers if workers > 1 else 0, ahead=lookahead,
-                             thread_name_prefix="voicebank-decode")) as done:
-        for future in done:
-            yield future.result()
-
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device` if torch knows it and this machine has it, else
-    :class:`~voicebank.errors.InvalidOptionError` saying which devices there are (the one device check of the
-    engine, the library, the service and the command line)."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str):
-        try:
-            dev = torch.device(device)
-        except RuntimeError as e:
-            raise InvalidOptionError(f"unknown device {device!r}; use cpu, cuda, cuda:N or mps") from e
-    else:
-        raise InvalidOptionError(f"device must be a name such as 'cpu' or 'cuda:0', got {device!r}")
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InvalidOptionError(f"device {str(dev)!r}: CUDA is not available on this machine; use cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InvalidOptionError(f"device {str(dev)!r}: this machine has {torch.cuda.device_count()} CUDA "
-                                     f"device(s): cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return dev
-    if dev.type == "mps":
-        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-            raise InvalidOptionError(f"device {str(dev)!r}: MPS is not available on this machine; use cpu")
-        return dev
-    raise InvalidOptionError(f"device {str(dev)!r} cannot run the models; use cpu, cuda or mps")
 
 
 class Engine:
@@ -122,8 +79,10 @@ class Engine:
     ``weights``: a checkpoint directory (or a single voice-encoder file, for embeddings only); ``None``:
     ``$VOICEBANK_WEIGHTS``, then the Hugging Face cache (see :func:`~voicebank.models.checkpoints.find_weights`).
     ``allow_download``: fetch missing checkpoints with ``huggingface_hub`` (never when ``HF_HUB_OFFLINE``).
-    ``threads``: torch's intra-op threads, set when the engine is built (torch has one such setting per
-    process: the last engine built with ``threads`` decides); ``None`` leaves torch's setting alone.
+    ``threads``: torch's intra-op threads, set when the engine is built, or when it first loads a torch model if
+    torch was not loaded yet (torch has one such setting per process: the last engine to set it decides);
+    ``None`` leaves torch's setting alone.  Speaker embeddings alone (:meth:`embed`, :meth:`embeddings` without
+    the x-vector) run the numpy voice encoder and never import torch.
     ``precision="exact"`` (default) reproduces upstream in float32; ``"bf16"`` runs the speech tokenizer's
     matrix products in bfloat16 (faster on CPUs with AVX512-BF16/AMX; a few tokens differ; its voices carry
     a different ``weights_fingerprint``).
@@ -135,13 +94,14 @@ class Engine:
         if precision not in PRECISIONS:
             raise InvalidOptionError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
         self.threads = int(check_number(threads, "threads", 1, MAX_THREADS, integer=True)) if threads else None
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
+        self._threads_set = False
+        if "torch" in sys.modules:
+            self._set_torch_threads()
         from ..settings import Settings
 
         self.settings = settings if settings is not None else Settings.from_env()
         self.weights = Path(weights).expanduser() if weights is not None else None
-        self.device = check_device(device)
+        self._device = None if device_name(device) == "cpu" else check_device(device)
         self.precision: Precision = precision
         self.allow_download = allow_download
         self._lock = threading.RLock()
@@ -153,12 +113,25 @@ class Engine:
             log.debug("no cache directory for weights fingerprints: %s", e)
             cache_dir = None
         self._fingerprint_cache = FingerprintCache(cache_dir)
-        self._models: dict[tuple[ModelKind, str], torch.nn.Module] = {}
+        self._models: dict[tuple[ModelKind | Literal["voice_encoder_numpy"], str], Any] = {}
         self.loads: dict[ModelKind, int] = {"voice_encoder": 0, "speech_tokenizer": 0, "speaker_encoder": 0}
         """How many times each kind of model was built (for tests and benchmarks)."""
 
+    @property
+    def device(self) -> torch.device:
+        """The device the torch models run on (imports torch)."""
+        if self._device is None:
+            self._device = require_torch("a torch device").device("cpu")
+        return self._device
+
+    def _set_torch_threads(self) -> None:
+        if self.threads is not None and not self._threads_set:
+            require_torch("the torch models").set_num_threads(self.threads)
+            self._threads_set = True
+
     def __repr__(self) -> str:
-        return (f"Engine(weights={str(self.weights) if self.weights else None!r}, device={str(self.device)!r}, "
+        device = str(self._device) if self._device is not None else "cpu"
+        return (f"Engine(weights={str(self.weights) if self.weights else None!r}, device={device!r}, "
                 f"precision={self.precision!r}, threads={self.threads!r})")
 
     # --- weights ------------------------------------------------------------------------------------
@@ -222,6 +195,10 @@ class Engine:
     # --- models -------------------------------------------------------------------------------------
 
     def _model(self, kind: ModelKind, path: Path, prefix: str | None, build: Callable[[dict[str, Any]], Any]) -> Any:
+        require_torch(f"the {kind.replace('_', ' ')} (torch)" if kind == "voice_encoder" else {
+            "speech_tokenizer": "the speech tokenizer (speech tokens, conditionals)",
+            "speaker_encoder": "CAM++ (the x-vector)"}[kind])
+        self._set_torch_threads()
         key = (kind, self._fingerprint(path, (prefix,) if prefix else None))
         with self._lock:
             model = self._models.get(key)
@@ -245,6 +222,25 @@ class Engine:
         return self._model("voice_encoder", self._ve_file(variant), None,
                            lambda state: self._placed(VoiceEncoder.from_state(state)))
 
+    def numpy_voice_encoder(self, variant: str = "english") -> NumpyVoiceEncoder:
+        """The voice encoder of ``variant`` in numpy (VC: English's), loaded on first use; never imports torch.
+
+        Counted in :attr:`loads` as a ``voice_encoder``.
+        """
+        from ..models.checkpoints import read_arrays
+        from ..models.voice_encoder_numpy import NumpyVoiceEncoder
+
+        path = self._ve_file(variant)
+        key: tuple[ModelKind | Literal["voice_encoder_numpy"], str] = ("voice_encoder_numpy",
+                                                                       self._fingerprint(path, None))
+        with self._lock:
+            model = self._models.get(key)
+            if model is None:
+                model = self._models[key] = NumpyVoiceEncoder.from_state(read_arrays(path))
+                self.loads["voice_encoder"] += 1
+                log.debug("loaded the numpy voice encoder from %s", path)
+            return model
+
     def speech_tokenizer(self, variant: str = "english") -> SpeechTokenizer:
         """The S3 speech tokenizer (``tokenizer.*`` of ``variant``'s S3Gen checkpoint), loaded on first use."""
         from ..models.speech_tokenizer import SpeechTokenizer
@@ -267,10 +263,14 @@ class Engine:
     def load(self, variants: Sequence[str] = ("english",), *, embeddings_only: bool = False) -> Engine:
         """Load now every model ``variants`` need (rather than on first use).  Returns ``self``.
 
-        ``embeddings_only``: only the voice encoder and CAM++ (what embedding-only jobs run).
+        ``embeddings_only``: only what :meth:`embeddings` runs (what embedding-only jobs run): the voice encoder
+        and CAM++, or without torch the numpy voice encoder alone.
         """
         for v in variants:
             v = check_variant(v)
+            if embeddings_only and not torch_installed():
+                self.numpy_voice_encoder(v)
+                continue
             if v != "vc":
                 self.voice_encoder(v)
             self.speaker_encoder(v)
@@ -289,14 +289,14 @@ class Engine:
               progress: Progress | None = None) -> np.ndarray:
         """Speaker embeddings of clips: ``(len(sources), 256)`` float32, L2-normalised, in input order.
 
-        Equal to upstream's ``t3.speaker_emb`` for each clip to float32 rounding: the clips are decoded on as
-        many threads as torch uses, then the partials of several clips share LSTM batches, which is ~25 %
-        faster than one pass per clip but can change the last bit of an element (|diff| <= ~1e-7) compared
-        with :meth:`extract`, which runs each clip alone.  Only the voice encoder is loaded.  Raises an
-        :class:`~voicebank.errors.AudioError` naming the first unusable clip.
+        Equal to upstream's ``t3.speaker_emb`` for each clip to float32 rounding (within ~3e-7 of :meth:`extract`'s):
+        the voice encoder runs in numpy (:mod:`~voicebank.models.voice_encoder_numpy`, never torch), the clips
+        are decoded on as many threads as there are CPUs, then the partials of several clips share LSTM batches.
+        Only the voice encoder is loaded.  Raises an :class:`~voicebank.errors.AudioError` naming the first
+        unusable clip.
         """
         v = embedding_variant(variant)
-        ve = self.voice_encoder(v)
+        ve = self.numpy_voice_encoder(v)
 
         def front_end(src: AudioSource | Clip) -> np.ndarray:
             return ve.prepare(prepare_reference(Clip.read(src), v).wav16)
@@ -308,27 +308,40 @@ class Engine:
                 progress(1)
         if not partials:
             return np.zeros((0, 256), dtype=np.float32)
-        out = ve.embed_partials(partials).numpy()
+        out = ve.embed_partials(partials)
         _check_finite(out, "the speaker embeddings")
         return out
 
-    @torch.inference_mode()
-    def embeddings(self, source: AudioSource | Clip | Reference, variant: str = "english",
-                   ) -> tuple[np.ndarray, np.ndarray]:
-        """``(speaker_emb (256,), xvector (192,))`` float32 of one clip, bit-identical to what :meth:`extract`
-        puts in ``t3.speaker_emb`` and ``gen.embedding``, without the speech tokenizer (the costly part).
+    def embeddings(self, source: AudioSource | Clip | Reference, variant: str = "english", *,
+                   xvector: bool | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(speaker_emb (256,), xvector (192,) or None)`` float32 of one clip, without the speech tokenizer
+        (the costly part).
 
-        VC has no voice encoder: its speaker embedding is English's.  Loads the voice encoder and CAM++ only.
+        ``xvector``: compute CAM++'s x-vector (needs torch: :class:`~voicebank.errors.MissingDependencyError`
+        without it); ``False``: the speaker embedding alone, from the numpy voice encoder (never imports torch;
+        within ~3e-7 of :meth:`extract`'s); ``None`` (default): the x-vector where torch is installed.  With the
+        x-vector, both are bit-identical to what :meth:`extract` puts in ``t3.speaker_emb`` and
+        ``gen.embedding``.  VC has no voice encoder: its speaker embedding is English's.
         """
-        from ..audio.sinc import sinc_resample
-
         v = embedding_variant(variant)
         ref = source if isinstance(source, Reference) else prepare_reference(Clip.read(source), v)
-        ve = self.voice_encoder(v)
-        speaker = ve.embed_partials([ve.prepare(ref.wav16)])[0]
-        ref24 = torch.from_numpy(ref.wav24[: GEN_REFERENCE_SECONDS * S3GEN_SR]).to(self.device)
-        xvector = self.speaker_encoder(v).xvector(sinc_resample(ref24, S3GEN_SR, S3_SR)).reshape(-1)
-        s, x = speaker.float().cpu().numpy(), xvector.float().cpu().numpy()
+        if xvector is None:
+            xvector = torch_installed()
+        if not xvector:
+            nve = self.numpy_voice_encoder(v)
+            s = nve.embed_partials([nve.prepare(ref.wav16)])[0]
+            _check_finite(s, f"{ref.name}: the speaker embedding")
+            return s, None
+        torch = require_torch("the x-vector (CAM++)")
+        from ..audio.sinc import sinc_resample
+
+        with torch.inference_mode():
+            campplus = self.speaker_encoder(v)
+            ve = self.voice_encoder(v)
+            speaker = ve.embed_partials([ve.prepare(ref.wav16)])[0]
+            ref24 = torch.from_numpy(ref.wav24[: GEN_REFERENCE_SECONDS * S3GEN_SR]).to(self.device)
+            xv = campplus.xvector(sinc_resample(ref24, S3GEN_SR, S3_SR)).reshape(-1)
+        s, x = speaker.float().cpu().numpy(), xv.float().cpu().numpy()
         _check_finite(s, f"{ref.name}: the speaker embedding")
         _check_finite(x, f"{ref.name}: the x-vector")
         return s, x
@@ -367,7 +380,6 @@ class Engine:
                 refs = []
         return voices
 
-    @torch.inference_mode()
     def conditionals(self, refs: Sequence[Reference], variant: str = "english", *,
                      exaggeration: float = DEFAULT_EXAGGERATION) -> list[Voice]:
         """Conditionals of references prepared for ``variant`` (see :meth:`reference`), batched.
@@ -375,10 +387,16 @@ class Engine:
         Batching is faster than one clip at a time (the voice encoder's LSTM runs the partials of all clips
         together, CAM++ batches windows of equal length) and equal to it to float32 rounding: speech tokens
         and mels are identical, the embeddings may differ in the last bit or so (~1e-7), as batched products
-        round differently.  The same batch always gives the same bits.
+        round differently.  The same batch always gives the same bits.  Needs torch.
         """
+        torch = require_torch("conditionals (the speech tokenizer and CAM++)")
+        with torch.inference_mode():
+            return self._conditionals(torch, refs, variant, exaggeration)
+
+    def _conditionals(self, torch: Any, refs: Sequence[Reference], variant: str, exaggeration: float) -> list[Voice]:
         from ..audio.dsp import s3gen_mel
         from ..audio.sinc import sinc_resample
+        from ..voice.voice import GenConditioning, T3Conditioning, Voice, VoiceMetadata
 
         v = check_variant(variant)
         exaggeration = check_exaggeration(exaggeration)

@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from ..audio.clip import Clip
 from ..audio.decode import AudioSource
@@ -21,14 +20,16 @@ from ..chatterbox import DEFAULT_EXAGGERATION, GEN_REFERENCE_SECONDS, VARIANT_SP
 from ..models.checkpoints import WeightFiles
 from ..options import check_variant
 from ..progress import Progress
-from ..voice.voice import Voice
 from .engine import PRECISIONS, Engine, Precision
 from .registry import shared_engine
 
 if TYPE_CHECKING:
+    import torch
+
     from ..models.campplus import CAMPPlus
     from ..models.speech_tokenizer import SpeechTokenizer
     from ..models.voice_encoder import VoiceEncoder
+    from ..voice.voice import Voice
 
 
 class Extractor:
@@ -114,7 +115,7 @@ class Extractor:
         """Speaker embeddings ``(len(sources), 256)`` float32 (see :meth:`Engine.embed`)."""
         return self.engine.embed(sources, variant=self.variant, progress=progress)
 
-    def embeddings_of(self, ref: Reference | AudioSource | Clip) -> tuple[np.ndarray, np.ndarray]:
+    def embeddings_of(self, ref: Reference | AudioSource | Clip) -> tuple[np.ndarray, np.ndarray | None]:
         """``(speaker_emb (256,), xvector (192,))`` without the speech tokenizer (see :meth:`Engine.embeddings`)."""
         return self.engine.embeddings(ref, self.variant)
 

@@ -39,11 +39,12 @@ def shared_engine(weights: str | os.PathLike[str] | None = None, *, device: str 
     engine is built (see :class:`~voicebank.engine.Engine`).
     """
     from ..settings import Settings
-    from .engine import Engine, check_device
+    from .engine import Engine
+    from .runtime import device_name
 
     snapshot = settings if settings is not None else Settings.from_env()
     where = str(Path(weights).expanduser().resolve()) if weights is not None else None
-    key: EngineKey = (where, str(check_device(device)), str(precision), threads, bool(allow_download), snapshot)
+    key: EngineKey = (where, device_name(device), str(precision), threads, bool(allow_download), snapshot)
     with _LOCK:
         engine = _ENGINES.get(key)
         if engine is None:

@@ -25,7 +25,9 @@ class Computes(Protocol):
 
     def weights_fingerprint(self, variant: str = "english") -> str: ...
 
-    def embeddings(self, source: Clip | Reference, variant: str = "english") -> tuple[np.ndarray, np.ndarray]: ...
+    def embeddings(self, source: Clip | Reference, variant: str = "english") -> tuple[np.ndarray, np.ndarray | None]:
+        """``(speaker_emb (256,), xvector (192,) or None)``: the x-vector needs torch (``None`` without it)."""
+        ...
 
     def embed(self, sources: Sequence[AudioSource | Clip], *, variant: str = "english") -> np.ndarray:
         """Speaker embeddings of several clips, ``(len(sources), 256)`` (the built-in similarity cohort)."""

@@ -70,7 +70,7 @@ class Prepared:
     loudness_lufs: float | None
     inspection: dict[str, object]
     speaker_emb: np.ndarray | None
-    xvector: np.ndarray
+    xvector: np.ndarray | None
     fingerprint: str
     audio: bytes | None = None
     """The kept reference as a float WAV, when the options keep audio."""
@@ -135,6 +135,7 @@ def prepare(clip: Clip, options: AddOptions, engine: Computes, *, name: str) -> 
                                      "to add it anyway", source=label, findings=tuple(warnings))
     primary = options.variants[0]
     speaker: np.ndarray | None
+    xvector: np.ndarray | None
     files: dict[str, tuple[bytes, str]] = {}
     if options.mode == "conditionals":
         voices = {v: engine.extract(clip, v, exaggeration=options.exaggeration) for v in options.variants}
@@ -150,7 +151,8 @@ def prepare(clip: Clip, options: AddOptions, engine: Computes, *, name: str) -> 
     return Prepared(
         source=label, name=name, sha256=clip.sha256, options=options, duration=round(clip.duration, 6),
         sample_rate=clip.sample_rate, channels=clip.channels, loudness_lufs=inspection.loudness_lufs,
-        inspection=inspection.to_dict(), speaker_emb=speaker, xvector=np.asarray(xvector, dtype=np.float32),
+        inspection=inspection.to_dict(), speaker_emb=speaker,
+        xvector=None if xvector is None else np.asarray(xvector, dtype=np.float32),
         fingerprint=engine.weights_fingerprint(embedding_variant(primary)),
         audio=wav_bytes(clip.samples, clip.sample_rate) if options.keep_audio else None, voice_files=files,
         warnings=[f"poor reference (forced): {w}" for w in warnings])

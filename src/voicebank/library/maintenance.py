@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from ..errors import NoAudioKeptError, VoicebankError
+from ..errors import MissingDependencyError, NoAudioKeptError, VoicebankError
+from ..models.torch_runtime import INSTALL_TORCH
 from ..options import embedding_variant
 from ..progress import Progress
 from ..store.records import VoiceInfo
@@ -60,7 +61,7 @@ def check(store: VoiceStore, engine: Callable[[], Computes], *, repair: bool = F
         if v.info.mode == "conditionals" and "conditionals" not in roles:
             problems.append(CheckProblem(name, "conditionals voice without a voice file",
                                          f"voicebank rm {name!r} and add the clip again"))
-        if v.info.mode == "embedding" and v.xvector is None:
+        if v.info.mode == "embedding" and v.speaker_emb is None and v.xvector is None:
             problems.append(CheckProblem(name, "embedding voice without an embedding",
                                          f"voicebank rm {name!r} and add the clip again"))
     deleted = delete_orphans and not bad_rows
@@ -162,7 +163,11 @@ def reextract_one(store: VoiceStore, engine: Computes, name: str, *, only_varian
     else:
         from .materialise import kept_clip
 
-        speaker, xvector = engine.embeddings(kept_clip(store, stored), info.variant)
+        speaker, xv = engine.embeddings(kept_clip(store, stored), info.variant)
+        if xv is None:
+            raise MissingDependencyError(f"re-extracting {name!r} computes its x-vector with CAM++, which needs torch: "
+                                         f"{INSTALL_TORCH}")
+        xvector = xv
     store.replace_extraction(
         stored.id, name, speaker_emb=speaker, xvector=xvector,
         fingerprint=engine.weights_fingerprint(embedding_variant(info.variant)),

@@ -114,6 +114,9 @@ def hybrid(store: VoiceStore, engine: Callable[[], Computes], stored: StoredVoic
     store.check_base(base_name)
     base_voice = materialise(store, engine, base_name, variant=variant, base=None, current=current)
     speaker, xvector = stored.speaker_emb, stored.xvector
+    if xvector is None and speaker is not None:
+        raise LibraryError(f"voice {info.name!r} was added without torch, so it keeps no x-vector (CAM++), which its "
+                           "hybrid conditionals need: add the clip again where torch is installed")
     if xvector is None or (speaker is None and base_voice.t3 is not None):
         raise LibraryError(f"voice {info.name!r}: its stored embedding is damaged; run `voicebank library check`")
     t3 = None

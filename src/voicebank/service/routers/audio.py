@@ -26,14 +26,16 @@ ClipUpload = Annotated[UploadFile, File(description="Reference clip: WAV, FLAC, 
 @router.post("/embed", response_model=Embedding, responses=ERRORS, summary="Embeddings of a clip")
 async def embed(service: ServiceDep, _key: ReadKey, audio_sample: ClipUpload,
                 variant: Annotated[Variant, Form()] = "english") -> dict[str, Any]:
-    """The clip's speaker embedding (256) and x-vector (192), as extraction computes them; nothing is stored."""
+    """The clip's speaker embedding (256) and x-vector (192), as extraction computes them; nothing is stored.
+    Without torch installed, the speaker embedding alone (from the numpy voice encoder; ``xvector`` null)."""
     upload = await read_upload(audio_sample, max_seconds=service.settings.max_audio_seconds)
     emb_variant = "english" if variant == "vc" else variant
 
-    def run() -> tuple[list[float], list[float]]:
+    def run() -> tuple[list[float], list[float] | None]:
         speaker, xvector = service.library.engine.embeddings(Clip.read(upload.source(), name=upload.filename),
                                                              emb_variant)
-        return [float(x) for x in speaker.tolist()], [float(x) for x in xvector.tolist()]
+        return ([float(x) for x in speaker.tolist()],
+                None if xvector is None else [float(x) for x in xvector.tolist()])
 
     speaker, xvector = await service.pool.run_once(f"embed:{upload.sha256}:{emb_variant}", "embed", run)
     return {"object": "embedding", "id": None, "variant": emb_variant, "speaker_embedding": speaker,
