@@ -52,8 +52,9 @@ def embed(
         raise typer.BadParameter("give --jsonl or --output, not both")
     if output is not None:
         check_output(output, parents)
-    extractor = Extractor(ve_weights or weights, device=check_device(device), allow_download=download,
-                          threads=torch_threads(threads))
+    # the voice encoder runs in numpy (never torch): only another device than the CPU is checked
+    extractor = Extractor(ve_weights or weights, device=device if device == "cpu" else check_device(device),
+                          allow_download=download, threads=torch_threads(threads))
     with progress(len(audio), "embedding") as advance:
         embeddings = extractor.embed([str(p) for p in audio], progress=advance)
     if output is not None:

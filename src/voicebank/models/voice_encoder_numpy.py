@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..audio.dsp import _blas_single_threaded
 from .checkpoints import read_arrays
 from .voice_encoder_config import VoiceEncoderConfig, chatterbox_names, check_layout, prepare_partials
 
@@ -128,7 +129,9 @@ class NumpyVoiceEncoder:
         counts = [p.shape[0] for p in partials]
         stacked = np.concatenate(partials, axis=0)
         size = PARTIALS_PER_FORWARD
-        embeds = np.concatenate([self.forward(stacked[i: i + size]) for i in range(0, stacked.shape[0], size)])
+        # small products on the calling thread: OpenBLAS's threads on them ran 2-10x slower on a busy 2-core machine
+        with _blas_single_threaded():
+            embeds = np.concatenate([self.forward(stacked[i: i + size]) for i in range(0, stacked.shape[0], size)])
         bounds = np.cumsum([0, *counts])
         means = np.stack([embeds[a:b].mean(axis=0) for a, b in itertools.pairwise(bounds)])
         return _l2_normalise(means).astype(np.float32, copy=False)
