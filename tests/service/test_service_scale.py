@@ -5,39 +5,16 @@ Python to every name."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import numpy as np
 import pytest
-
-from scale_fixtures import fill
+from scale_service import RARE, filled_app
 
 SMALL, LARGE = 10_000, 100_000
-RARE = ("voice-0000042", "voice-0005000", "voice-0009998")
-"""Voices tagged ``rare`` (a tag read from the tag index)."""
-
-
-class NoModels:
-    """The library's engine, without models: nothing here extracts; the built-in cohort's clips are embedded as
-    unit vectors drawn from their bytes' hash (as in benchmarks/scale.py)."""
-
-    def weights_fingerprint(self, variant: str = "english") -> str:
-        return "fp"
-
-    def embed(self, sources: Any, *, variant: str = "english") -> np.ndarray:
-        out = []
-        for src in sources:
-            v = np.random.default_rng(int(hashlib.sha256(bytes(src)).hexdigest()[:8], 16)).standard_normal(256)
-            out.append(v / np.linalg.norm(v))
-        return np.stack(out).astype(np.float32)
-
-    def __getattr__(self, name: str) -> Any:
-        raise RuntimeError(f"the scale tests run no model ({name})")
 
 
 class Served:
@@ -47,17 +24,9 @@ class Served:
     def __init__(self, root, n: int) -> None:
         from fastapi.testclient import TestClient
 
-        from voicebank.library import Library
-        from voicebank.service import ServiceSettings, create_app
-
-        store = fill(root, n)
-        with store.catalogue.write() as conn:
-            conn.executemany("INSERT INTO tags (voice_id, tag) SELECT id, 'rare' FROM voices WHERE name = ?",
-                             [(name,) for name in RARE])
-        store.close()
-        self.library = Library(root, engine=NoModels())  # type: ignore[arg-type]
-        self.app = create_app(ServiceSettings(library=root, log_json=False), library=self.library)
+        self.app = filled_app(root, n)
         self.service = self.app.state.service
+        self.library = self.service.library
         self.service.io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="counted-io")
         self.client = TestClient(self.app)
         self.client.__enter__()
