@@ -56,9 +56,10 @@ def clip(seed: int, seconds: float = 2.0) -> Waveform:
     return Waveform(speechlike(seconds, 16000, seed=seed), 16000)
 
 
-def build_library(root: Path) -> Library:
-    """'alice' and 'bob' (audio mode: a kept WAV each) and 'carol' (an imported voice file)."""
-    lib = Library(root, engine=FakeEngine())
+def build_library(root: Path | str, *, blobs: str | None = None) -> Library:
+    """'alice' and 'bob' (audio mode: a kept WAV each) and 'carol' (an imported voice file); ``root`` a directory,
+    or a shared library's ``postgresql://`` URL with its ``blobs``."""
+    lib = Library(root, engine=FakeEngine(), blobs=blobs)
     lib.add(clip(1), name="alice")
     lib.add(clip(2), name="bob")
     lib.import_file(VOICE_FILE, "carol")

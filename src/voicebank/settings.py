@@ -7,7 +7,10 @@ called (not at import), so a process that changes its environment gets what it s
 variable                        meaning
 ==============================  ================================================================
 ``VOICEBANK_WEIGHTS``           directory of Chatterbox checkpoints (or a voice-encoder file)
-``VOICEBANK_LIBRARY``           the voice library directory
+``VOICEBANK_LIBRARY``           the voice library directory, or a shared library's catalogue
+                                (``postgresql://user@host:port/db``, see docs/shared-store.md)
+``VOICEBANK_BLOBS``             a shared library's content files (``s3://bucket/prefix``; the object
+                                store's credentials and endpoint are boto3's ``AWS_*`` variables)
 ``HF_HUB_CACHE``                Hugging Face hub cache (as ``huggingface_hub`` reads it; also the
                                 older ``HUGGINGFACE_HUB_CACHE``, then ``HF_HOME/hub``, then
                                 ``XDG_CACHE_HOME/huggingface/hub``, then ``~/.cache/huggingface/hub``)
@@ -40,6 +43,7 @@ ENV_API_KEY = "VOICEBANK_API_KEY"
 ENV_SERVER = "VOICEBANK_SERVER"
 ENV_CLIENT_CACHE = "VOICEBANK_CLIENT_CACHE"
 ENV_CACHE_DIR = "VOICEBANK_CACHE_DIR"
+ENV_BLOBS = "VOICEBANK_BLOBS"
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -90,6 +94,10 @@ class Settings:
     """Where :class:`voicebank.Client` keeps downloaded voices (``None``: the user cache directory)."""
     cache_dir: Path | None = None
     """voicebank's cache directory (weights fingerprints, the client's voices); ``None``: the user cache directory."""
+    library_url: str | None = None
+    """``VOICEBANK_LIBRARY`` when it names a shared library's catalogue (``postgresql://...``), as written."""
+    blobs: str | None = None
+    """A shared library's content files (``VOICEBANK_BLOBS``: ``s3://bucket/prefix``)."""
     omp_threads: int | None = None
     """``OMP_NUM_THREADS`` when set to a number (a batch worker's torch threads)."""
     pythonpath: str = ""
@@ -109,6 +117,9 @@ class Settings:
             server=env.get(ENV_SERVER) or None,
             client_cache=Path(env[ENV_CLIENT_CACHE]).expanduser() if env.get(ENV_CLIENT_CACHE) else None,
             cache_dir=Path(env[ENV_CACHE_DIR]).expanduser() if env.get(ENV_CACHE_DIR) else None,
+            library_url=env[ENV_LIBRARY] if env.get(ENV_LIBRARY, "").startswith(("postgresql://", "postgres://"))
+            else None,
+            blobs=env.get(ENV_BLOBS) or None,
             omp_threads=int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else None,
             pythonpath=env.get("PYTHONPATH", ""),
         )

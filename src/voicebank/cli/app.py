@@ -63,8 +63,16 @@ def _version(value: bool) -> None:
 def _main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Show the version and exit.")] = False,
+    blobs: Annotated[str | None, typer.Option(
+        "--blobs", show_default=False,
+        help="A shared library's content files: s3://bucket/prefix (with --library postgresql://...; default: "
+        "$VOICEBANK_BLOBS; credentials and endpoint from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_ENDPOINT_URL).")] = None,
 ) -> None:
     """voicebank: Chatterbox voices without the TTS model."""
+    from .common import BLOBS
+
+    BLOBS[0] = blobs
 
 
 def main(argv: list[str] | None = None) -> int:

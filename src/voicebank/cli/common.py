@@ -27,8 +27,9 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="Torch device: cpu, cud
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow downloading weights from the Hugging Face hub "
                                            "(needs the optional huggingface_hub package).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-LibraryOpt = Annotated[Path | None, typer.Option(
-    "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
+LibraryOpt = Annotated[str | None, typer.Option(
+    "--library", "-L", help="Library directory, or a shared library's postgresql://user@host:port/db URL (its "
+    "content files then at --blobs s3://bucket/prefix) (default: $VOICEBANK_LIBRARY, else the user data directory).",
     show_default=False)]
 ThreadsOpt = Annotated[int | None, typer.Option(
     "--threads", min=1, max=1024, help="Torch threads of each worker (default: the CPUs this process may use, "
@@ -121,7 +122,11 @@ def torch_threads(threads: int | None, share: int = 1) -> int:
     return max(1, usable_cpus() // max(1, share))
 
 
-def open_library(library: Path | None, weights: Path | None = None, device: str = "cpu",
+BLOBS: list[str | None] = [None]
+"""The ``--blobs`` location given before the command (``voicebank --blobs s3://... list``), for open_library."""
+
+
+def open_library(library: str | Path | None, weights: Path | None = None, device: str = "cpu",
                  download: bool = False, threads: int | None = None) -> Library:
     """The library a command works on: the one place the CLI builds a :class:`~voicebank.library.Library`, once
     per command, from its ``--library`` (and, for commands that run models, ``--weights``, ``--device``,
@@ -131,7 +136,8 @@ def open_library(library: Path | None, weights: Path | None = None, device: str 
 
     if device != "cpu":
         device = check_device(device)
-    return Library(library, weights=weights, device=device, allow_download=download, threads=threads)
+    return Library(library, weights=weights, device=device, allow_download=download, threads=threads,
+                   blobs=BLOBS[0])
 
 
 def variant_option(variant: str | None) -> str | None:
@@ -179,7 +185,7 @@ def fmt(value: float | None, spec: str, unit: str = "") -> str:
     return f"{value:{spec}}{unit}"
 
 
-def report_path(library: Path | None) -> Path:
+def report_path(library: str | Path | None) -> Path:
     from ..library import resolve_library_path
 
     return resolve_library_path(library)

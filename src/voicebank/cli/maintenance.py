@@ -83,8 +83,15 @@ def check(
         raise LibraryError(f"the library at {report_path(library)} has {n} problem(s) (listed above)")
 
 
-def _rebuild(library: Path | None, as_json: bool) -> None:
+def _rebuild(library: str | Path | None, as_json: bool) -> None:
+    from ..errors import CatalogueDamagedError
     from ..library.recover import rebuild
+    from ..settings import Settings
+    from ..store.shared import is_shared
+
+    if is_shared(library if library is not None else Settings.from_env().library_url):
+        raise CatalogueDamagedError("a shared library's catalogue is not rebuilt from its objects: restore the "
+                                    "database from a backup (nothing was deleted)")
 
     result = rebuild(report_path(library))
     if as_json:

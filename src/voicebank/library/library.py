@@ -39,7 +39,7 @@ from ..similarity import DUPLICATE_THRESHOLD
 from ..store.blobs import BlobStore
 from ..store.catalogue import Catalogue, Generation
 from ..store.records import VoiceInfo
-from ..store.store import VoiceStore
+from ..store.shared import open_store
 from . import bulk, imports, ingest, maintenance, materialise, search
 from .computes import Computes
 from .ingest import AddOptions, Prepared
@@ -75,7 +75,8 @@ class Library:
     """A voice library on disk: ``catalogue.sqlite3`` plus ``blobs/`` (content-addressed) and ``tmp/``.
 
     ``path``: the library directory (created if missing); default ``$VOICEBANK_LIBRARY``, else the
-    platform's user data directory (``platformdirs.user_data_dir("voicebank")``).
+    platform's user data directory (``platformdirs.user_data_dir("voicebank")``); or a ``postgresql://`` URL with
+    ``blobs`` an ``s3://bucket/prefix`` (default ``$VOICEBANK_BLOBS``): a shared library (docs/shared-store.md).
 
     ``engine``: the :class:`~voicebank.engine.Engine` that computes embeddings and conditionals (shared, not
     copied); without one, the process's engine for ``weights``, ``device``, ``allow_download`` and ``threads``
@@ -92,9 +93,10 @@ class Library:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, weights: str | os.PathLike[str] | None = None,
                  device: str = "cpu", allow_download: bool = False, engine: Engine | Computes | None = None,
-                 duplicate_threshold: float = DUPLICATE_THRESHOLD, threads: int | None = None) -> None:
-        self.path = resolve_library_path(path)
-        self.store = VoiceStore(self.path)
+                 duplicate_threshold: float = DUPLICATE_THRESHOLD, threads: int | None = None,
+                 blobs: str | None = None) -> None:
+        self.store = open_store(path, blobs=blobs)  # a directory, or postgresql://... with s3:// blobs
+        self.path = self.store.path
         self.duplicate_threshold = check_number(duplicate_threshold, "duplicate_threshold", allow_infinite=True)
         self._engine: Engine | Computes | None = engine
         self._weights = weights

@@ -14,7 +14,6 @@ Credentials and the endpoint come from boto3's usual sources: ``AWS_ACCESS_KEY_I
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -48,11 +47,9 @@ def _client() -> Any:
         from botocore.config import Config
     except ImportError as e:
         raise MissingDependencyError("a library in an object store needs boto3: pip install 'voicebank[s3]'") from e
-    # AWS_ENDPOINT_URL is read by botocore >= 1.31 itself; passed explicitly too for older releases
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    # the endpoint (AWS_ENDPOINT_URL), region and credentials: boto3's own sources (botocore >= 1.31)
     return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+        "s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                       max_pool_connections=32))
 
 

@@ -37,9 +37,6 @@ from .records import StoredFile
 from .s3blobs import ObjectRef, S3BlobStore, is_s3_url
 from .store import VoiceStore, now
 
-ENV_BLOBS = "VOICEBANK_BLOBS"
-"""Where a shared library's content files live (``s3://bucket/prefix``) when ``blobs`` is not given."""
-
 
 def is_shared(location: object) -> bool:
     """Whether ``location`` names a shared library's catalogue (a ``postgresql://`` URL) rather than a directory."""
@@ -190,19 +187,23 @@ class SharedVoiceStore(VoiceStore):
         return len(blobs), damage
 
 
-def open_store(location: str | os.PathLike[str], *, blobs: str | None = None, rebuilding: bool = False) -> VoiceStore:
-    """The store at ``location``: a directory (the embedded SQLite store), or a ``postgresql://`` URL with the
-    content files at ``blobs`` (``s3://bucket/prefix``; default ``$VOICEBANK_BLOBS``)."""
+def open_store(location: str | os.PathLike[str] | None, *, blobs: str | None = None,
+               rebuilding: bool = False) -> VoiceStore:
+    """The store at ``location`` (default ``$VOICEBANK_LIBRARY``, else the user data directory): a directory (the
+    embedded SQLite store), or a ``postgresql://`` URL with the content files at ``blobs`` (``s3://bucket/prefix``;
+    default ``$VOICEBANK_BLOBS``)."""
+    settings = Settings.from_env()
+    if location is None:
+        location = settings.library_url or settings.library_path
     if is_shared(location):
         if rebuilding:
             raise LibraryError(f"{redact(str(location))}: rebuilding a shared library's catalogue from its objects "
                                "is not supported; restore the database from a backup")
-        blobs = blobs or os.environ.get(ENV_BLOBS) or ""
-        return SharedVoiceStore(str(location), blobs)
+        return SharedVoiceStore(str(location), blobs or settings.blobs or "")
     if blobs:
         raise LibraryError(f"--blobs {blobs!r} applies to a library in PostgreSQL (--library postgresql://...); a "
                            "library directory keeps its content files under blobs/")
-    return VoiceStore(location, rebuilding=rebuilding)
+    return VoiceStore(Path(location).expanduser(), rebuilding=rebuilding)
 
 
-__all__ = ["ENV_BLOBS", "SharedVoiceStore", "is_shared", "open_store"]
+__all__ = ["SharedVoiceStore", "is_shared", "open_store"]
