@@ -212,7 +212,9 @@ class BatchTransform:
             from ..settings import Settings
 
             threads = Settings.from_env().omp_threads  # Ray sets OMP_NUM_THREADS from the actor's CPUs
-        if threads:
+        from ..models.torch_runtime import torch_installed
+
+        if threads and torch_installed():  # without torch, embedding jobs run numpy alone
             import torch
 
             torch.set_num_threads(max(1, threads))

@@ -101,7 +101,9 @@ def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 def check_device(device: str) -> str:
     """``device`` if torch knows it and this machine has it (the engine's check); a usage error (exit 2)
-    otherwise."""
+    otherwise.  The CPU needs no check (and no torch: embeddings run in numpy)."""
+    if device == "cpu":
+        return device
     from ..engine.engine import check_device as engine_check_device
     from ..errors import InvalidOptionError
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -113,14 +113,18 @@ def add(
         raise typer.BadParameter(f"no audio files in {', '.join(str(a) for a in audio)}")
     if name is not None and len(files) != 1:
         raise typer.BadParameter(f"--name names one clip, but {len(files)} were given; drop --name to use file stems")
-    import torch
+    from ..models.torch_runtime import torch_installed
 
     # each worker runs torch ops: the usable CPUs are shared out between them (unless --threads says how many
-    # each uses), instead of oversubscribing the cores
+    # each uses), instead of oversubscribing the cores.  Without torch (embedding mode), nothing to set.
     per_worker = torch_threads(threads, share=min(workers, len(files)))
     lib = open_library(library, weights, device, download, per_worker)
-    before = torch.get_num_threads()
-    torch.set_num_threads(per_worker)
+    torch: Any = None
+    if torch_installed():
+        import torch
+    before = torch.get_num_threads() if torch is not None else 0
+    if torch is not None:
+        torch.set_num_threads(per_worker)
     try:
         with progress(len(files), "adding") as advance:
             results = lib.add_many([str(f) for f in files], names=[name] if name is not None else None, mode=mode,
@@ -128,7 +132,8 @@ def add(
                                    added_by=added_by, keep_audio=not no_audio, base=base, force=force,
                                    workers=workers, progress=advance)
     finally:
-        torch.set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(before)
     if as_json:
         echo_json([r.to_dict() for r in results])
     else:

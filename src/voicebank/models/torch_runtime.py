@@ -1,33 +1,48 @@
-"""Whether torch is here, and importing it with a one-line error when it is not.
+"""Whether torch is here (and wanted), and importing it with a one-line error when it is not.
 
 The voice encoder runs in numpy (:mod:`.voice_encoder_numpy`), so speaker embeddings never need torch; the
 speech tokenizer, CAM++ and voice files do.  Code that needs torch asks :func:`require_torch` first, so a
-torch-free install (see docs/install.md) answers with :class:`~voicebank.errors.MissingDependencyError` saying
-what to install, never an ``ImportError`` traceback.
+torch-free install (docs/install.md) answers with :class:`~voicebank.errors.MissingDependencyError` saying what
+to install, never an ``ImportError`` traceback.
+
+``VOICEBANK_TORCH=0`` makes an install with torch behave as one without: embedding work then never imports
+it (no x-vectors), and what needs torch fails with the same message.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from functools import cache
 from types import ModuleType
 
 from ..errors import MissingDependencyError
 
+ENV_TORCH = "VOICEBANK_TORCH"
+"""``0``: never import torch, even where it is installed."""
+
 INSTALL_TORCH = "pip install torch (CPU-only machines: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
 """What to run to get torch (the message of :func:`require_torch`)."""
 
 
+def _refused() -> bool:
+    return os.environ.get(ENV_TORCH, "").strip().lower() in ("0", "false", "no", "off")
+
+
 @cache
-def torch_installed() -> bool:
-    """Whether torch can be imported here (looked up without importing it)."""
-    if "torch" in sys.modules:
-        return True
+def _findable() -> bool:
     try:
         return importlib.util.find_spec("torch") is not None
-    except (ImportError, ValueError):
+    except (ImportError, ValueError, AttributeError):  # e.g. sys.modules["torch"] = None
         return False
+
+
+def torch_installed() -> bool:
+    """Whether torch can be imported here and is not refused by ``VOICEBANK_TORCH=0`` (never imports it)."""
+    if _refused():
+        return False
+    return sys.modules.get("torch") is not None or _findable()
 
 
 def require_torch(what: str) -> ModuleType:
@@ -35,6 +50,8 @@ def require_torch(what: str) -> ModuleType:
 
     ``what``: the work that needs it, e.g. ``"the speech tokenizer"``.
     """
+    if _refused():
+        raise MissingDependencyError(f"{what} needs torch, which {ENV_TORCH}=0 turns off: unset it")
     try:
         import torch
     except ImportError as e:
@@ -42,4 +59,4 @@ def require_torch(what: str) -> ModuleType:
     return torch
 
 
-__all__ = ["INSTALL_TORCH", "require_torch", "torch_installed"]
+__all__ = ["ENV_TORCH", "INSTALL_TORCH", "require_torch", "torch_installed"]

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._version import __version__
 from ..engine import Engine
 from ..library import Library, resolve_library_path
+from ..models.torch_runtime import torch_installed
 from . import errors
 from .cache import ConditionalsCache
 from .logs import request_id, startup_failure_logged
@@ -132,7 +133,12 @@ def create_app(settings: ServiceSettings | None = None, *, library: Library | No
             t0 = time.perf_counter()
             engine = library.engine
             if isinstance(engine, Engine):
-                await asyncio.to_thread(engine.load, settings.variants)
+                # without torch, the numpy voice encoder alone: embeddings work, extraction answers "install torch"
+                with_torch = torch_installed()
+                if not with_torch:
+                    log.warning("torch is not installed: serving speaker embeddings (no x-vectors) and stored "
+                                "voices; extraction needs torch")
+                await asyncio.to_thread(engine.load, settings.variants, embeddings_only=not with_torch)
         except Exception as e:  # one line in the log; `voicebank serve` then exits 1 with the same line
             app.state.startup_error = e
             log.error("cannot start: %s", " ".join(str(e).split()) or type(e).__name__)

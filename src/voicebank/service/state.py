@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from ..engine import shared_engine
 from ..errors import VoicebankError
 from ..library import Library
+from ..models.torch_runtime import torch_installed
 from .cache import ConditionalsCache
 from .metrics import Metrics
 from .revalidation import Generation, RevalidationIndex
@@ -31,7 +32,9 @@ IO_THREADS = 4
 def _one_torch_thread() -> None:
     """Initializer of the I/O threads: torch's intra-op thread count is per calling thread, and the small
     tensors of a voice file (validation, serialisation) gain nothing from a parallel team, whose wake-up costs
-    milliseconds on a busy machine."""
+    milliseconds on a busy machine.  Without torch, nothing to set."""
+    if not torch_installed():
+        return
     import torch
 
     torch.set_num_threads(1)

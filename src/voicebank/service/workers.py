@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..models.torch_runtime import torch_installed
 from .errors import ApiError
 from .metrics import Metrics
 
@@ -86,7 +87,7 @@ class ExtractionPool:
         def job() -> T:
             with self._lock:
                 self._running += 1
-            if self.threads:
+            if self.threads and torch_installed():
                 import torch
 
                 if torch.get_num_threads() != self.threads:
