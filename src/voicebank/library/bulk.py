@@ -19,14 +19,14 @@ import numpy as np
 
 from ..errors import DuplicateAudioError, LibraryError, VoiceExistsError
 from ..options import embedding_variant
-from ..similarity import DUPLICATE_COSINE, SAME_RECORDING_COSINE, ScoreNormaliser
+from ..similarity import SAME_RECORDING_COSINE, ScoreNormaliser
 from ..store.records import NewVoice, VoiceInfo
 from ..store.store import VoiceStore
 from .computes import Computes
 from .index import unit_rows
 from .results import AddResult
 from .scoring import Scoring
-from .search import MAX_SIMILAR, Similar, find_similar, similar_warnings
+from .search import MAX_SIMILAR, Similar, find_similar, similar_warnings, warn_at
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def _score_chunk(scoring: Scoring, engine: Computes | None, news: list[NewVoice]
             norms[i] = (float(stats[0][k]), float(stats[1][k]), int(cohort_id))
     if not check_duplicates:
         return
-    cutoff = norm.duplicate_threshold if norm is not None else DUPLICATE_COSINE
+    cutoff = warn_at(norm, len(scoring.index) + len(rows))  # what each voice is compared with, at most
     ranked = scoring.index.matches(queries, query_stats=stats, at_least=cutoff, also_if_cosine=SAME_RECORDING_COSINE,
                                    k=MAX_SIMILAR)
     unit = unit_rows(queries).astype(np.float64)
