@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 SCAN_ROWS = 5_000
 """The most names of the index one page examines (a filter matching fewer than one in 50 voices may then answer
 a short page, with ``has_more`` and a cursor)."""
-SMALL_TAG = 5_000
-"""A tag held by at most this many voices is paged from the tag index (its voices sorted by name)."""
+SMALL_TAG = 2_000
+"""A tag held by at most this many voices may be paged from the tag index (its voices sorted by name)."""
 MAX_TAGS = 200
 """The most distinct tags :func:`tags` lists."""
 NEIGHBOURS = 50
@@ -103,13 +103,16 @@ def _walk(conn: sqlite3.Connection, f: Filter, after: str | None, scan: int) -> 
             yield str(name), str(m), bool(t)
 
 
-def _tag_rows(conn: sqlite3.Connection, f: Filter, after: str | None) -> list[tuple[str, str, bool]] | None:
-    """Every voice tagged ``f.tag`` after ``after`` by name, read from the tag index, when the tag has at most
-    :data:`SMALL_TAG` voices; else ``None`` (the name index is walked instead)."""
+def _tag_rows(conn: sqlite3.Connection, f: Filter, after: str | None, limit: int,
+              ) -> list[tuple[str, str, bool]] | None:
+    """Every voice tagged ``f.tag`` after ``after`` by name, read from the tag index, when that is the cheaper
+    way: the tag has at most :data:`SMALL_TAG` voices and so few that walking the name index would examine more
+    names (about ``limit`` x voices / tagged) than the tag has voices; else ``None`` (the name index is walked)."""
     assert f.tag is not None
-    held = conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM tags WHERE tag = ? LIMIT ?)",
-                        (f.tag, SMALL_TAG + 1)).fetchone()[0]
-    if held > SMALL_TAG:
+    held = int(conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM tags WHERE tag = ? LIMIT ?)",
+                            (f.tag, SMALL_TAG + 1)).fetchone()[0])
+    last = conn.execute("SELECT id FROM voices ORDER BY id DESC LIMIT 1").fetchone()  # about how many voices
+    if held > SMALL_TAG or held * held > (limit + 1) * int(last[0] if last else 0):
         return None
     sql = "SELECT v.name, v.mode FROM tags t JOIN voices v ON v.id = t.voice_id WHERE t.tag = ?"
     args: list[object] = [f.tag]
@@ -129,7 +132,7 @@ def page_names(library: Library, f: Filter, *, limit: int, after: str | None = N
     """The names of the page of at most ``limit`` voices kept by ``f`` after ``after``, by name."""
     after = _nfc(after)
     with library.catalogue.read() as conn:
-        rows = _tag_rows(conn, f, after) if f.tag else None
+        rows = _tag_rows(conn, f, after, limit) if f.tag else None
         exhaustive = rows is not None  # every candidate is in rows: the walk cannot stop short
         source = iter(rows) if rows is not None else _walk(conn, f, after, scan)
         names: list[str] = []
