@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 _COLUMNS = ["path", "source_sha256", "duration", "sample_rate", "speaker_emb", "xvector", "voice", "mode", "variant",
             "weights_fingerprint", "error_type", "error"]
+_VECTORS = ("speaker_emb", "xvector")
 
 
 CHUNK_ROWS = 1000
@@ -35,12 +36,30 @@ CHUNK_ROWS = 1000
 
 
 def dataset_rows(out_dir: str | os.PathLike[str], *, variant: str | None = None) -> Iterator[dict[str, Any]]:
-    """The rows of a dataset folder, streamed a Parquet batch at a time (``variant``: only that variant's).  Every
-    part file is opened first, so a truncated one is refused before any row is read."""
+    """The rows of a dataset folder, streamed a Parquet batch at a time (``variant``: only that variant's), with the
+    vectors as float32 arrays.  Every part file is opened first, so a truncated one is refused before any row is
+    read."""
     for batch in stream_batches(open_parts(out_dir), columns=_COLUMNS):
-        for row in batch.to_pylist():
-            if variant is None or row["variant"] == variant:
+        columns = {name: batch.column(name) for name in _COLUMNS}
+        plain = {name: col.to_pylist() for name, col in columns.items() if name not in _VECTORS}
+        vectors = {name: _vectors(columns[name]) for name in _VECTORS}
+        for i in range(batch.num_rows):
+            if variant is None or plain["variant"][i] == variant:
+                row = {name: values[i] for name, values in plain.items()}
+                for name, (arr, valid) in vectors.items():
+                    row[name] = arr[i] if valid[i] else None
                 yield row
+
+
+def _vectors(column: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A fixed-size list column as ``(rows (n, dim) float32, valid (n,) bool)``, without a Python list per row."""
+    n, dim = len(column), column.type.list_size
+    valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+    rows = np.zeros((n, dim), dtype=np.float32)
+    if valid.any():
+        flat = column.filter(column.is_valid()).flatten().to_numpy(zero_copy_only=False)
+        rows[valid] = np.asarray(flat, dtype=np.float32).reshape(-1, dim)
+    return rows, valid
 
 
 def dataset_fingerprints(out_dir: str | os.PathLike[str], *, variant: str | None = None) -> dict[str, set[str]]:
@@ -102,7 +121,6 @@ def _import_chunk(library: Library, rows: list[dict[str, Any]], where: str, tags
     from ..library import AddResult
     from ..library.bulk import Pending, commit_many
     from ..library.imports import embedding_record, voice_record
-    from ..voice.voice import Voice
 
     paths = [str(row.get("path") or "") for row in rows]
     names = [Path(p).stem or "voice" for p in paths]
@@ -120,6 +138,8 @@ def _import_chunk(library: Library, rows: list[dict[str, Any]], where: str, tags
                 results[i] = AddResult(path, name, "skipped", f"{path}: a voice named {name!r} is already in the "
                                        "library")
             elif row.get("mode") == "conditionals" and row.get("voice") is not None:
+                from ..voice.voice import Voice  # torch: only for datasets of conditionals
+
                 voice = Voice.from_bytes(row["voice"], where=f"{where}: {path}").check(path)
                 pending.append((i, voice_record(voice, check_name(name), label=path,
                                                 provenance={"imported_from": path}, tags=tags, consent=consent,
@@ -137,7 +157,8 @@ def _import_chunk(library: Library, rows: list[dict[str, Any]], where: str, tags
         except VoicebankError as e:
             results[i] = AddResult(path, name, "failed", str(e))
     committed = commit_many(library.store, library.scoring, library.engine, [p for _, p in pending],
-                            threshold=library.duplicate_threshold, check_duplicates=check_duplicates)
+                            threshold=library.duplicate_threshold, check_duplicates=check_duplicates,
+                            details=False)
     for (i, _), result in zip(pending, committed, strict=True):
         results[i] = result
     return [r for r in results if r is not None]

@@ -56,14 +56,16 @@ def commit_one(store: VoiceStore, scoring: Scoring, engine: Computes | None, pen
 
 
 def commit_many(store: VoiceStore, scoring: Scoring, engine: Computes | None, items: Sequence[Pending], *,
-                threshold: float, check_duplicates: bool = True) -> list[AddResult]:
+                threshold: float, check_duplicates: bool = True, details: bool = True) -> list[AddResult]:
     """Store ``items`` in one transaction, one :class:`AddResult` each in order, never raising for one voice:
     ``added`` (with possible duplicates among the stored voices and the chunk's earlier ones), ``skipped``
     (its name, audio or voice file is already stored, also by an earlier item) or ``failed`` (another
     refusal, e.g. a bad base).  A failure of the whole write (a full disk) raises and stores none of them.
 
     ``check_duplicates=False`` leaves out the search for look-alike voices (each voice's similarity statistics
-    are still stored): a chunk then costs the same however large the library is.
+    are still stored): a chunk then costs the same however large the library is.  ``details=False``: the
+    results carry no :class:`~voicebank.store.records.VoiceInfo` (``voice`` is ``None``), which saves reading
+    each voice back.
     """
     similar: list[list[tuple[int | str, float, float]]] = [[] for _ in items]
     norms: list[tuple[float, float, int] | None] = [None] * len(items)
@@ -71,13 +73,14 @@ def commit_many(store: VoiceStore, scoring: Scoring, engine: Computes | None, it
         _score_chunk(scoring, engine, [items[i].new for i in rows], rows, threshold, check_duplicates, similar,
                      norms)
     stored = store.insert_many([(replace(p.new, norms=norms[i]), p.label, p.refuse_voice_file)
-                                for i, p in enumerate(items)])
+                                for i, p in enumerate(items)], details=details)
     out = []
     for i, (p, got) in enumerate(zip(items, stored, strict=True)):
-        if isinstance(got, VoiceInfo):
+        if not isinstance(got, LibraryError):
             found = _named(similar[i], items, stored)
             warnings = (*p.warnings, *similar_warnings(found))
-            out.append(AddResult(p.label, p.new.name, "added", "", warnings, tuple(found), got))
+            out.append(AddResult(p.label, p.new.name, "added", "", warnings, tuple(found),
+                                 got if isinstance(got, VoiceInfo) else None))
         elif isinstance(got, (VoiceExistsError, DuplicateAudioError)):
             out.append(AddResult(p.label, p.new.name, "skipped", str(got)))
         else:
@@ -122,23 +125,22 @@ def _score_chunk(scoring: Scoring, engine: Computes | None, news: list[NewVoice]
         score = 0.5 * ((cos - m[:, None]) / s[:, None] + (cos - m[None, :]) / s[None, :])
     else:
         score = cos
+    earlier = np.tril((score >= cutoff) | (cos >= SAME_RECORDING_COSINE), k=-1)  # the chunk's earlier voices
     for k, i in enumerate(rows):
         found: list[tuple[int | str, float, float]] = [
             (n, float(a), float(c)) for n, a, c in zip(ranked[k].names, ranked[k].scores, ranked[k].cosines,
                                                        strict=True)]
-        for j in range(k):  # the chunk's earlier voices, not yet in the index
-            if score[k, j] >= cutoff or cos[k, j] >= SAME_RECORDING_COSINE:
-                found.append((rows[j], float(score[k, j]), float(cos[k, j])))
+        found += [(rows[j], float(score[k, j]), float(cos[k, j])) for j in np.flatnonzero(earlier[k])]
         similar[i] = sorted(found, key=lambda h: -h[1])[:MAX_SIMILAR]
 
 
 def _named(found: list[tuple[int | str, float, float]], items: Sequence[Pending],
-           stored: Sequence[VoiceInfo | LibraryError]) -> list[Similar]:
+           stored: Sequence[VoiceInfo | int | LibraryError]) -> list[Similar]:
     """Look-alikes by name: an earlier voice of the chunk counts only if it was stored."""
     out: list[Similar] = []
     for who, score, cos in found:
         if isinstance(who, int):
-            if not isinstance(stored[who], VoiceInfo):
+            if isinstance(stored[who], LibraryError):
                 continue
             who = items[who].new.name
         out.append((who, score, cos))

@@ -239,21 +239,33 @@ class VoiceIndex:
         hits: list[list[tuple[float, float, int]]] = [[] for _ in range(q.shape[0])]
         with self._lock:
             n = self._size
+            mq = sq = None
+            if query_stats is not None:
+                mq, sq = (np.asarray(a, dtype=np.float64) for a in query_stats)
+            slack = 1e-3  # float32 first, then the few rows near the cut-off scored again as rank() scores them
             for start in range(0, n, block):
                 end = min(n, start + block)
-                cos = (self._unit[start:end] @ q.T).astype(np.float64)  # (rows, B), as rank() scores
-                if query_stats is not None:
-                    mq, sq = (np.asarray(a, dtype=np.float64) for a in query_stats)
+                cos32 = self._unit[start:end] @ q.T  # (rows, B)
+                if mq is not None and sq is not None:
                     mi, si = self._means[start:end, None], self._stds[start:end, None]
-                    score = 0.5 * ((cos - mq[None, :]) / sq[None, :] + (cos - mi) / si)
+                    loose = 0.5 * ((cos32 - mq[None, :].astype(np.float32)) / sq[None, :].astype(np.float32)
+                                   + (cos32 - mi.astype(np.float32)) / si.astype(np.float32))
+                    slack_score = slack * float(np.max(0.5 / sq) + np.max(0.5 / si)) if si.size else slack
                 else:
-                    score = cos
-                hit = score >= at_least
+                    loose, slack_score = cos32, slack
+                hit = loose >= at_least - slack_score
                 if also_if_cosine is not None:
-                    hit |= cos >= also_if_cosine
+                    hit |= cos32 >= also_if_cosine - slack
                 hit &= self._alive[start:end, None]
                 for r, b in zip(*np.nonzero(hit), strict=True):
-                    hits[int(b)].append((float(score[r, b]), float(cos[r, b]), start + int(r)))
+                    row = start + int(r)
+                    c = float(cos32[r, b])
+                    if mq is not None and sq is not None:
+                        sc = 0.5 * ((c - mq[b]) / sq[b] + (c - self._means[row]) / self._stds[row])
+                    else:
+                        sc = c
+                    if sc >= at_least or (also_if_cosine is not None and c >= also_if_cosine):
+                        hits[int(b)].append((sc, c, row))
             out = []
             for found in hits:
                 best = sorted(found, key=lambda h: -h[0])[:k]

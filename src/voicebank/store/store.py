@@ -305,28 +305,26 @@ class VoiceStore(Upkeep):
         return digest
 
     def insert(self, new: NewVoice, *, label: str = "", refuse_voice_file: str | None = None) -> VoiceInfo:
-        """Add a voice, its tags and its files in one transaction (files written under the write lock).
-
-        Refused (nothing written) when the name or the source audio is taken, when ``base`` cannot lend a
-        reference, or when ``refuse_voice_file`` (a voice file sha256) is already stored as conditionals.
-        """
+        """Add a voice, its tags and its files in one transaction (files written under the write lock).  Refused
+        (nothing written) when the name or the source audio is taken, when ``base`` cannot lend a reference, or
+        when ``refuse_voice_file`` (a voice file sha256) is already stored as conditionals."""
         with self._write() as conn:
             return self._insert(conn, new, label, refuse_voice_file)
 
-    def insert_many(self, items: Sequence[tuple[NewVoice, str, str | None]]) -> builtins.list[VoiceInfo | LibraryError]:
+    def insert_many(self, items: Sequence[tuple[NewVoice, str, str | None]], *, details: bool = True,
+                    ) -> builtins.list[VoiceInfo | int | LibraryError]:
         """Add many voices in one transaction: ``items`` are ``(voice, label, refuse_voice_file)`` as for
-        :meth:`insert`.  Returns, in order, each voice's :class:`VoiceInfo` or the
-        :class:`~voicebank.errors.LibraryError` that refused it (name or audio taken, also by an earlier item,
-        a bad base); a refused voice writes nothing and the others are stored.  Any other failure (a full disk)
-        raises and stores none of them."""
-        out: builtins.list[VoiceInfo | LibraryError] = []
+        :meth:`insert`.  Returns, in order, each one's :class:`VoiceInfo` (its id with ``details=False``) or the
+        :class:`~voicebank.errors.LibraryError` that refused it (also a name or audio taken by an earlier item):
+        a refused voice writes nothing, the others are stored.  Any other failure raises and stores none."""
+        out: builtins.list[VoiceInfo | int | LibraryError] = []
         with self._write() as conn:
             created: builtins.list[Path] = self._written.paths
             for new, label, refuse in items:
                 mark = len(created)
                 conn.execute("SAVEPOINT one_voice")
                 try:
-                    out.append(self._insert(conn, new, label, refuse))
+                    out.append(self._insert(conn, new, label, refuse, details=details))
                 except LibraryError as e:
                     conn.execute("ROLLBACK TO one_voice")
                     for path in created[mark:]:  # its files: nothing references them now
@@ -337,7 +335,8 @@ class VoiceStore(Upkeep):
                 conn.execute("RELEASE one_voice")
         return out
 
-    def _insert(self, conn: sqlite3.Connection, new: NewVoice, label: str, refuse_voice_file: str | None) -> VoiceInfo:
+    def _insert(self, conn: sqlite3.Connection, new: NewVoice, label: str, refuse_voice_file: str | None, *,
+                details: bool = True) -> Any:
         if nfc(new.name) != new.name:
             new = replace(new, name=nfc(new.name))
         self._refuse_taken(conn, new.name, new.source_sha256, label or new.name)
@@ -368,6 +367,8 @@ class VoiceStore(Upkeep):
             conn.execute("INSERT INTO voice_files (voice_id, role, variant, blob, weights_fingerprint) "
                          "VALUES (?, 'conditionals', ?, ?, ?)", (voice_id, v, digest, fp))
         conn.executemany("INSERT INTO tags (voice_id, tag) VALUES (?, ?)", [(voice_id, t) for t in new.tags])
+        if not details:
+            return voice_id
         return self._info(conn, conn.execute("SELECT * FROM voices WHERE id = ?", (voice_id,)).fetchone())
 
     def store_cache(self, voice_id: int, name: str, variant: str, data: bytes, fingerprint: str) -> None:
