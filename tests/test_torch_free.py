@@ -140,3 +140,12 @@ out['rows'] = [(r['speaker_emb'] is not None, r['xvector'] is None, r['error']) 
     assert res["runs"][0]["rc"] == 0, res
     assert res["rows"] == [[True, True, None]] * 2
     assert not res["torch"]
+
+
+def test_the_torch_free_requirements_are_the_core_dependencies_but_torch():
+    tomllib = pytest.importorskip("tomllib")
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [ln.strip() for ln in (root / "requirements-no-torch.txt").read_text().splitlines()
+              if ln.strip() and not ln.startswith("#")]
+    assert sorted(listed) == sorted(d.replace(" ", "") for d in deps if not d.startswith("torch"))
