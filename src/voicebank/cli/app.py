@@ -169,6 +169,10 @@ def _describe_unexpected(e: BaseException) -> str:
 
     if isinstance(e, sqlite3.DatabaseError):
         return f"the library catalogue cannot be used ({e}); run voicebank library check"
+    if isinstance(e, ImportError) and (e.name or "").split(".")[0] == "torch":  # a torch-free install
+        from ..models.torch_runtime import INSTALL_TORCH
+
+        return f"this command needs torch, which is not installed: {INSTALL_TORCH}"
     if isinstance(e, OSError):
         where = f"{e.filename}: " if e.filename else ""
         return f"{where}{e.strerror or e}"
