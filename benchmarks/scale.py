@@ -95,6 +95,7 @@ def quantiles(xs: list[float]) -> tuple[float, float]:
 
 
 def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
+    from voicebank.batch.into_library import import_dataset
     from voicebank.library import Library
 
     t = time.perf_counter()
@@ -124,8 +125,54 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     timed("show", lambda k: lib.show(names[k]))
     timed("list page", lambda k: lib.list(limit=100, after=names[k]))
     timed("count", lambda k: len(lib))
+    for check in (False, True):
+        rows = IMPORT_ROWS[check]
+        dataset = root.parent / f"import-{n}-{int(check)}"
+        write_dataset(dataset, rows, start=10_000_000 * (2 + int(check)))
+        t = time.perf_counter()
+        results = import_dataset(lib, dataset, check_duplicates=check)
+        elapsed = time.perf_counter() - t
+        assert [r.status for r in results].count("added") == rows, "the benchmark's rows must all be new"
+        out[f"import_{int(check)}"] = rows / elapsed
+        shutil.rmtree(dataset, ignore_errors=True)
     lib.close()
     return out
+
+
+IMPORT_ROWS = {False: 20_000, True: 5_000}
+"""Rows imported into each library: without and with the duplicate check (which is a pass over the library)."""
+
+
+def write_dataset(path: Path, n: int, *, start: int) -> None:
+    """A ``voicebank batch`` embedding dataset of ``n`` new clips (random unit vectors)."""
+    from voicebank.batch.dataset import rows_to_table, write_part
+
+    rng = np.random.default_rng(start)
+    for lo in range(0, n, 50_000):
+        m = min(50_000, n - lo)
+        s = rng.standard_normal((m, 256)).astype(np.float32)
+        s /= np.linalg.norm(s, axis=1, keepdims=True)
+        x = rng.standard_normal((m, 192)).astype(np.float32)
+        write_part(path, rows_to_table([
+            {"path": f"/corpus/clip-{start + lo + i:09d}.wav", "source_sha256": f"{start + lo + i:064x}",
+             "duration": 4.0, "sample_rate": 16000, "speaker_emb": s[i], "xvector": x[i], "mode": "embedding",
+             "variant": "english", "weights_fingerprint": "instant-english"} for i in range(m)]))
+
+
+def import_million(work: Path) -> float:
+    """Rows/s of importing a 10^6-row embedding dataset into an empty library, without the duplicate check."""
+    from voicebank.batch.into_library import import_dataset as import_into
+    from voicebank.library import Library
+
+    dataset = work / "import-million"
+    write_dataset(dataset, 1_000_000, start=50_000_000)
+    lib = Library(work / "lib-imported", engine=InstantEngine())
+    t = time.perf_counter()
+    results = import_into(lib, dataset, check_duplicates=False)
+    elapsed = time.perf_counter() - t
+    assert len(lib) == len(results) == 1_000_000
+    lib.close()
+    return elapsed
 
 
 def main() -> None:
@@ -134,6 +181,8 @@ def main() -> None:
     p.add_argument("--with-million", action="store_true", help="also 10^6 voices (minutes, ~2 GB of disk)")
     p.add_argument("--repeat", type=int, default=50, help="timed calls per operation and size")
     p.add_argument("--keep", type=Path, help="build the libraries here and keep them (default: a temp dir)")
+    p.add_argument("--import-million", action="store_true", help="also time importing a 10^6-row dataset into an "
+                   "empty library (minutes)")
     args = p.parse_args()
     ctx = C.setup("scale", args)
     sizes = [int(s) for s in args.sizes.split(",") if s] + ([1_000_000] if args.with_million else [])
@@ -148,6 +197,7 @@ def main() -> None:
                 fill(root, n)
                 print(f"built {n:,} voices in {time.perf_counter() - t:.1f} s", flush=True)
             results.append(measure(root, n, repeat))
+        million = import_million(work) if args.import_million else None
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -157,13 +207,21 @@ def main() -> None:
         cells = [f"{r[op][0]:.2f} / {r[op][1]:.2f}" for r in results]
         growth = results[-1][op][0] / max(results[0][op][0], 1e-9)
         rows.append([f"{op}, ms (p50 / p99)", *cells, f"{growth:.1f}x"])
+    for check, what in ((False, "no duplicate check"), (True, "duplicate check")):
+        rates = [r[f"import_{int(check)}"] for r in results]
+        rows.append([f"bulk import ({IMPORT_ROWS[check]:,} rows, {what}), rows/s", *[f"{x:,.0f}" for x in rates],
+                     f"{rates[0] / max(rates[-1], 1e-9):.1f}x slower"])
     rows.append(["open, ms", *[f"{r['open_ms']:.1f}" for r in results],
                  f"{results[-1]['open_ms'] / max(results[0]['open_ms'], 1e-9):.1f}x"])
     rows.append(["first search or add (loads the index), s", *[f"{r['first_add_s']:.2f}" for r in results], ""])
     rows.append(["resident memory after loading, MiB", *[f"{r['rss_mb']:.0f}" for r in results], ""])
     C.print_table(f"The library at {', '.join(f'{n:,}' for n in sizes)} voices (models taken out; {repeat} calls "
                   f"each)", ["", *[f"{n:,} voices" for n in sizes], "growth"], rows)
-    C.write_json(ctx, {"environment": C.environment(ctx), "results": json.loads(json.dumps(results))})
+    if million is not None:
+        print(f"imported 1,000,000 embedding rows into an empty library (no duplicate check) in {million:.0f} s: "
+              f"{1e6 / million:,.0f} rows/s")
+    C.write_json(ctx, {"environment": C.environment(ctx), "results": json.loads(json.dumps(results)),
+                       "import_million_s": million})
 
 
 if __name__ == "__main__":

@@ -62,6 +62,8 @@ class VoiceIndex:
         self._stds = np.zeros(0)
         self._cohort = np.zeros(0, dtype=np.int64)
         self._alive = np.zeros(0, dtype=bool)
+        self._gain = np.zeros(0, dtype=np.float32)  # 0.5 / std, per row: a score is one multiply-add per row
+        self._offset = np.zeros(0, dtype=np.float32)  # -0.5 * mean / std; -inf for dead rows and rows without
         self._row_of: dict[int, int] = {}
         self._by_name: dict[str, int] = {}
         self.rows_read = 0
@@ -100,6 +102,7 @@ class VoiceIndex:
             row = self._row_of.pop(int(i), None)
             if row is not None:
                 self._alive[row] = False
+                self._offset[row] = -np.inf
                 if self._by_name.get(self._names[row]) == row:
                     del self._by_name[self._names[row]]
         self._reserve(self._size + len(rows))
@@ -120,6 +123,7 @@ class VoiceIndex:
 
         self._ids, self._unit, self._means = grow(self._ids), grow(self._unit), grow(self._means)
         self._stds, self._cohort, self._alive = grow(self._stds), grow(self._cohort), grow(self._alive)
+        self._gain, self._offset = grow(self._gain), grow(self._offset)
 
     def _append(self, rows: VectorRows) -> None:
         start, n = self._size, len(rows)
@@ -130,6 +134,7 @@ class VoiceIndex:
         self._stds[start:end] = rows.stds
         self._cohort[start:end] = rows.cohorts
         self._alive[start:end] = True
+        self._set_affine(np.arange(start, end))
         del self._names[start:]
         self._names.extend(rows.names)
         for k, (i, name) in enumerate(zip(rows.ids, rows.names, strict=True)):
@@ -144,12 +149,23 @@ class VoiceIndex:
         self._means[: keep.size] = self._means[keep]
         self._stds[: keep.size] = self._stds[keep]
         self._cohort[: keep.size] = self._cohort[keep]
+        self._gain[: keep.size] = self._gain[keep]
+        self._offset[: keep.size] = self._offset[keep]
         self._alive[: keep.size] = True
         self._alive[keep.size: self._size] = False
         self._names = [self._names[k] for k in keep]
         self._size = int(keep.size)
         self._row_of = {int(i): k for k, i in enumerate(self._ids[: self._size])}
         self._by_name = {name: k for k, name in enumerate(self._names)}
+
+    def _set_affine(self, rows: np.ndarray) -> None:
+        """Each row's normalised score as ``cos * (gain + 0.5 / s_q) + offset - 0.5 * m_q / s_q``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            gain = 0.5 / self._stds[rows]
+            offset = -self._means[rows] * gain
+        usable = np.isfinite(gain) & np.isfinite(offset) & self._alive[rows]
+        self._gain[rows] = np.where(usable, gain, 0.0)
+        self._offset[rows] = np.where(usable, offset, -np.inf)
 
     # --- statistics --------------------------------------------------------------------------------------
 
@@ -171,6 +187,7 @@ class VoiceIndex:
                 return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
             means, stds = statistics(self._unit[stale])
             self._means[stale], self._stds[stale], self._cohort[stale] = means, stds, cohort_id
+            self._set_affine(stale)
             return self._ids[stale].copy(), np.asarray(means), np.asarray(stds)
 
     def statistics(self, cohort_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -202,30 +219,47 @@ class VoiceIndex:
         with self._lock:
             n = self._size
             q = unit_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
-            cos = (self._unit[:n] @ q).astype(np.float64)
-            ok = self._alive[:n].copy()
+            cos = self._unit[:n] @ q  # float32: the one pass over the index
+            if query_stats is not None:
+                mq, sq = float(query_stats[0]), float(query_stats[1])
+                score = cos * (self._gain[:n] + np.float32(0.5 / sq))
+                score += self._offset[:n]  # -inf: dead rows and rows without statistics
+                score -= np.float32(0.5 * mq / sq)
+            else:
+                score = np.where(self._alive[:n], cos, np.float32(-np.inf))
             if exclude and (row := self._by_name.get(exclude)) is not None:
-                ok[row] = False
+                score[row] = -np.inf
             if tag is not None:
                 with self._store.catalogue.read() as conn:
-                    ok &= np.isin(self._ids[:n], tagged_ids(conn, tag))
-            if query_stats is not None:
-                mq, sq = query_stats
-                score = 0.5 * ((cos - mq) / sq + (cos - self._means[:n]) / self._stds[:n])
-            else:
-                score = cos.copy()
+                    score[~np.isin(self._ids[:n], tagged_ids(conn, tag))] = -np.inf
+            slack = np.float32(1e-3 * (1.0 + np.abs(score[np.isfinite(score)]).max(initial=0.0)))
             if at_least is not None:
-                hit = score >= at_least
+                hit = score >= at_least - slack
                 if also_if_cosine is not None:
-                    hit |= cos >= also_if_cosine
-                ok &= hit
-            candidates = np.flatnonzero(ok)
-            if candidates.size > k:
-                top = np.argpartition(-score[candidates], k - 1)[:k]
-                candidates = candidates[top]
-            order = candidates[np.argsort(-score[candidates], kind="stable")]
-            return Ranked([self._names[r] for r in order], score[order], cos[order])
+                    hit |= (cos >= also_if_cosine - 1e-3) & np.isfinite(score)
+                candidates = np.flatnonzero(hit)
+            else:
+                candidates = _top_candidates(score, k + 16, slack)
+            return self._exact(candidates, q, cos, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
 
+    def _exact(self, rows: np.ndarray, q: np.ndarray, cos: np.ndarray, query_stats: tuple[float, float] | None, *,
+               k: int, at_least: float | None, also_if_cosine: float | None) -> Ranked:
+        """The ``k`` best of a few candidate ``rows`` scored in float64 (the float32 pass only chose them)."""
+        c = cos[rows].astype(np.float64)
+        if query_stats is not None:
+            mq, sq = query_stats
+            score = 0.5 * ((c - mq) / sq + (c - self._means[rows]) / self._stds[rows])
+        else:
+            score = c
+        keep = np.isfinite(score)
+        if at_least is not None:
+            hit = score >= at_least
+            if also_if_cosine is not None:
+                hit |= c >= also_if_cosine
+            keep &= hit
+        rows, score, c = rows[keep], score[keep], c[keep]
+        order = np.lexsort((rows, -score))[:k]  # best first; ties in index order
+        return Ranked([self._names[r] for r in rows[order]], score[order], c[order])
 
     def matches(self, queries: np.ndarray, *, query_stats: tuple[np.ndarray, np.ndarray] | None, at_least: float,
                 also_if_cosine: float | None = None, k: int, block: int = 8_192) -> list[Ranked]:
@@ -272,6 +306,24 @@ class VoiceIndex:
                 out.append(Ranked([self._names[r] for _, _, r in best], np.array([h[0] for h in best]),
                                   np.array([h[1] for h in best])))
             return out
+
+
+def _top_candidates(score: np.ndarray, k: int, slack: np.float32) -> np.ndarray:
+    """Indices of at least the ``k`` best finite scores (and any within ``slack`` of the k-th), found without
+    sorting the whole array: the k-th best of an even sample bounds the k-th best of all from below."""
+    idx = None
+    if score.size > 64 * k:
+        sample = score[:: score.size // (64 * k)]
+        sample = sample[np.isfinite(sample)]
+        if sample.size >= k:
+            floor = np.partition(sample, sample.size - k)[sample.size - k]
+            idx = np.flatnonzero(score >= floor)  # at least k rows, about k * (rows per sample row)
+    if idx is None:
+        idx = np.flatnonzero(np.isfinite(score))
+    if idx.size <= k:
+        return idx
+    kth = np.partition(score[idx], idx.size - k)[idx.size - k]
+    return idx[score[idx] >= kth - slack]
 
 
 __all__ = ["Ranked", "VoiceIndex", "unit_rows"]
