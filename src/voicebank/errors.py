@@ -163,6 +163,18 @@ class CatalogueDamagedError(CatalogueError):
     while it cannot be read; ``voicebank library check`` explains, ``--repair`` rebuilds what the files allow."""
 
 
+class LibraryUnavailableError(CatalogueError):
+    """A shared library's database or object store cannot be reached now (down, refusing connections, out of
+    connections).  Nothing was changed; the same call can succeed once it is back (the service answers 503 with
+    ``Retry-After``)."""
+
+
+class ContentMissingError(LibraryError):
+    """A content file the catalogue references is missing or damaged (an object deleted from the bucket behind the
+    library's back, a file removed from ``blobs/``).  Other voices are unaffected; ``voicebank library check``
+    names every such file."""
+
+
 class LibraryWriteError(LibraryError, OSError):
     """The library directory cannot be written (read-only, a full disk, a stray file or directory where the
     store expects the other).  What the failed write created is removed; nothing was changed."""

@@ -18,8 +18,10 @@ import typer
 from ..errors import VoicebankError
 from ..options import Limits, check_numbers
 from .common import (
+    BLOBS,
     DeviceOpt,
     JsonOpt,
+    LibraryOpt,
     ParentsOpt,
     ThreadsOpt,
     WeightsOpt,
@@ -35,11 +37,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("voicebank.service")
 
-LibraryOpt = Annotated[Path | None, typer.Option(
-    "--library", "-L", help="Library directory (default: $VOICEBANK_LIBRARY, else the user data directory).",
-    show_default=False)]
 KeysFileOpt = Annotated[Path | None, typer.Option(
-    "--keys-file", help="API keys file (default: service-keys.json in the library directory).", show_default=False)]
+    "--keys-file", envvar="VOICEBANK_KEYS_FILE", show_default=False,
+    help="API keys file (default: $VOICEBANK_KEYS_FILE, else service-keys.json in the library directory; a shared "
+    "library (postgresql://...) needs it given, the same file for every replica).")]
 
 keys_app = typer.Typer(name="keys", help="API keys of `voicebank serve`: create, list, revoke.", no_args_is_help=True)
 
@@ -105,11 +106,29 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _keystore(library: Path | None, keys_file: Path | None):  # -> KeyStore
+def library_location(library: str | Path | None) -> Path | str:
+    """The library ``--library`` names: a directory, or a shared library's ``postgresql://`` URL (also from
+    ``$VOICEBANK_LIBRARY``)."""
     from ..library import resolve_library_path
-    from ..service.security import KeyStore
+    from ..settings import Settings
+    from ..store.pgcatalogue import is_postgres_url
 
-    return KeyStore(keys_file if keys_file is not None else resolve_library_path(library) / "service-keys.json")
+    if library is None:
+        library = Settings.from_env().library_url
+    if is_postgres_url(library):
+        return str(library)
+    return resolve_library_path(library)
+
+
+def _keystore(library: str | Path | None, keys_file: Path | None):  # -> KeyStore
+    from ..service.security import KeyStore
+    from ..service.settings import KEYS_FILE_NEEDED
+    from ..store.pgcatalogue import is_postgres_url
+
+    location = library_location(library)
+    if keys_file is None and is_postgres_url(location):
+        raise ServeError(KEYS_FILE_NEEDED)
+    return KeyStore(keys_file if keys_file is not None else Path(location) / "service-keys.json")
 
 
 def serve(
@@ -141,6 +160,7 @@ def serve(
 
         from ..service import ServiceSettings, create_app
         from ..service.logs import configure
+        from ..settings import Settings
     except ImportError as e:
         raise ServeError(f"`voicebank serve` needs the service extra ({e}); pip install 'voicebank[service]'") from e
     if log_format not in LOG_FORMATS:
@@ -150,15 +170,14 @@ def serve(
     check_numbers(SERVE_LIMITS, {"workers": workers, "queue": queue, "cache_mb": cache_mb,
                                  "max_upload_mb": max_upload_mb, "max_audio_seconds": max_audio_seconds,
                                  "body_timeout": body_timeout, "graceful_timeout": graceful_timeout}, prefix="--")
-    from ..library import resolve_library_path
-
-    lib_path = resolve_library_path(library)
-    settings = ServiceSettings(library=lib_path, weights=weights, device=device, workers=workers,
-                        threads=torch_threads(threads, share=workers), queue_size=queue,
-                        cache_mb=cache_mb, max_upload_mb=max_upload_mb, max_audio_seconds=max_audio_seconds,
-                        body_timeout_s=body_timeout, variants=tuple(variant or ["english"]), keys_file=keys_file,
-                        cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host), page=not no_page,
-                        log_json=json_logs)
+    lib_path = library_location(library)
+    settings = ServiceSettings(library=lib_path, blobs=BLOBS[0] or Settings.from_env().blobs, weights=weights,
+                               device=device, workers=workers, threads=torch_threads(threads, share=workers),
+                               queue_size=queue, cache_mb=cache_mb, max_upload_mb=max_upload_mb,
+                               max_audio_seconds=max_audio_seconds, body_timeout_s=body_timeout,
+                               variants=tuple(variant or ["english"]), keys_file=keys_file,
+                               cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host),
+                               page=not no_page, log_json=json_logs)
     # Everything that can fail at start-up is checked here, before the server starts, each failure one line
     # and exit 1 (as every other command): the keys file, the address, the weights, the library.
     keys = _keystore(lib_path, keys_file)
@@ -232,13 +251,27 @@ def preflight(settings: ServiceSettings) -> Library:
     for v in variants:
         engine.weight_files(v)
         engine.weights_fingerprint(v)  # reads each checkpoint's header and a few KiB: a damaged file fails now
-    library = Library(settings.library, engine=engine)
+    library = Library(settings.library, engine=engine, blobs=settings.blobs)
     try:
         len(library)  # opens and checks the catalogue
+        if settings.shared:
+            check_shared(library)
     except BaseException:
         library.close()
         raise
     return library
+
+
+def check_shared(library: Library) -> None:
+    """A shared library's servers answer with the credentials given: the database (opening the library
+    read its schema; a count reads a table) and the bucket (one object listed).  A
+    :class:`~voicebank.errors.LibraryError` (one line: which server, what it said, what to check) otherwise."""
+    from ..store.shared import SharedVoiceStore
+
+    store = library.store
+    if isinstance(store, SharedVoiceStore):
+        for _ in store.s3.files():  # one listing request: LibraryError when it is refused
+            break
 
 
 @keys_app.command("create")

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -25,6 +26,8 @@ from .._version import __version__
 from ..engine import Engine
 from ..library import Library, resolve_library_path
 from ..models.torch_runtime import torch_installed
+from ..settings import Settings
+from ..store.shared import SharedVoiceStore
 from . import errors
 from .cache import ConditionalsCache
 from .logs import request_id, startup_failure_logged
@@ -101,9 +104,17 @@ class RequestContextMiddleware:
             request_id.reset(token)
 
 
+def library_location(settings: ServiceSettings) -> Path | str:
+    """The library ``settings`` name: a directory, or a shared library's ``postgresql://`` URL (also from
+    ``$VOICEBANK_LIBRARY``)."""
+    if settings.library is not None:
+        return settings.library
+    return Settings.from_env().library_url or resolve_library_path(None)
+
+
 def build_service(settings: ServiceSettings, library: Library | None = None) -> Service:
     """The service objects for ``settings`` (the library, unless given, is opened later by the lifespan)."""
-    lib_path = library.path if library is not None else resolve_library_path(settings.library)
+    lib_path = library.path if library is not None else library_location(settings)
     metrics = Metrics()
     cache = ConditionalsCache(int(settings.cache_mb * 2**20))
     pool = ExtractionPool(settings.workers, settings.queue_size, metrics, threads=settings.threads)
@@ -129,6 +140,8 @@ def create_app(settings: ServiceSettings | None = None, *, library: Library | No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             library = await asyncio.to_thread(service.open_library)
+            if isinstance(library.store, SharedVoiceStore):  # other replicas' commits, read by a thread of its own
+                await asyncio.to_thread(library.store.watch)
             log.info("loading models for %s", ", ".join(settings.variants), extra={"library": str(library.path)})
             t0 = time.perf_counter()
             engine = library.engine

@@ -121,6 +121,8 @@ _LIBRARY_ERRORS: tuple[tuple[type[vb.VoicebankError], int, str, Wording], ...] =
     (vb.ReferenceRejectedError, 422, "reference_rejected", _rejected),
     (vb.BaseVoiceError, 409, "base_voice_required", _base),
     (vb.NoAudioKeptError, 409, "no_audio_kept", _no_audio),
+    (vb.ContentMissingError, 500, "voice_content_missing", _operator),
+    (vb.LibraryUnavailableError, 503, "library_unavailable", _operator),
     (vb.CatalogueDamagedError, 500, "library_damaged", _operator),
     (vb.CatalogueError, 503, "library_busy", _operator),
     (vb.LibraryWriteError, 507, "library_not_writable", _operator),
@@ -141,6 +143,9 @@ _LIBRARY_ERRORS: tuple[tuple[type[vb.VoicebankError], int, str, Wording], ...] =
     (vb.NonFiniteOutputError, 422, "non_finite_output", _same),
 )
 
+RETRY_AFTER_S = 2
+"""``Retry-After`` of a 503 for a catalogue that is locked or cannot be reached now (seconds)."""
+
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 408: "request_timeout", 409: "conflict", 413: "too_large",
                415: "unsupported_media_type", 422: "invalid_request", 429: "busy", 503: "unavailable"}
@@ -158,7 +163,8 @@ def from_library(e: vb.VoicebankError, *, param: str | None = None) -> ApiError:
     """The :class:`ApiError` a library error becomes: its status, code and HTTP wording (:func:`http_message`)."""
     for cls, status, code, wording in _LIBRARY_ERRORS:
         if isinstance(e, cls):
-            return ApiError(status, code, wording(str(e)), param=param)
+            retry = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 and isinstance(e, vb.CatalogueError) else None
+            return ApiError(status, code, wording(str(e)), param=param, headers=retry)
     return ApiError(400, "voicebank_error", str(e), param=param)
 
 
@@ -187,7 +193,7 @@ def library_roots(request: Request) -> list[str]:
     if lib is not None:
         roots.append(str(lib.path))
     configured = getattr(getattr(service, "settings", None), "library", None)
-    if configured is not None:
+    if configured is not None and isinstance(configured, Path):
         roots += [str(configured), str(Path(configured).expanduser().resolve())]
     return roots
 

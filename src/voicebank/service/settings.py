@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import InvalidOptionError
+from ..store.pgcatalogue import is_postgres_url as is_shared_location
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 """Hosts that only this machine can reach: the only ones the service binds to while no API key exists."""
+KEYS_FILE_NEEDED = ("a shared library (postgresql://...) has no directory to keep the API keys file in: pass "
+                    "--keys-file PATH (or set VOICEBANK_KEYS_FILE), the same file for every replica")
+"""The refusal of a shared library without a keys file."""
 
 
 class ServiceSettings(BaseModel):
@@ -15,8 +21,11 @@ class ServiceSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
 
-    library: Path | None = None
-    """Voice library directory (default ``$VOICEBANK_LIBRARY``, else the user data directory)."""
+    library: Path | str | None = None
+    """Voice library directory (default ``$VOICEBANK_LIBRARY``, else the user data directory), or a shared
+    library's catalogue, ``postgresql://user@host:port/db`` (see ``docs/shared-store.md``)."""
+    blobs: str | None = None
+    """A shared library's content files, ``s3://bucket/prefix`` (default ``$VOICEBANK_BLOBS``)."""
     weights: Path | None = None
     """Directory with the Chatterbox checkpoints (default ``$VOICEBANK_WEIGHTS``, then the Hugging Face cache)."""
     device: str = "cpu"
@@ -39,7 +48,8 @@ class ServiceSettings(BaseModel):
     body_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
     """Longest wait for the next piece of a request body (a stalled upload is answered 408 and dropped)."""
     keys_file: Path | None = None
-    """API keys file (default ``service-keys.json`` in the library directory)."""
+    """API keys file (default ``service-keys.json`` in the library directory; a shared library has no directory,
+    so it needs one given: every replica reads the same keys)."""
     require_keys: bool = False
     """Ask for an API key even while the keys file is empty (``voicebank serve`` sets it off loopback)."""
     cors_origins: tuple[str, ...] = ()
@@ -51,6 +61,23 @@ class ServiceSettings(BaseModel):
     default_page_size: int = Field(default=100, ge=1, le=1000)
     """Voices per page of ``GET /v1/audio/voices`` when ``limit`` is not given."""
 
-    def keys_path(self, library_path: Path) -> Path:
-        """Where the API keys live for a library at ``library_path``."""
-        return self.keys_file if self.keys_file is not None else library_path / "service-keys.json"
+    @field_validator("library", mode="before")
+    @classmethod
+    def _location(cls, value: object) -> object:
+        """A ``postgresql://`` URL stays a string; anything else is a directory."""
+        if isinstance(value, str) and not is_shared_location(value):
+            return Path(value)
+        return value
+
+    @property
+    def shared(self) -> bool:
+        """Whether the library is a shared one (a ``postgresql://`` catalogue)."""
+        return is_shared_location(self.library)
+
+    def keys_path(self, library_path: Path | str) -> Path:
+        """Where the API keys live for a library at ``library_path``; a shared library's must be given."""
+        if self.keys_file is not None:
+            return self.keys_file
+        if is_shared_location(library_path):
+            raise InvalidOptionError(KEYS_FILE_NEEDED)
+        return Path(library_path) / "service-keys.json"

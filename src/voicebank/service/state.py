@@ -16,6 +16,7 @@ from ..engine import shared_engine
 from ..errors import VoicebankError
 from ..library import Library
 from ..models.torch_runtime import torch_installed
+from ..store.shared import SharedVoiceStore
 from .cache import ConditionalsCache
 from .metrics import Metrics
 from .revalidation import Generation, RevalidationIndex
@@ -74,7 +75,8 @@ class Service:
         if self._library is None:
             s = self.settings
             # the process's one engine: every variant, request and worker share its models
-            self._library = Library(s.library, engine=shared_engine(s.weights, device=s.device, threads=s.threads))
+            self._library = Library(s.library, engine=shared_engine(s.weights, device=s.device, threads=s.threads),
+                                    blobs=s.blobs)
         return self._library
 
     def generation(self) -> Generation | None:
@@ -91,8 +93,20 @@ class Service:
         """``fn(*args)`` in an I/O thread (reading the store, loading and serialising voice files)."""
         return await asyncio.get_running_loop().run_in_executor(self.io, functools.partial(fn, *args))
 
+    @property
+    def shared(self) -> bool:
+        """Whether the library is a shared one (PostgreSQL and an object store), not a directory."""
+        return isinstance(self.library.store, SharedVoiceStore)
+
     def writable(self) -> bool:
-        """Whether the library directory accepts new files now."""
+        """Whether the library directory accepts new files now; for a shared library, whether its database
+        answers (what the process's generation watch last saw: no query, so a load balancer may poll it)."""
+        if self.shared:
+            try:
+                self.library.generation()
+            except VoicebankError:
+                return False
+            return True
         path = self.library.path
         if not os.access(path, os.W_OK):
             return False

@@ -25,15 +25,28 @@ from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ..errors import CatalogueDamagedError, CatalogueError, LibraryError, LibraryWriteError, MissingDependencyError
+from ..errors import (
+    CatalogueDamagedError,
+    CatalogueError,
+    LibraryError,
+    LibraryUnavailableError,
+    LibraryWriteError,
+    MissingDependencyError,
+)
 from .catalogue import BUSY_TIMEOUT_SECONDS, Generation
 from .pgschema import META, MIGRATIONS, SEED_META
 from .pgsql import PgConnection
+from .pgwatch import POLL_S, GenerationWatch
 
 WRITE_LOCK = 0x766F696365_62616E6B & 0x7FFF_FFFF_FFFF_FFFF
 """The advisory lock every write transaction holds (per database)."""
 POOL_SIZE = 16
 """Most connections one process keeps to the catalogue."""
+REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry", "password authentication",
+            "permission denied")
+"""What the server says when it answers but refuses these credentials (not worth retrying)."""
+STATEMENT_TIMEOUT_S = 2.0
+"""The longest a generation poll may run (the watch's connection only)."""
 
 
 def is_postgres_url(location: object) -> bool:
@@ -85,6 +98,7 @@ class PgCatalogue:
         self._migrated = False
         self._commits = itertools.count(1)
         self._commit_count = 0
+        self._watch: GenerationWatch | None = None
 
     def __repr__(self) -> str:
         return f"PgCatalogue({self.path!r})"
@@ -109,9 +123,12 @@ class PgCatalogue:
         if isinstance(e, (errors.UndefinedTable, errors.UndefinedColumn, errors.DataCorrupted)):
             return CatalogueDamagedError(f"the library catalogue at {self.path} is damaged: {text}; run voicebank "
                                          "library check (nothing was changed)")
+        if isinstance(e, psycopg.OperationalError) and any(w in text for w in REFUSALS):
+            return CatalogueError(f"the library catalogue at {self.path} refused the connection ({text}); check the "
+                                  "user, the password (PGPASSWORD or ~/.pgpass) and the database name")
         if isinstance(e, (psycopg.OperationalError, psycopg_pool.PoolTimeout)):
-            return CatalogueError(f"cannot reach the library catalogue at {self.path} ({text}); check that the "
-                                  "database server is up and the URL is right")
+            return LibraryUnavailableError(f"cannot reach the library catalogue at {self.path} ({text}); check that "
+                                           "the database server is up and the URL is right")
         return CatalogueError(f"the library catalogue at {self.path}: {text}")
 
     @contextlib.contextmanager
@@ -157,7 +174,11 @@ class PgCatalogue:
         return conn
 
     def close(self) -> None:
-        """Close the pool and every connection this object opened in this process (they reopen on demand)."""
+        """Close the pool and every connection this object opened in this process (they reopen on demand), and
+        stop following the generation (:meth:`watch`)."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         with self._lock:
             pool, self._pool = (self._pool, None) if self._pool_pid == os.getpid() else (None, None)
             extra, self._extra = self._extra, []
@@ -169,6 +190,38 @@ class PgCatalogue:
                 raw.close()
         self._local = threading.local()
 
+    def watch(self, interval_s: float = POLL_S) -> GenerationWatch:
+        """Follow the generation from a thread of this process's own (for servers): :meth:`generation` then
+        answers from the last value read, at most ``interval_s`` old, without a query; and while the database
+        cannot be reached, reads and writes fail at once with :class:`~voicebank.errors.LibraryUnavailableError`
+        (no request waits for a connection), until it answers again.  Idempotent; :meth:`close` stops it."""
+        if self._watch is None:
+            if not self._migrated:
+                self.migrate()
+            self._watch = GenerationWatch(self._watch_connection, where=self.path, interval_s=interval_s,
+                                          on_change=self._reachable).start()
+        return self._watch
+
+    def _watch_connection(self) -> Any:
+        psycopg, _ = _modules()
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=2,
+                               options=f"-c statement_timeout={int(STATEMENT_TIMEOUT_S * 1000)}")
+
+    def _reachable(self, up: bool) -> None:
+        """The database stopped or started answering: drop the pool, so that no client waits on connections
+        that are gone (it fails now, as a new read does while the watch says down) and the next read after the
+        database is back gets fresh ones."""
+        with self._lock:
+            pool, self._pool = (self._pool, None) if self._pool_pid == os.getpid() else (None, None)
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                pool.close(timeout=1)
+
+    def _check_reachable(self) -> None:
+        watch = self._watch
+        if watch is not None and not watch.up:
+            raise watch.unavailable()
+
     # --- transactions ------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -176,6 +229,7 @@ class PgCatalogue:
         """One write transaction holding the write lock; committed on success, rolled back on any exception."""
         if not self._migrated:
             self.migrate()
+        self._check_reachable()
         psycopg, psycopg_pool = _modules()
         with self._mapped(), self.pool().connection() as raw:
             try:
@@ -202,6 +256,7 @@ class PgCatalogue:
         """A consistent read snapshot (``REPEATABLE READ READ ONLY``)."""
         if not self._migrated:
             self.migrate()
+        self._check_reachable()
         psycopg, _ = _modules()
         with self._mapped(), self.pool().connection() as raw:
             try:
@@ -213,7 +268,11 @@ class PgCatalogue:
 
     def generation(self) -> Generation:
         """A token that changes whenever the catalogue may have changed: after every write transaction of this
-        object, and (the counter every write increments) after any commit by another process or host."""
+        object, and (the counter every write increments) after any commit by another process or host.  While
+        :meth:`watch` follows it, the last value its thread read (no query)."""
+        watch = self._watch
+        if watch is not None:
+            return self._commit_count, 0, watch.value()
         with self.read() as conn:
             (value,) = conn.raw.execute("SELECT generation FROM voicebank_meta").fetchone()
         return self._commit_count, 0, int(value)

@@ -115,8 +115,8 @@ def translate(sql: str, *, many: bool = False) -> tuple[str, bool]:
 
 
 class Result:
-    """What :meth:`PgConnection.execute` returns: the rows (``fetchone``, ``fetchall``, iteration), ``lastrowid``
-    of an insert and ``rowcount``."""
+    """What :meth:`PgConnection.execute` returns: the rows (``fetchone``, ``fetchmany``, ``fetchall``,
+    iteration), ``lastrowid`` of an insert and ``rowcount``."""
 
     def __init__(self, cursor: Any, returns_id: bool) -> None:
         self._cursor = cursor
@@ -132,8 +132,12 @@ class Result:
     def fetchall(self) -> list[Row]:
         return self._cursor.fetchall() if self._cursor.description else []
 
+    def fetchmany(self, size: int = 1) -> list[Row]:
+        return self._cursor.fetchmany(size) if self._cursor.description else []
+
     def __iter__(self) -> Iterator[Row]:
-        return iter(self.fetchall())
+        while rows := self.fetchmany(256):
+            yield from rows
 
 
 class PgConnection:

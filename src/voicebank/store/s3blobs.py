@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import LibraryError, LibraryWriteError, MissingDependencyError
+from ..errors import (
+    ContentMissingError,
+    LibraryError,
+    LibraryUnavailableError,
+    LibraryWriteError,
+    MissingDependencyError,
+)
 from .blobs import sha256_bytes
 
 _HEX = frozenset("0123456789abcdef")
@@ -51,6 +57,21 @@ def _client() -> Any:
     return boto3.session.Session().client(
         "s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                       max_pool_connections=32))
+
+
+UNAVAILABLE_CODES = frozenset({"500", "502", "503", "504", "InternalError", "ServiceUnavailable", "SlowDown",
+                               "RequestTimeout"})
+"""S3 answers that mean "not now" rather than "no"."""
+
+
+def unreachable(e: Exception) -> bool:
+    """Whether ``e`` says the object store cannot be reached now (no connection, a timeout, a 5xx answer)."""
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+        from botocore.exceptions import HTTPClientError
+    except ImportError:
+        return False
+    return isinstance(e, (BotoConnectionError, HTTPClientError)) or _code(e) in UNAVAILABLE_CODES
 
 
 def _code(e: Exception) -> str:
@@ -125,6 +146,9 @@ class S3BlobStore:
         code = _code(e)
         if code in ("NoSuchBucket", "404") and not key:
             return LibraryError(f"{where}: the bucket {self.bucket!r} does not exist; create it first")
+        if unreachable(e):
+            return LibraryUnavailableError(f"cannot {action} {where}: the object store cannot be reached now ({e}); "
+                                           "check that it is up and AWS_ENDPOINT_URL is right")
         if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
             return LibraryWriteError(f"cannot {action} {where}: access denied ({code}); check AWS_ACCESS_KEY_ID and "
                                      "AWS_SECRET_ACCESS_KEY")
@@ -199,7 +223,7 @@ class S3BlobStore:
         if problem is None and sha256_bytes(data) != sha256:
             problem = "is damaged (its sha256 differs)"
         if problem is not None:
-            raise LibraryError(f"{self.object_url(key)} {problem}")
+            raise ContentMissingError(f"{self.object_url(key)} {problem}")
         if cached is not None:
             self._keep(cached, data)
         return data

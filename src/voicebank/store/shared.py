@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
-from ..errors import LibraryError
+from ..errors import ContentMissingError, LibraryError, LibraryUnavailableError
 from ..settings import Settings
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import Catalogue
@@ -72,12 +72,22 @@ class SharedVoiceStore(VoiceStore):
         """A local directory for derived files that can be computed again (per library, in voicebank's cache)."""
         return self._local_dir / "cache"
 
+    def watch(self) -> None:
+        """Follow other hosts' commits from a thread of this process's own (a server does, so that a request
+        reads no counter; see :meth:`.pgcatalogue.PgCatalogue.watch`): stopped by :meth:`close`."""
+        self.pg.watch()
+
     # --- objects instead of files ------------------------------------------------------------------------
 
     def read_file(self, f: StoredFile, *, voice: str) -> bytes:
         """The bytes of one of ``voice``'s files (verified against its sha256)."""
         try:
             return self.s3.read(f.sha256, f.path.suffix, f.size)
+        except ContentMissingError as e:
+            raise ContentMissingError(f"voice {voice!r}: its {f.role} file {e}; run voicebank library check "
+                                      "--repair") from e
+        except LibraryUnavailableError:
+            raise
         except LibraryError as e:
             raise LibraryError(f"voice {voice!r}: its {f.role} file {e}; run voicebank library check --repair") from e
 

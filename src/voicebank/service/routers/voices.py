@@ -421,6 +421,13 @@ def audio(request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKe
     if f is None:
         raise ApiError(404, "no_audio_kept", f"voice {voice_id!r} keeps no reference audio ({info.mode} mode)",
                        param="id")
+    headers = {"Content-Length": str(f.size), "Cache-Control": "no-cache",
+               "Content-Disposition": f"inline; filename*=UTF-8''{quote(voice_id + '.wav', safe='')}"}
+    if service.shared:  # an object in the bucket (or the host's verified copy): read whole, through the store
+        if request.method == "HEAD":
+            return Response(media_type="audio/wav", headers=headers)
+        data = service.library.store.read_file(f, voice=voice_id)
+        return Response(data, media_type="audio/wav", headers=headers)
     try:  # the open file stays readable even if the voice is deleted while it streams
         fd = os.open(f.path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))  # a content file is never a link
     except FileNotFoundError as e:
@@ -434,8 +441,6 @@ def audio(request: Request, voice_id: VoiceId, service: ServiceDep, _key: ReadKe
         fh.close()
         raise LibraryError(f"voice {voice_id!r}: its audio file is not the one stored (not a regular file of "
                            f"{f.size} bytes); the library needs a check")
-    headers = {"Content-Length": str(size), "Cache-Control": "no-cache",
-               "Content-Disposition": f"inline; filename*=UTF-8''{quote(voice_id + '.wav', safe='')}"}
     if request.method == "HEAD":
         fh.close()
         return Response(media_type="audio/wav", headers=headers)
