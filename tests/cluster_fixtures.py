@@ -16,6 +16,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -168,6 +169,43 @@ def postgres_cluster() -> Iterator[PostgresServer]:
             _stop(process)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def restart_postgres(server: PostgresServer, down: subprocess.Popen | None = None) -> subprocess.Popen:
+    """Start ``server``'s cluster again (same data directory and port) after it was stopped; the caller stops the
+    new process (``stop_postgres``).  ``down``: the process that ran it before, if not ``server.process``."""
+    postgres = _pg_bin("postgres")
+    assert postgres is not None
+    if (down or server.process).poll() is None:
+        raise RuntimeError("the PostgreSQL server is still running")
+    log = server.data_dir.parent / "server.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(
+            [str(postgres), "-D", str(server.data_dir), "-p", str(server.port), "-c", "listen_addresses=127.0.0.1",
+             "-c", "unix_socket_directories=", "-c", "fsync=off", "-c", "synchronous_commit=off",
+             "-c", "full_page_writes=off", "-c", "max_connections=200"],
+            stdout=out, stderr=subprocess.STDOUT, user="postgres" if os.geteuid() == 0 else None,
+            start_new_session=True)
+    import psycopg
+
+    def ready() -> bool:
+        with psycopg.connect(server.url(), connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True
+
+    _wait(ready, process, log, "PostgreSQL")
+    return process
+
+
+def stop_postgres(process: subprocess.Popen) -> None:
+    """Stop a PostgreSQL server now (fast shutdown: its clients are disconnected, as when a database goes down)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(15)
 
 
 @contextlib.contextmanager

@@ -9,10 +9,10 @@ import time
 from urllib.parse import quote
 
 import pytest
-from replica_helpers import Replica, until
 
 import cluster_fixtures
 from faults import build_library, clip
+from replica_helpers import Replica, until
 from service_helpers import wav_bytes
 
 

@@ -14,7 +14,14 @@ import numpy as np
 
 from ..audio.clip import Clip
 from ..chatterbox import DEFAULT_EXAGGERATION, SPEAKER_EMB_DIM, XVECTOR_DIM
-from ..errors import BaseVoiceError, LibraryError, NoAudioKeptError, VoiceFileError
+from ..errors import (
+    BaseVoiceError,
+    ContentMissingError,
+    LibraryError,
+    LibraryUnavailableError,
+    NoAudioKeptError,
+    VoiceFileError,
+)
 from ..options import check_variant
 from ..store.records import StoredVoice
 from ..store.store import VoiceStore
@@ -83,7 +90,11 @@ def materialise(store: VoiceStore, engine: Callable[[], Computes], name: str, *,
                         "`voicebank library reextract %s` updates them", name, v, f.weights_fingerprint, now, name)
         try:
             return Voice.from_bytes(store.read_file(f, voice=name), where=f"voice {name!r} ({v})")
+        except LibraryUnavailableError:  # the object store is down: not a damaged file
+            raise
         except (VoiceFileError, LibraryError) as e:
+            if f.role != "cache" and isinstance(e, ContentMissingError):
+                raise
             if f.role != "cache":
                 raise LibraryError(f"voice {name!r}: its {v} voice file is unreadable ({e}); run "
                                    "`voicebank library check --repair`") from e
