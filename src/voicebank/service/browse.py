@@ -14,7 +14,6 @@ indexes); nothing here writes.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import sqlite3
 import unicodedata
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 
 from ..errors import LibraryError, VoiceNotFoundError
 from ..library import Library, VoiceInfo
+from ..store.guard import close_names
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ SMALL_TAG = 2_000
 """A tag held by at most this many voices may be paged from the tag index (its voices sorted by name)."""
 MAX_TAGS = 200
 """The most distinct tags :func:`tags` lists."""
-NEIGHBOURS = 50
-"""Names each side of a missing name that :func:`suggest` compares it with."""
 
 
 @dataclass(frozen=True)
@@ -182,21 +180,10 @@ def tags(library: Library, *, limit: int = MAX_TAGS) -> list[str]:
 
 
 def suggest(library: Library, name: str, *, n: int = 3) -> list[str]:
-    """Up to ``n`` stored names close to ``name`` (a missing one), compared in any case with the
-    :data:`NEIGHBOURS` names each side of it, and of its lower-case, upper-case and capitalised forms, in the name
-    index: a few indexed lookups, however many voices there are."""
-    name = _nfc(name) or ""
-    near: set[str] = set()
+    """Up to ``n`` stored names close to ``name`` (a missing one), from its neighbours in the name index
+    (:func:`voicebank.store.guard.close_names`): a few indexed lookups, however many voices there are."""
     with library.catalogue.read() as conn:
-        for form in {name, name.lower(), name.upper(), name.capitalize()}:
-            near.update(r[0] for r in conn.execute("SELECT name FROM voices WHERE name < ? ORDER BY name DESC "
-                                                   "LIMIT ?", (form, NEIGHBOURS)))
-            near.update(r[0] for r in conn.execute("SELECT name FROM voices WHERE name >= ? ORDER BY name LIMIT ?",
-                                                   (form, NEIGHBOURS)))
-    folded: dict[str, str] = {}
-    for candidate in sorted(near):
-        folded.setdefault(candidate.casefold(), candidate)
-    return [folded[c] for c in difflib.get_close_matches(name.casefold(), list(folded), n=n)]
+        return close_names(conn, _nfc(name) or "", n=n)
 
 
 def not_found(library: Library, name: str) -> VoiceNotFoundError:

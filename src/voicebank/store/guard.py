@@ -8,6 +8,7 @@ full, a stray file or directory) and :class:`~voicebank.errors.CatalogueError` (
 
 from __future__ import annotations
 
+import difflib
 import errno
 import json
 import math
@@ -148,6 +149,26 @@ def name_skeleton(name: str) -> str:
     alike mapped together (Cyrillic ``а`` and Latin ``a``, Greek ``Ο`` and Latin ``O``).  Two names with one
     skeleton are confusable."""
     return unicodedata.normalize("NFKC", name).translate(_CONFUSABLE)
+
+
+NEIGHBOURS = 50
+"""Names read each side of a missing name (and of its case variants) to suggest close ones."""
+
+
+def close_names(conn: sqlite3.Connection, name: str, *, n: int = 3) -> list[str]:
+    """Up to ``n`` stored names close to ``name`` (a missing one), compared in any case with the
+    :data:`NEIGHBOURS` names each side of it and of its lower-case, upper-case and capitalised forms in the name
+    index: a few indexed lookups, however many voices there are."""
+    near: set[str] = set()
+    for form in {name, name.lower(), name.upper(), name.capitalize()}:
+        near.update(r[0] for r in conn.execute("SELECT name FROM voices WHERE name < ? ORDER BY name DESC LIMIT ?",
+                                               (form, NEIGHBOURS)))
+        near.update(r[0] for r in conn.execute("SELECT name FROM voices WHERE name >= ? ORDER BY name LIMIT ?",
+                                               (form, NEIGHBOURS)))
+    folded: dict[str, str] = {}
+    for candidate in sorted(c for c in near if isinstance(c, str)):
+        folded.setdefault(candidate.casefold(), candidate)
+    return [folded[c] for c in difflib.get_close_matches(name.casefold(), list(folded), n=n)]
 
 
 def _finite(x: Any) -> bool:

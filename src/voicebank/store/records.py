@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -122,4 +123,25 @@ class NewVoice:
 
 
 
-__all__ = ["STORAGE_MODES", "NewVoice", "StorageMode", "StoredFile", "StoredVoice", "VoiceInfo"]
+def now() -> str:
+    """The current UTC time as the catalogue records it."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def vec_bytes(x: np.ndarray | None) -> bytes | None:
+    """A vector as the catalogue stores it: little-endian float32 bytes."""
+    return None if x is None else np.ascontiguousarray(np.asarray(x, dtype="<f4").reshape(-1)).tobytes()
+
+
+def vec(raw: bytes | None, dim: int) -> np.ndarray | None:
+    """A stored vector of ``dim`` float32, or ``None`` when absent or malformed."""
+    if not isinstance(raw, (bytes, bytearray, memoryview)) or len(raw) != 4 * dim:  # SQLite stores any type
+        return None
+    arr = np.frombuffer(raw, dtype="<f4")
+    if not np.isfinite(arr).all():
+        return None
+    return arr.astype(np.float32)
+
+
+__all__ = ["STORAGE_MODES", "NewVoice", "StorageMode", "StoredFile", "StoredVoice", "VoiceInfo", "now", "vec",
+           "vec_bytes"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import difflib
 import json
 import logging
 import os
@@ -26,7 +25,6 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +40,10 @@ from ..errors import (
 )
 from .blobs import BlobStore, read_content, sha256_bytes
 from .catalogue import CATALOGUE_NAME, Catalogue, Generation
-from .guard import damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
-from .records import NewVoice, StoredFile, StoredVoice, VoiceInfo
+from .guard import close_names, damaged, dir_writable, json_object, name_skeleton, nfc, os_error, row_problem
+from .records import NewVoice, StoredFile, StoredVoice, VoiceInfo, now, vec, vec_bytes
 from .upkeep import Upkeep
+from .vectors import rare_tag
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +51,6 @@ AUDIO_SUFFIX = ".wav"
 VOICE_SUFFIX = ".safetensors"
 CACHE_DIR = "cache"
 """Directory of the library for derived files that are not voices (the similarity cohort's embeddings)."""
-
-
-def now() -> str:
-    """The current UTC time as the catalogue records it."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def vec_bytes(x: np.ndarray | None) -> bytes | None:
-    """A vector as the catalogue stores it: little-endian float32 bytes."""
-    return None if x is None else np.ascontiguousarray(np.asarray(x, dtype="<f4").reshape(-1)).tobytes()
-
-
-def vec(raw: bytes | None, dim: int) -> np.ndarray | None:
-    """A stored vector of ``dim`` float32, or ``None`` when absent or malformed."""
-    if not isinstance(raw, (bytes, bytearray, memoryview)) or len(raw) != 4 * dim:  # SQLite stores any type
-        return None
-    arr = np.frombuffer(raw, dtype="<f4")
-    if not np.isfinite(arr).all():
-        return None
-    return arr.astype(np.float32)
 
 
 class VoiceStore(Upkeep):
@@ -116,8 +95,7 @@ class VoiceStore(Upkeep):
         name = nfc(name)
         row = conn.execute("SELECT * FROM voices WHERE name = ?", (name,)).fetchone()
         if row is None:
-            names = [r[0] for r in conn.execute("SELECT name FROM voices")]
-            close = difflib.get_close_matches(name, names, n=3)
+            close = close_names(conn, name)
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `voicebank list`"
             raise VoiceNotFoundError(f"no voice named {name!r} in the library at {self.path}{hint}")
         return row
@@ -212,8 +190,9 @@ class VoiceStore(Upkeep):
         ``on_bad(name, problem)`` (default: a warning) and skipped."""
         sql, args = "SELECT * FROM voices", builtins.list[object]()
         where = []
-        if tag is not None:  # checked per row as the name index is walked: a page stops after `limit` matches
-            where.append("EXISTS (SELECT 1 FROM tags WHERE tags.voice_id = voices.id AND tags.tag = ?)")
+        if tag is not None:  # a rare tag's voices from the tag index; else checked per row along the name index
+            where.append("id IN (SELECT voice_id FROM tags WHERE tag = ?)" if rare_tag(self.catalogue, tag) else
+                         "EXISTS (SELECT 1 FROM tags WHERE tags.voice_id = voices.id AND tags.tag = ?)")
             args.append(tag)
         if mode is not None:
             where.append("mode = ?")

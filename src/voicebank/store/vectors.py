@@ -115,6 +115,17 @@ def tagged_ids(conn: sqlite3.Connection, tag: str) -> np.ndarray:
                       dtype=np.int64)
 
 
+RARE_TAG = 2_000
+"""A tag held by at most this many voices is listed from the tag index rather than by walking the names."""
+
+
+def rare_tag(catalogue: Catalogue, tag: str) -> bool:
+    """Whether at most :data:`RARE_TAG` voices have ``tag`` (at most that many index steps to find out)."""
+    with catalogue.read() as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM tags WHERE tag = ? LIMIT ?)",
+                                (tag, RARE_TAG + 1)).fetchone()[0]) <= RARE_TAG
+
+
 def voice_count(conn: sqlite3.Connection) -> int:
     """How many voices have a speaker embedding."""
     return int(conn.execute("SELECT COUNT(*) FROM voices WHERE speaker_emb IS NOT NULL").fetchone()[0])
