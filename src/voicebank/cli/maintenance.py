@@ -1,4 +1,4 @@
-"""The ``library`` command group (``check``, ``stale``, ``reextract``, ``path``) and ``inspect-audio``."""
+"""The ``library`` command group (``check``, ``stale``, ``reextract``, ``copy``, ``path``) and ``inspect-audio``."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from .common import (
 if TYPE_CHECKING:
     pass
 
-library_app = typer.Typer(name="library", help="Maintain the voice library: check, stale, reextract, path.",
+library_app = typer.Typer(name="library", help="Maintain the voice library: check, stale, reextract, copy, path.",
                           no_args_is_help=True)
 
 # --- library group -------------------------------------------------------------------------------------
@@ -194,3 +194,68 @@ def path(library: LibraryOpt = None) -> None:
     from ..library import resolve_library_path
 
     typer.echo(str(resolve_library_path(library)))
+
+
+@library_app.command("copy")
+def copy(
+    source: Annotated[str, typer.Argument(help="The library to copy: a directory, or a shared library's "
+                                          "postgresql://... URL.", show_default=False)],
+    destination: Annotated[str, typer.Argument(help="Where to copy it: a directory (created when missing), or a "
+                                               "shared library's postgresql://... URL.", show_default=False)],
+    source_blobs: Annotated[str | None, typer.Option(
+        "--source-blobs", show_default=False, help="The source's content files when it is a shared library: "
+        "s3://bucket/prefix (default: --blobs, else $VOICEBANK_BLOBS).")] = None,
+    dest_blobs: Annotated[str | None, typer.Option(
+        "--dest-blobs", show_default=False, help="The destination's content files when it is a shared library "
+        "(default: --blobs, else $VOICEBANK_BLOBS).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, show_default=False,
+                                              help="Copy at most this many voices (run again to go on).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy every voice to another library, between any two backends; resumable (voices already there with the
+    same content are skipped), then verified (same voices and file hashes) and checked on both sides."""
+    from ..library import Library
+    from ..library.copying import copy_library
+    from ..settings import Settings
+    from ..store.shared import is_shared
+    from .common import BLOBS
+
+    def location(where: str, blobs: str | None, role: str) -> tuple[str, str | None]:
+        if is_shared(where):
+            return where, blobs or BLOBS[0] or Settings.from_env().blobs
+        path = Path(where).expanduser()
+        if role == "source" and not (path / "catalogue.sqlite3").is_file():
+            raise LibraryError(f"{where}: no library there (no catalogue.sqlite3); pass a library directory or a "
+                               "postgresql://... URL")
+        if blobs:
+            raise LibraryError(f"--{role}-blobs applies to a shared library (postgresql://...), not {where}")
+        return str(path.resolve()), None
+
+    src_at = location(source, source_blobs, "source")
+    dst_at = location(destination, dest_blobs, "dest")
+    if src_at == dst_at:
+        raise LibraryError(f"{source} and {destination} are the same library: nothing to copy")
+    with Library(src_at[0], blobs=src_at[1]) as src, Library(dst_at[0], blobs=dst_at[1]) as dst:
+        report = copy_library(src.store, dst.store, limit=limit)
+        checks = {} if report.left else {side: lib.check() for side, lib in (("source", src), ("destination", dst))}
+    problems = {side: [f"{p.voice or '(library)'}: {p.problem}" for p in c.problems if not p.repaired]
+                for side, c in checks.items()}
+    if as_json:
+        echo_json({**report.to_dict(), "check": problems})
+    else:
+        for name, why in report.conflicts.items():
+            typer.echo(clean(f"conflict: {name}: {why}"))
+        for name, why in (report.mismatches or {}).items():
+            typer.echo(clean(f"MISMATCH: {name}: {why}"))
+        for side, found in problems.items():
+            for p in found:
+                typer.echo(clean(f"PROBLEM in the {side}: {p}"))
+        typer.echo(f"copied {len(report.copied)} voice(s) ({report.caches} cached file(s)), skipped "
+                   f"{len(report.skipped)} already there, {len(report.conflicts)} conflict(s)"
+                   + (f"; {report.left} left: run the same command again to go on" if report.left else
+                      "; verified: the destination has every voice with the same file hashes" if report.ok else ""))
+    if report.left:
+        return
+    bad = len(report.conflicts) + len(report.mismatches or {}) + sum(len(p) for p in problems.values())
+    if bad:
+        raise LibraryError(f"the copy of {source} to {destination} is incomplete: {bad} problem(s) (listed above)")
