@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> None:
         "torch voice encoder (new process)": [sys.executable, "-c", TORCH_EMBED, str(weights), str(clip), str(out),
                                               str(ctx.threads)],
     }
+    # the floor on this machine now: an interpreter that imports numpy and exits
+    kinds["floor: `python -c 'import numpy'`"] = [sys.executable, "-c", "import numpy"]
     tf = args.torch_free_venv.expanduser()
     if (tf / "bin" / "voicebank").is_file():
         kinds["numpy, torch-free virtualenv"] = [str(tf / "bin" / "voicebank"), "embed", str(clip), "--weights",
