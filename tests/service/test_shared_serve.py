@@ -146,6 +146,7 @@ def test_two_replicas_see_each_others_changes_within_a_second(replicas):
         _, gone = until(lambda: cb.get("/v1/audio/voices/carla/conditionals",
                                        headers={"If-None-Match": etag}).status_code == 404)
         assert gone < 1.0, gone
+        print(f"\nupload seen by the other replica in {seen:.3f} s; its 304 stopped {gone:.3f} s after a delete")
         names = [v["id"] for v in cb.get("/v1/audio/voices").json()["data"]]
         assert names == ["alice", "bob", "dave"]
         assert cb.get(f"/v1/audio/voices/{quote('alice')}/audio").status_code == 200
