@@ -178,3 +178,12 @@ class ContentMissingError(LibraryError):
 class LibraryWriteError(LibraryError, OSError):
     """The library directory cannot be written (read-only, a full disk, a stray file or directory where the
     store expects the other).  What the failed write created is removed; nothing was changed."""
+
+
+# --- executors ---------------------------------------------------------------------------------------
+
+
+class ClusterUnavailableError(VoicebankError):
+    """The Ray cluster that computes for this process cannot be reached, cannot start its workers, or lost
+    the worker running a job (and the one its retry ran on).  Nothing was stored; the same call can succeed once the cluster is back (the
+    service answers 503 with ``Retry-After``)."""

@@ -10,8 +10,9 @@ import ipaddress
 import json
 import logging
 import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
@@ -32,6 +33,7 @@ from .common import (
 )
 
 if TYPE_CHECKING:
+    from ..batch.runner import Executor
     from ..library import Library
     from ..service.settings import ServiceSettings
 
@@ -153,6 +155,16 @@ def serve(
                                             "or text.")] = "auto",
     graceful_timeout: Annotated[float, typer.Option(help="Seconds to let requests finish on shutdown.")] = 30,
     threads: ThreadsOpt = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where extraction runs: local (--workers threads of "
+                                          "this process, which loads the models) or ray (--ray-workers actors of a "
+                                          "Ray cluster; this process loads no model; pip install "
+                                          "'voicebank\\[ray]').")] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="Ray cluster to join: auto or HOST:PORT "
+                                                    "(default: start a local one).", show_default=False)] = None,
+    ray_workers: Annotated[int, typer.Option("--ray-workers", min=1, max=1024, help="Ray actors holding the "
+                                             "models (each extracts one upload at a time).")] = 1,
+    gpus_per_worker: Annotated[float, typer.Option("--gpus-per-worker", min=0.0, max=64.0, help="Ray: GPUs per "
+                                                   "actor (with --device cuda; 0.5 puts two actors on a GPU).")] = 0.0,
 ) -> None:
     """Serve the voice library over HTTP (OpenAI-style voices API, ready conditionals, web page at /)."""
     try:
@@ -167,17 +179,22 @@ def serve(
         raise typer.BadParameter(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
     json_logs = json_log_lines(log_format)
     device = check_device(device)
+    check_executor(executor, ray_address, gpus_per_worker, device)
+    remote = executor == "ray"
     check_numbers(SERVE_LIMITS, {"workers": workers, "queue": queue, "cache_mb": cache_mb,
                                  "max_upload_mb": max_upload_mb, "max_audio_seconds": max_audio_seconds,
                                  "body_timeout": body_timeout, "graceful_timeout": graceful_timeout}, prefix="--")
     lib_path = library_location(library)
     settings = ServiceSettings(library=lib_path, blobs=BLOBS[0] or Settings.from_env().blobs, weights=weights,
-                               device=device, workers=workers, threads=torch_threads(threads, share=workers),
+                               device=device, workers=workers,
+                               threads=threads if remote else torch_threads(threads, share=workers),
                                queue_size=queue, cache_mb=cache_mb, max_upload_mb=max_upload_mb,
                                max_audio_seconds=max_audio_seconds, body_timeout_s=body_timeout,
                                variants=tuple(variant or ["english"]), keys_file=keys_file,
                                cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host),
-                               page=not no_page, log_json=json_logs)
+                               page=not no_page, log_json=json_logs,
+                               executor=cast("Executor", executor),
+                               ray_address=ray_address, ray_workers=ray_workers, ray_gpus=gpus_per_worker)
     # Everything that can fail at start-up is checked here, before the server starts, each failure one line
     # and exit 1 (as every other command): the keys file, the address, the weights, the library.
     keys = _keystore(lib_path, keys_file)
@@ -236,22 +253,36 @@ def listen_url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def check_executor(executor: str, ray_address: str | None, gpus_per_worker: float, device: str) -> None:
+    """The executor options go together (a usage error, exit 2, otherwise)."""
+    from ..batch.runner import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise typer.BadParameter("--ray-address is for --executor ray")
+    if gpus_per_worker > 0 and executor != "ray":
+        raise typer.BadParameter("--gpus-per-worker is for --executor ray (local workers share --device)")
+    if gpus_per_worker > 0 and not device.startswith("cuda"):
+        raise typer.BadParameter("--gpus-per-worker needs --device cuda")
+
+
 def preflight(settings: ServiceSettings) -> Library:
     """Check what the server needs before it starts, without loading a model, and open the library: the
     weights of every variant loaded at start (:meth:`~voicebank.engine.Engine.weight_files` raises
     :class:`~voicebank.errors.WeightsNotFoundError`; their fingerprints read each file's header) and the
     library (its catalogue is read once, so a damaged one is refused now).  Each failure is a
-    :class:`~voicebank.errors.VoicebankError` (one line, exit 1)."""
-    from ..engine import shared_engine
-    from ..library import Library
+    :class:`~voicebank.errors.VoicebankError` (one line, exit 1).  With ``--executor ray``, the Ray workers are
+    started here and load the weights on their nodes (the cluster unreachable, or short of resources: one line)."""
     from ..options import check_variant
 
     variants = [check_variant(v) for v in settings.variants]  # an unknown one: a usage error (exit 2)
-    engine = shared_engine(settings.weights, device=settings.device, threads=settings.threads)
-    for v in variants:
-        engine.weight_files(v)
-        engine.weights_fingerprint(v)  # reads each checkpoint's header and a few KiB: a damaged file fails now
-    library = Library(settings.library, engine=engine, blobs=settings.blobs)
+    if settings.executor == "ray":  # the weights are the Ray workers' to find: they load them now
+        from ..service.remote import remote_library
+
+        library: Library = remote_library(settings)
+    else:
+        library = _local_library(settings, variants)
     try:
         len(library)  # opens and checks the catalogue
         if settings.shared:
@@ -260,6 +291,18 @@ def preflight(settings: ServiceSettings) -> Library:
         library.close()
         raise
     return library
+
+
+def _local_library(settings: ServiceSettings, variants: Sequence[str]) -> Library:
+    """The library with this process's engine, its weights checked (no model loaded)."""
+    from ..engine import shared_engine
+    from ..library import Library
+
+    engine = shared_engine(settings.weights, device=settings.device, threads=settings.threads)
+    for v in variants:
+        engine.weight_files(v)
+        engine.weights_fingerprint(v)  # reads each checkpoint's header and a few KiB: a damaged file fails now
+    return Library(settings.library, engine=engine, blobs=settings.blobs)
 
 
 def check_shared(library: Library) -> None:

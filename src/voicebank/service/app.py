@@ -117,7 +117,9 @@ def build_service(settings: ServiceSettings, library: Library | None = None) -> 
     lib_path = library.path if library is not None else library_location(settings)
     metrics = Metrics()
     cache = ConditionalsCache(int(settings.cache_mb * 2**20))
-    pool = ExtractionPool(settings.workers, settings.queue_size, metrics, threads=settings.threads)
+    remote = settings.executor == "ray"  # then a worker thread waits for each Ray actor, torch untouched here
+    pool = ExtractionPool(settings.ray_workers if remote else settings.workers, settings.queue_size, metrics,
+                          threads=None if remote else settings.threads)
     keys = KeyStore(settings.keys_path(lib_path))
     service = Service(settings=settings, _library=library, cache=cache, pool=pool, keys=keys, metrics=metrics)
     metrics.gauge("voicebank_cache_bytes", "Bytes of conditionals held in the memory cache.", lambda: cache.bytes)
@@ -158,9 +160,9 @@ def create_app(settings: ServiceSettings | None = None, *, library: Library | No
             startup_failure_logged()
             raise
         service.ready = True
-        log.info("ready in %.1f s: %d voices, %d workers, queue %d, cache %g MiB, API keys %s",
-                 time.perf_counter() - t0, len(service.library), settings.workers, settings.queue_size,
-                 settings.cache_mb, "on" if service.keys.enabled else "off (loopback only)")
+        log.info("ready in %.1f s: %d voices, %d %s workers, queue %d, cache %g MiB, API keys %s",
+                 time.perf_counter() - t0, len(service.library), service.pool.workers, settings.executor,
+                 settings.queue_size, settings.cache_mb, "on" if service.keys.enabled else "off (loopback only)")
         url = getattr(app.state, "url", None)
         if url:
             log.info("listening on %s", url, extra={"url": url})

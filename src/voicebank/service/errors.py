@@ -138,6 +138,7 @@ _LIBRARY_ERRORS: tuple[tuple[type[vb.VoicebankError], int, str, Wording], ...] =
     (vb.UnsafeVoiceFileError, 415, "unsafe_voice_file", _same),
     (vb.VoiceFileError, 415, "bad_voice_file", _same),
     (vb.WeightsError, 503, "weights_unavailable", _weights),
+    (vb.ClusterUnavailableError, 503, "extraction_unavailable", _operator),
     (vb.LibraryError, 500, "library_error", _operator),
     (vb.InvalidOptionError, 422, "invalid_option", _option),
     (vb.NonFiniteOutputError, 422, "non_finite_output", _same),
@@ -163,7 +164,8 @@ def from_library(e: vb.VoicebankError, *, param: str | None = None) -> ApiError:
     """The :class:`ApiError` a library error becomes: its status, code and HTTP wording (:func:`http_message`)."""
     for cls, status, code, wording in _LIBRARY_ERRORS:
         if isinstance(e, cls):
-            retry = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 and isinstance(e, vb.CatalogueError) else None
+            retry = ({"Retry-After": str(RETRY_AFTER_S)}
+                     if status == 503 and isinstance(e, (vb.CatalogueError, vb.ClusterUnavailableError)) else None)
             return ApiError(status, code, wording(str(e)), param=param, headers=retry)
     return ApiError(400, "voicebank_error", str(e), param=param)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -37,6 +38,16 @@ class ServiceSettings(BaseModel):
     threads: int | None = Field(default=None, ge=1, le=1024)
     """Torch intra-op threads of the extractions (``None``: torch's setting is left alone; ``voicebank serve``
     defaults to the CPUs the process may use shared out between the workers)."""
+    executor: Literal["local", "ray"] = "local"
+    """Where extraction runs: ``local``, in ``workers`` threads of this process, which loads the models; ``ray``,
+    on ``ray_workers`` actors of a Ray cluster that hold the models, while this process loads none."""
+    ray_address: str | None = None
+    """The Ray cluster of ``executor="ray"``: ``HOST:PORT`` of its head node or ``auto`` (``None``: start a
+    local one on this machine)."""
+    ray_workers: int = Field(default=1, ge=1, le=1024)
+    """Ray actors holding the models (each runs one extraction at a time)."""
+    ray_gpus: float = Field(default=0.0, ge=0, le=64)
+    """GPUs each Ray actor reserves (with ``device="cuda"``)."""
     queue_size: int = Field(default=8, ge=0, le=10_000)
     """Extractions that may wait for a worker; beyond that uploads are answered 429 with ``Retry-After``."""
     cache_mb: float = Field(default=256.0, ge=0, le=1 << 20)

@@ -74,6 +74,11 @@ class Service:
         """Open the library of the settings (in the lifespan), unless one was given."""
         if self._library is None:
             s = self.settings
+            if s.executor == "ray":  # the models live on Ray actors: this process loads none
+                from .remote import remote_library
+
+                self._library = remote_library(s)
+                return self._library
             # the process's one engine: every variant, request and worker share its models
             self._library = Library(s.library, engine=shared_engine(s.weights, device=s.device, threads=s.threads),
                                     blobs=s.blobs)
