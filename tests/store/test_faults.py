@@ -314,8 +314,10 @@ def test_blob_faults_are_typed_and_point_to_repair(root, tmp_path, capsys, fault
     out_file = tmp_path / "out.safetensors"
     assert_one_line_error(rc, err, "alice", "voicebank library check --repair")
     assert "system error" not in err.lower() and not out_file.exists()
-    with Library(root, engine=FakeEngine()) as lib, pytest.raises(errors.LibraryError, match="check --repair"):
+    missing = fault in ("blob-is-a-directory", "blob-missing", "blob-dir-is-a-file")
+    with Library(root, engine=FakeEngine()) as lib, pytest.raises(errors.LibraryError, match="check --repair") as e:
         lib.get("alice")
+    assert isinstance(e.value, errors.ContentMissingError) == missing  # the service answers voice_content_missing
     rc, out, err = run_cli(capsys, ["library", "check", "--library", root])
     assert rc == 1 and "alice" in out
     for args in (["rename", "bob", "robert"], ["rm", "robert"], ["import", OTHER_VOICE_FILE, "--name", "erin"]):

@@ -34,6 +34,7 @@ from ..chatterbox import SPEAKER_EMB_DIM, VARIANTS, XVECTOR_DIM
 from ..errors import (
     BaseVoiceError,
     CatalogueError,
+    ContentMissingError,
     LibraryError,
     VoiceExistsError,
     VoiceNotFoundError,
@@ -236,8 +237,9 @@ class VoiceStore(Upkeep):
             what = "is a link, which content files never are" if f.path.is_symlink() else \
                 "is a directory, not a file" if f.path.is_dir() else "is missing" if not f.path.exists() else \
                 f"is unreadable ({e.strerror or e})"
-            raise LibraryError(f"voice {voice!r}: its {f.role} file {self.blobs.relative(f.path)} {what}; run "
-                               "voicebank library check --repair") from e
+            error = LibraryError if what.startswith("is unreadable") else ContentMissingError
+            raise error(f"voice {voice!r}: its {f.role} file {self.blobs.relative(f.path)} {what}; run "
+                        "voicebank library check --repair") from e
 
     # --- writing -----------------------------------------------------------------------------------------
 
