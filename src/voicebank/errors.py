@@ -185,5 +185,5 @@ class LibraryWriteError(LibraryError, OSError):
 
 class ClusterUnavailableError(VoicebankError):
     """The Ray cluster that computes for this process cannot be reached, cannot start its workers, or lost
-    the worker running a job (and the one its retry ran on).  Nothing was stored; the same call can succeed once the cluster is back (the
-    service answers 503 with ``Retry-After``)."""
+    the worker running a job (and the one its retry ran on).  Nothing was stored; the same call can succeed once
+    the cluster is back (the service answers 503 with ``Retry-After``)."""

@@ -98,6 +98,9 @@ def test_a_ray_upload_equals_a_local_one_and_the_api_process_loads_no_model(
     assert a.status_code == 201, a.text
     got = httpx.get(f"{server.url}/v1/audio/voices/bob/conditionals", timeout=120)
     assert got.status_code == 200, got.text
+    for route in ("embed", "extract"):  # the stateless tools compute on the actors too
+        r = httpx.post(f"{server.url}/v1/{route}", files={"audio_sample": ("x.wav", clip(3))}, timeout=120)
+        assert r.status_code == 200, r.text
     monkeypatch.undo()
 
     with Library(tmp_path / "local", weights=golden_weights_dir, threads=1) as local:
