@@ -66,6 +66,7 @@ class VoiceIndex:
         self._offset = np.zeros(0, dtype=np.float32)  # -0.5 * mean / std; -inf for dead rows and rows without
         self._row_of: dict[int, int] = {}
         self._by_name: dict[str, int] = {}
+        self._checked: tuple[int | None, int] = (None, 0)  # (cohort, rows) whose statistics normalise() checked
         self.rows_read = 0
 
     def __len__(self) -> int:
@@ -92,6 +93,7 @@ class VoiceIndex:
     def _load(self, rows: VectorRows) -> None:
         self.rows_read += len(rows)
         self._size = 0
+        self._checked = (None, 0)
         self._row_of, self._by_name = {}, {}
         self._reserve(len(rows))
         self._append(rows)
@@ -114,7 +116,7 @@ class VoiceIndex:
         capacity = self._ids.shape[0]
         if n <= capacity:
             return
-        new = max(MIN_CAPACITY, n, 2 * capacity)
+        new = max(MIN_CAPACITY, n + n // 8, capacity + capacity // 4)  # amortised O(1), at most 1.25x the rows
 
         def grow(a: np.ndarray) -> np.ndarray:
             out = np.zeros((new, *a.shape[1:]), dtype=a.dtype)
@@ -156,6 +158,7 @@ class VoiceIndex:
         self._names = [self._names[k] for k in keep]
         self._size = int(keep.size)
         self._row_of = {int(i): k for k, i in enumerate(self._ids[: self._size])}
+        self._checked = (None, 0)
         self._by_name = {name: k for k, name in enumerate(self._names)}
 
     def _set_affine(self, rows: np.ndarray) -> None:
@@ -181,8 +184,10 @@ class VoiceIndex:
         ``statistics(unit vectors) -> (means, stds)``.  Returns ``(ids, means, stds)`` of the rows computed now,
         for the caller to store."""
         with self._lock:
-            live = np.flatnonzero(self._alive[: self._size])
+            start = self._checked[1] if self._checked[0] == cohort_id else 0  # rows before it are up to date
+            live = start + np.flatnonzero(self._alive[start: self._size])
             stale = live[self._cohort[live] != cohort_id]
+            self._checked = (cohort_id, self._size)
             if stale.size == 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
             means, stds = statistics(self._unit[stale])
@@ -202,6 +207,8 @@ class VoiceIndex:
         with self._lock:
             rows = self._cohort[: self._size]
             rows[rows == old] = new
+            if self._checked[0] == old:
+                self._checked = (new, self._checked[1])
 
     # --- ranking -----------------------------------------------------------------------------------------
 
