@@ -120,6 +120,16 @@ def test_a_ray_upload_equals_a_local_one_and_the_api_process_loads_no_model(
     assert lib.check().ok
 
 
+def test_a_refusal_on_the_worker_comes_back_as_itself(server: ThreadServer) -> None:
+    """The reference inspection runs on the worker: its refusal is the same 422 as a local one, nothing stored."""
+    noise = wav_bytes(np.random.default_rng(5).uniform(-0.9, 0.9, 16000 * 3).astype(np.float32), 16000)
+    r = httpx.post(f"{server.url}/v1/audio/voices", files={"audio_sample": ("noise.wav", noise)},
+                   data={"name": "noise", "consent": "test"}, timeout=120)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "reference_rejected"
+    assert "noise" not in library_of(server)
+
+
 def test_a_full_queue_answers_429_with_retry_after(server: ThreadServer) -> None:
     barrier = threading.Barrier(3)
 

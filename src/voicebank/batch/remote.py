@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..chatterbox import DEFAULT_EXAGGERATION
-from ..errors import ClusterUnavailableError, VoicebankError
+from ..errors import ClusterUnavailableError
 
 if TYPE_CHECKING:
     from ..audio.clip import Clip
@@ -123,10 +123,10 @@ def check_reachable(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> 
 
 
 def _ray_error(e: BaseException) -> BaseException:
-    """What a failed Ray call means here: the worker's own :class:`~voicebank.errors.VoicebankError`, else
-    the exception itself."""
+    """What a job that raised on its worker means here: what the worker raised (a
+    :class:`~voicebank.errors.VoicebankError` on purpose, anything else a bug), else Ray's error itself."""
     cause = getattr(e, "cause", None)
-    return cause if isinstance(cause, VoicebankError) else e
+    return cause if isinstance(cause, Exception) else e
 
 
 class PreparePool:
@@ -236,14 +236,18 @@ class PreparePool:
                 actor = self._actors[index]
                 return self._get(getattr(actor, method).remote(*args), JOB_TIMEOUT_S, "answer")
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as e:
-                self._replace(index)
                 attempt += 1
+                try:
+                    self._replace(index)
+                except Exception as lost:  # the cluster went with the worker
+                    raise ClusterUnavailableError(f"the Ray worker running this job was lost ({type(e).__name__}) "
+                                                  "and cannot be replaced; nothing was stored, retry later") from lost
                 if attempt > self.retries:
                     raise ClusterUnavailableError(
                         f"the Ray worker running this job was lost ({type(e).__name__}, {attempt} attempt(s)); "
                         "nothing was stored, retry later") from e
                 log.warning("ray: worker %d lost mid-job (%s); sending the job again", index, type(e).__name__)
-            except ray.exceptions.RaySystemError as e:
+            except (ray.exceptions.RayError, ConnectionError) as e:  # the cluster (or a Ray Client link) lost
                 raise ClusterUnavailableError(f"the Ray cluster failed ({' '.join(str(e).split())[:200]}); nothing "
                                               "was stored, retry later") from e
             finally:
