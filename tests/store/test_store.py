@@ -269,3 +269,15 @@ def test_a_refusal_leaves_no_read_open_on_the_connection(tmp_path):
     other.close()
     assert "dave" in [i.name for i in store.list()], kept.value
     store.close()
+
+
+def test_a_new_catalogue_uses_large_pages(tmp_path):
+    """A voice's row is about 2 kB: on SQLite's default 4 kB pages it would take one page alone."""
+    import sqlite3
+
+    from voicebank.store.catalogue import CATALOGUE_NAME, PAGE_SIZE
+    from voicebank.store.store import VoiceStore
+
+    VoiceStore(tmp_path / "lib").close()
+    conn = sqlite3.connect(tmp_path / "lib" / CATALOGUE_NAME)
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE == 16_384
