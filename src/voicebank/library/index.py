@@ -13,15 +13,23 @@ catalogue; rows computed against another cohort are brought up to date in memory
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..chatterbox import SPEAKER_EMB_DIM
 from ..store.store import VoiceStore
-from ..store.vectors import VectorRows, all_rows, changed_since, last_change, rows_by_id, tagged_ids
+from ..store.vectors import (
+    VectorRows,
+    all_rows,
+    changed_since,
+    last_change,
+    rows_by_id,
+    tagged_ids,
+)
 
 MIN_CAPACITY = 256
 
@@ -80,23 +88,29 @@ class VoiceIndex:
         with self._lock, self._store.catalogue.read() as conn:
             if self._seq < 0:
                 seq = last_change(conn)
-                self._load(all_rows(conn))
+                self._load(all_rows(conn), voices(conn))
                 self._seq = seq
                 return
             seq, ids = changed_since(conn, self._seq, limit=max(1_000, len(self._row_of) // 2))
             if ids is None:
-                self._load(all_rows(conn))
+                self._load(all_rows(conn), voices(conn))
             elif ids:
                 self._apply(ids, rows_by_id(conn, ids))
             self._seq = seq
 
-    def _load(self, rows: VectorRows) -> None:
-        self.rows_read += len(rows)
+    def _load(self, chunks: Iterable[VectorRows], expected: int) -> None:
+        """Every row afresh, from chunks (``expected``: about how many rows, to size the buffers once)."""
         self._size = 0
         self._checked = (None, 0)
         self._row_of, self._by_name = {}, {}
-        self._reserve(len(rows))
-        self._append(rows)
+        for attr in ("_ids", "_unit", "_means", "_stds", "_cohort", "_alive", "_gain", "_offset"):
+            old = getattr(self, attr)  # let the old buffers go before the new ones are filled
+            setattr(self, attr, np.zeros((0, *old.shape[1:]), dtype=old.dtype))
+        self._reserve(expected)
+        for rows in chunks:
+            self.rows_read += len(rows)
+            self._reserve(self._size + len(rows))
+            self._append(rows)
 
     def _apply(self, ids: list[int], rows: VectorRows) -> None:
         self.rows_read += len(rows)
@@ -116,7 +130,7 @@ class VoiceIndex:
         capacity = self._ids.shape[0]
         if n <= capacity:
             return
-        new = max(MIN_CAPACITY, n + n // 8, capacity + capacity // 4)  # amortised O(1), at most 1.25x the rows
+        new = max(MIN_CAPACITY, n + n // 64, capacity + capacity // 4)  # amortised O(1), at most 1.25x the rows
 
         def grow(a: np.ndarray) -> np.ndarray:
             out = np.zeros((new, *a.shape[1:]), dtype=a.dtype)
@@ -331,6 +345,11 @@ def _top_candidates(score: np.ndarray, k: int, slack: np.float32) -> np.ndarray:
         return idx
     kth = np.partition(score[idx], idx.size - k)[idx.size - k]
     return idx[score[idx] >= kth - slack]
+
+
+def voices(conn: sqlite3.Connection) -> int:
+    """How many voices there are (an index count; those without a speaker embedding included)."""
+    return int(conn.execute("SELECT COUNT(*) FROM voices").fetchone()[0])
 
 
 __all__ = ["Ranked", "VoiceIndex", "unit_rows"]

@@ -10,7 +10,7 @@ Pure SQL and numpy (no torch).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,9 +82,12 @@ def last_change(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(seq), 0) FROM vector_log").fetchone()[0])
 
 
-def all_rows(conn: sqlite3.Connection) -> VectorRows:
-    """Every voice with a speaker embedding, by id."""
-    return _rows(conn.execute(_ROW_SQL + " ORDER BY id"))
+def all_rows(conn: sqlite3.Connection, *, chunk: int = 50_000) -> Iterator[VectorRows]:
+    """Every voice with a speaker embedding, by id, ``chunk`` voices at a time (so reading 10^6 of them never holds
+    more than a chunk's rows as Python objects)."""
+    cursor = conn.execute(_ROW_SQL + " ORDER BY id")
+    while records := cursor.fetchmany(chunk):
+        yield _rows(records)
 
 
 def rows_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> VectorRows:
@@ -122,7 +125,7 @@ RARE_TAG = 2_000
 def rare_tag(catalogue: Catalogue, tag: str) -> bool:
     """Whether at most :data:`RARE_TAG` voices have ``tag`` (at most that many index steps to find out)."""
     with catalogue.read() as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM tags WHERE tag = ? LIMIT ?)",
+        return int(conn.execute("SELECT COUNT(*) FROM (SELECT 1 FROM tags WHERE tag = ? LIMIT ?) AS tagged",
                                 (tag, RARE_TAG + 1)).fetchone()[0]) <= RARE_TAG
 
 
