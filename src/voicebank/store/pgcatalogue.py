@@ -225,13 +225,20 @@ class PgCatalogue:
     # --- transactions ------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[PgConnection]:
-        """One write transaction holding the write lock; committed on success, rolled back on any exception."""
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection of the migrated catalogue, while the watch does not say it is down (errors
+        mapped to the store's)."""
         if not self._migrated:
             self.migrate()
         self._check_reachable()
-        psycopg, psycopg_pool = _modules()
         with self._mapped(), self.pool().connection() as raw:
+            yield raw
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[PgConnection]:
+        """One write transaction holding the write lock; committed on success, rolled back on any exception."""
+        psycopg, psycopg_pool = _modules()
+        with self._connection() as raw:
             try:
                 raw.execute(f"SET LOCAL lock_timeout = {int(self.timeout * 1000)}")
                 raw.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
@@ -254,11 +261,8 @@ class PgCatalogue:
     @contextlib.contextmanager
     def read(self) -> Iterator[PgConnection]:
         """A consistent read snapshot (``REPEATABLE READ READ ONLY``)."""
-        if not self._migrated:
-            self.migrate()
-        self._check_reachable()
         psycopg, _ = _modules()
-        with self._mapped(), self.pool().connection() as raw:
+        with self._connection() as raw:
             try:
                 raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield PgConnection(raw)
