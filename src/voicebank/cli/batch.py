@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..chatterbox import DEFAULT_EXAGGERATION
-from .common import DeviceOpt, ParentsOpt, WeightsOpt, check_device, clean, progress
+from .common import DeviceOpt, ParentsOpt, WeightsOpt, check_device, check_executor, clean, progress
 
 if TYPE_CHECKING:
     from ..batch.runner import Summary
@@ -69,7 +69,7 @@ def batch(
     parents: ParentsOpt = False,
 ) -> None:
     """Extract embeddings or conditionals of many clips into a Parquet dataset; resumable, exactly once."""
-    from ..batch.runner import EXECUTORS, RUN_LIMITS
+    from ..batch.runner import RUN_LIMITS
     from ..batch.transform import BATCH_MODES, TransformConfig
     from ..options import check_numbers
 
@@ -79,14 +79,7 @@ def batch(
 
     if mode not in BATCH_MODES:
         raise typer.BadParameter(f"--mode {mode}: choose one of {', '.join(BATCH_MODES)}")
-    if executor not in EXECUTORS:
-        raise typer.BadParameter(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
-    if ray_address is not None and executor != "ray":
-        raise typer.BadParameter("--ray-address is for --executor ray")
-    if gpus_per_worker > 0 and executor != "ray":
-        raise typer.BadParameter("--gpus-per-worker is for --executor ray (local workers share --device)")
-    if gpus_per_worker > 0 and not device.startswith("cuda"):
-        raise typer.BadParameter("--gpus-per-worker needs --device cuda")
+    chosen = check_executor(executor, ray_address, gpus_per_worker, device)
     if not parents:  # the dataset folder itself is created, not a mistyped tree above it
         from ..fileio import missing_parent
 
@@ -109,7 +102,7 @@ def batch(
     job = plan(inputs, output, config)
     typer.echo(f"{len(job.pending)} clip(s) to do, {job.skipped} already in {clean(output)}", err=True)
     with _progress(len(job.pending)) as advance:
-        summary = execute(job, executor=executor, workers=workers, batch_size=batch_size,
+        summary = execute(job, executor=chosen, workers=workers, batch_size=batch_size,
                           ray_address=ray_address, gpus_per_worker=gpus_per_worker, threads_per_worker=threads,
                           rows_per_file=rows_per_file, progress=advance)
     _print_summary(summary, output)

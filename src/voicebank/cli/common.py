@@ -15,6 +15,7 @@ import typer
 from ..chatterbox import VARIANTS
 
 if TYPE_CHECKING:
+    from ..batch.runner import Executor
     from ..library import Library
 
 PROGRESS_MIN_ITEMS = 5
@@ -112,6 +113,21 @@ def check_device(device: str) -> str:
     except InvalidOptionError as e:
         raise typer.BadParameter(f"--device: {e}") from e
     return device
+
+
+def check_executor(executor: str, ray_address: str | None, gpus_per_worker: float, device: str) -> Executor:
+    """``executor`` when it is one and the executor options go together (a usage error, exit 2, otherwise)."""
+    from ..batch.runner import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise typer.BadParameter(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+    if ray_address is not None and executor != "ray":
+        raise typer.BadParameter("--ray-address is for --executor ray")
+    if gpus_per_worker > 0 and executor != "ray":
+        raise typer.BadParameter("--gpus-per-worker is for --executor ray (local workers share --device)")
+    if gpus_per_worker > 0 and not device.startswith("cuda"):
+        raise typer.BadParameter("--gpus-per-worker needs --device cuda")
+    return executor
 
 
 def torch_threads(threads: int | None, share: int = 1) -> int:

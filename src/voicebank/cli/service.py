@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, cast
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -27,13 +27,13 @@ from .common import (
     ThreadsOpt,
     WeightsOpt,
     check_device,
+    check_executor,
     check_output,
     clean,
     torch_threads,
 )
 
 if TYPE_CHECKING:
-    from ..batch.runner import Executor
     from ..library import Library
     from ..service.settings import ServiceSettings
 
@@ -179,8 +179,8 @@ def serve(
         raise typer.BadParameter(f"--log-format must be one of {', '.join(LOG_FORMATS)}")
     json_logs = json_log_lines(log_format)
     device = check_device(device)
-    check_executor(executor, ray_address, gpus_per_worker, device)
-    remote = executor == "ray"
+    chosen = check_executor(executor, ray_address, gpus_per_worker, device)
+    remote = chosen == "ray"
     check_numbers(SERVE_LIMITS, {"workers": workers, "queue": queue, "cache_mb": cache_mb,
                                  "max_upload_mb": max_upload_mb, "max_audio_seconds": max_audio_seconds,
                                  "body_timeout": body_timeout, "graceful_timeout": graceful_timeout}, prefix="--")
@@ -193,7 +193,7 @@ def serve(
                                variants=tuple(variant or ["english"]), keys_file=keys_file,
                                cors_origins=tuple(cors_origin or ()), require_keys=not is_loopback(host),
                                page=not no_page, log_json=json_logs,
-                               executor=cast("Executor", executor),
+                               executor=chosen,
                                ray_address=ray_address, ray_workers=ray_workers, ray_gpus=gpus_per_worker)
     # Everything that can fail at start-up is checked here, before the server starts, each failure one line
     # and exit 1 (as every other command): the keys file, the address, the weights, the library.
@@ -251,20 +251,6 @@ def json_log_lines(log_format: str, stream: object = None) -> bool:
 def listen_url(host: str, port: int) -> str:
     """The URL of ``host:port`` (IPv6 addresses in brackets)."""
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def check_executor(executor: str, ray_address: str | None, gpus_per_worker: float, device: str) -> None:
-    """The executor options go together (a usage error, exit 2, otherwise)."""
-    from ..batch.runner import EXECUTORS
-
-    if executor not in EXECUTORS:
-        raise typer.BadParameter(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
-    if ray_address is not None and executor != "ray":
-        raise typer.BadParameter("--ray-address is for --executor ray")
-    if gpus_per_worker > 0 and executor != "ray":
-        raise typer.BadParameter("--gpus-per-worker is for --executor ray (local workers share --device)")
-    if gpus_per_worker > 0 and not device.startswith("cuda"):
-        raise typer.BadParameter("--gpus-per-worker needs --device cuda")
 
 
 def preflight(settings: ServiceSettings) -> Library:
