@@ -73,7 +73,7 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(self.url(database), autocommit=True) as conn:
-            conn.execute(sql)  # type: ignore[arg-type]
+            conn.execute(sql)
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,10 @@ class S3Server:
     access_key: str
     secret_key: str
     process: subprocess.Popen
+    argv: tuple[str, ...] = ()
+    """The command that started it, run again by :func:`restart_s3` (same ports, same data)."""
+    base: Path | None = None
+    """Its directory (data, configuration, log)."""
 
     def client(self):
         import boto3
@@ -109,6 +113,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def _wait(ready, process: subprocess.Popen, log: Path, what: str) -> None:
     deadline = time.monotonic() + START_TIMEOUT
+    last: Exception | None = None
     while True:
         if process.poll() is not None:
             raise RuntimeError(f"{what} exited with {process.returncode} while starting:\n{log.read_text()[-3000:]}")
@@ -234,7 +239,8 @@ def seaweed_s3() -> Iterator[S3Server]:
                  "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
                  *(f"-{name}={port}" for name, port in ports.items())],
                 stdout=out, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
-        server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", S3_KEY, S3_SECRET, process)
+        server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", S3_KEY, S3_SECRET, process,
+                          tuple(map(str, process.args)), base)  # type: ignore[arg-type]
         try:
             client = server.client()
 
@@ -249,6 +255,31 @@ def seaweed_s3() -> Iterator[S3Server]:
             _stop(process)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def restart_s3(server: S3Server, down: subprocess.Popen | None = None) -> subprocess.Popen:
+    """Start ``server``'s SeaweedFS again (same command, ports and data) after it was stopped (``stop_s3``); the
+    caller stops the new process.  ``down``: the process that ran it before, if not ``server.process``."""
+    if (down or server.process).poll() is None:
+        raise RuntimeError("the S3 server is still running")
+    assert server.base is not None and server.argv, "not started by seaweed_s3()"
+    log = server.base / "server.log"
+    with open(log, "ab") as out:
+        process = subprocess.Popen(list(server.argv), stdout=out, stderr=subprocess.STDOUT, cwd=server.base,
+                                   start_new_session=True)
+    client = server.client()
+
+    def ready() -> bool:
+        client.put_object(Bucket="voicebank-ready", Key="probe", Body=b"ok")
+        return True
+
+    _wait(ready, process, log, "SeaweedFS")
+    return process
+
+
+def stop_s3(process: subprocess.Popen) -> None:
+    """Stop a SeaweedFS server (SIGTERM, then SIGKILL after 15 s)."""
+    _stop(process)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
-from service_helpers import HOST, free_port
+from audio_fixtures import speechlike
+from service_helpers import HOST, free_port, wav_bytes
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -166,3 +168,11 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(15)
+
+
+def upload(c: httpx.Client, name: str, seed: int, mode: str = "conditionals") -> httpx.Response:
+    """``POST /v1/audio/voices``: a 2-3 s speech-like clip of its own (from ``seed``) as ``name``."""
+    rng = np.random.default_rng(seed)
+    audio = wav_bytes(speechlike(float(rng.uniform(2.0, 3.0)), 16000, seed=seed), 16000)
+    return c.post("/v1/audio/voices", files={"audio_sample": ("c.wav", audio)},
+                  data={"name": name, "consent": "test", "force": "true", "mode": mode})

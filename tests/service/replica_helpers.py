@@ -23,9 +23,9 @@ class Replica:
     """``voicebank --blobs BLOBS serve --library CATALOGUE`` in a subprocess (its log in ``log``)."""
 
     def __init__(self, catalogue: str, blobs: str, weights: Path, tmp: Path, *args: str,
-                 keys_file: Path | None = None) -> None:
+                 keys_file: Path | None = None, port: int | None = None) -> None:
         tmp.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = port or free_port()  # a replica restarted in place: the port it had
         self.url = f"http://{HOST}:{self.port}"
         self.log = tmp / "server.log"
         env = dict(os.environ)

@@ -16,17 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 
 from voicebank.library import Library
 
-from audio_fixtures import speechlike
 from cluster_fixtures import PostgresServer, S3Server, SharedLocation
 from faults import build_library
-from proxy_helpers import Proxy
+from proxy_helpers import Proxy, upload
 from replica_helpers import Replica, until
-from service_helpers import wav_bytes
 
 CLIENTS = 50
 LOAD_SECONDS = 30.0
@@ -74,13 +71,6 @@ def cluster(postgres_server: PostgresServer, s3_server: S3Server, golden_weights
             for r in replicas:
                 r.stop()
             postgres_server.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-
-
-def upload(c: httpx.Client, name: str, seed: int, mode: str = "conditionals") -> httpx.Response:
-    rng = np.random.default_rng(seed)
-    audio = wav_bytes(speechlike(float(rng.uniform(2.0, 3.0)), 16000, seed=seed), 16000)
-    return c.post("/v1/audio/voices", files={"audio_sample": ("c.wav", audio)},
-                  data={"name": name, "consent": "test", "force": "true", "mode": mode})
 
 
 def test_nginx_terminates_tls_and_round_robins_over_three_replicas(cluster):
