@@ -23,7 +23,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import cast
 
@@ -36,6 +36,7 @@ from .pgcatalogue import PgCatalogue, is_postgres_url, redact
 from .records import StoredFile
 from .s3blobs import ObjectRef, S3BlobStore, is_s3_url
 from .store import VoiceStore, now
+from .upkeep import ContentEntry
 
 
 def is_shared(location: object) -> bool:
@@ -161,40 +162,26 @@ class SharedVoiceStore(VoiceStore):
         """Nothing: an object store has no temp files (an object appears whole or not at all)."""
         return []
 
-    def remove_orphans(self, *, delete: bool = True) -> builtins.list[str]:
-        """The objects under ``<prefix>blobs/`` no voice uses, as ``s3://`` URLs; with ``delete`` they are
-        deleted (under the write lock, so no writer is between writing an object and registering it)."""
-        removed: builtins.list[str] = []
-        with self._write() as conn:
-            if delete:
-                self._drop_unreferenced(conn, [r[0] for r in conn.execute("SELECT sha256 FROM blobs")])
-            referenced = {r[0] for r in conn.execute("SELECT DISTINCT blob FROM voice_files")}
-            registered = {r[0]: r[1] for r in conn.execute("SELECT sha256, suffix FROM blobs")}
-            for digest, suffix, key in list(self.s3.files()):
-                if digest and registered.get(digest) == suffix and (delete or digest in referenced):
-                    continue
-                if delete:
-                    self.s3.delete_key(key)
-                    if digest:
-                        self.s3.path(digest, suffix).unlink(missing_ok=True)
-                removed.append(self.s3.object_url(key))
-        return removed
+    def _content_entries(self) -> Iterable[tuple[str, str, ContentEntry]]:
+        """Every object under ``<prefix>blobs/`` as ``(sha256, suffix, key)``; keys that are not blobs get sha256
+        ``""``."""
+        return self.s3.files()
 
-    def damaged_files(self, *, verify_hashes: bool = True) -> tuple[int, dict[str, str]]:
-        """``(number of objects, {sha256: problem})`` over every registered object (missing, wrong size or hash)."""
-        with self.catalogue.read() as conn:
-            blobs = conn.execute("SELECT sha256, suffix, size FROM blobs").fetchall()
-        damage: dict[str, str] = {}
-        for digest, suffix, size in blobs:
-            if verify_hashes:
-                problem = self.s3.verify(digest, suffix, size)
-            elif not self.s3.exists(digest, suffix, size):
-                problem = f"{self.s3.object_url(self.s3.key(digest, suffix))} is missing or has the wrong size"
-            else:
-                problem = None
-            if problem:
-                damage[digest] = problem
-        return len(blobs), damage
+    def _delete_content(self, digest: str, suffix: str, entry: ContentEntry) -> None:
+        """Delete one object (and its copy in the local cache)."""
+        self.s3.delete_key(str(entry))
+        if digest:
+            self.s3.path(digest, suffix).unlink(missing_ok=True)
+
+    def _content_name(self, entry: ContentEntry) -> str:
+        """An object as reported: its ``s3://`` URL."""
+        return self.s3.object_url(str(entry))
+
+    def _missing_content(self, digest: str, suffix: str, size: int) -> str | None:
+        """What is wrong with a registered object judged by its listing alone (missing or the wrong size)."""
+        if self.s3.exists(digest, suffix, size):
+            return None
+        return f"{self.s3.object_url(self.s3.key(digest, suffix))} is missing or has the wrong size"
 
 
 def open_store(location: str | os.PathLike[str] | None, *, blobs: str | None = None,

@@ -21,6 +21,9 @@ from .guard import check_schema, dir_writable, name_skeleton, nfc, os_error, rea
 if TYPE_CHECKING:
     from contextlib import AbstractContextManager
 
+ContentEntry = Path | str
+"""Where one content file lives: its path in a library directory, its object key in a shared store."""
+
 
 class Upkeep:
     """Maintenance verbs of the store; ``VoiceStore`` provides the attributes below."""
@@ -152,25 +155,20 @@ class Upkeep:
         """The entries under ``blobs/`` no voice uses (stray files and directories included), relative to the
         library.  With ``delete`` they are deleted (under the write lock, so no writer is between writing a file
         and registering it).  A directory where a voice's file belongs is not listed here: the voice's own
-        check reports it (see :meth:`damaged_files`)."""
+        check reports it (see :meth:`damaged_files`).  (A shared store: the objects, as ``s3://`` URLs; see
+        :meth:`_content_entries`.)"""
         removed: builtins.list[str] = []
         with self._write() as conn:
             if delete:
                 self._drop_unreferenced(conn, [r[0] for r in conn.execute("SELECT sha256 FROM blobs")])
             referenced = {r[0] for r in conn.execute("SELECT DISTINCT blob FROM voice_files")}
             registered = {r[0]: r[1] for r in conn.execute("SELECT sha256, suffix FROM blobs")}
-            for digest, suffix, path in list(self.blobs.files()):
+            for digest, suffix, entry in builtins.list(self._content_entries()):
                 if digest and registered.get(digest) == suffix and (delete or digest in referenced):
                     continue  # a voice's (a directory there is that voice's problem, see damaged_files)
                 if delete:
-                    if path.is_dir() and not path.is_symlink():
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:
-                        path.unlink(missing_ok=True)
-                    if path.parent != self.blobs.blob_dir:
-                        with contextlib.suppress(OSError):
-                            path.parent.rmdir()
-                removed.append(self.blobs.relative(path) + ("/" if path.is_dir() else ""))
+                    self._delete_content(digest, suffix, entry)
+                removed.append(self._content_name(entry))
         return removed
 
     def damaged_files(self, *, verify_hashes: bool = True) -> tuple[int, dict[str, str]]:
@@ -179,15 +177,38 @@ class Upkeep:
             blobs = conn.execute("SELECT sha256, suffix, size FROM blobs").fetchall()
         damage: dict[str, str] = {}
         for digest, suffix, size in blobs:
-            if verify_hashes:
-                problem = self.blobs.verify(digest, suffix, size)
-            elif not self.blobs.path(digest, suffix).is_file():
-                problem = f"{self.blobs.relative(self.blobs.path(digest, suffix))} is missing"
-            else:
-                problem = None
+            problem = (self.blobs.verify(digest, suffix, size) if verify_hashes
+                       else self._missing_content(digest, suffix, size))
             if problem:
                 damage[digest] = problem
         return len(blobs), damage
+
+    # --- where the content lives (a shared store's objects override these) --------------------------------
+
+    def _content_entries(self) -> Iterable[tuple[str, str, ContentEntry]]:
+        """Every entry under ``blobs/`` as ``(sha256, suffix, path)``; names that are not blobs get sha256 ``""``."""
+        return self.blobs.files()
+
+    def _delete_content(self, digest: str, suffix: str, entry: ContentEntry) -> None:
+        """Delete one entry of :meth:`_content_entries` (a stray directory with what is in it)."""
+        path = Path(entry)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        if path.parent != self.blobs.blob_dir:
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()
+
+    def _content_name(self, entry: ContentEntry) -> str:
+        """An entry of :meth:`_content_entries` as reported: relative to the library, a directory ending in ``/``."""
+        path = Path(entry)
+        return self.blobs.relative(path) + ("/" if path.is_dir() else "")
+
+    def _missing_content(self, digest: str, suffix: str, size: int) -> str | None:
+        """What is wrong with a registered file judged without reading it (missing), else ``None``."""
+        path = self.blobs.path(digest, suffix)
+        return None if path.is_file() else f"{self.blobs.relative(path)} is missing"
 
     def file_references(self) -> builtins.list[tuple[str, int, str, str, str]]:
         """``(voice name, voice id, role, variant, sha256)`` of every file reference."""
@@ -195,7 +216,6 @@ class Upkeep:
             return [tuple(r) for r in conn.execute(
                 "SELECT v.name, v.id, vf.role, vf.variant, vf.blob FROM voice_files vf "
                 "JOIN voices v ON v.id = vf.voice_id").fetchall()]
-
 
 
 __all__ = ["Upkeep"]
