@@ -131,7 +131,8 @@ _V2: tuple[str, ...] = (
 )
 
 MIGRATIONS: list[Sequence[str]] = [_V1, _V2]
-"""``MIGRATIONS[i]`` takes the catalogue from ``user_version`` i to i + 1."""
+"""``MIGRATIONS[i]`` takes the catalogue from ``user_version`` i to i + 1 (:mod:`.pgschema` translates them for
+PostgreSQL: a trigger or a step that calls a Python function needs its PostgreSQL form there)."""
 
 
 Generation = tuple[int, int, int]
