@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_DIR = REPO / "benchmarks"
@@ -44,6 +44,7 @@ DEFAULT_CACHE = "/tmp/voicebank-bench"
 CLIP_SECONDS = (3, 10, 22)
 BATCH_CLIP_SECONDS = 4
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+T = TypeVar("T")
 
 
 # --- options -------------------------------------------------------------------------------------------
@@ -179,6 +180,26 @@ def batch_clips(ctx: Context, n: int) -> list[Path]:
     return paths
 
 
+def read_manifest(directory: Path) -> list[dict[str, str]]:
+    """The rows of ``directory/MANIFEST.tsv``, a clip set's tab-separated manifest (``path``, ``speaker_id``, ...)."""
+    import csv
+
+    with (directory / "MANIFEST.tsv").open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def resemblyzer_weights() -> Path:
+    """Resemblyzer's trained voice encoder, ``resemblyzer/pretrained.pt`` (found as the tests find it, without
+    importing resemblyzer, which needs webrtcvad); exits when it is not installed."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from audio_fixtures import resemblyzer_weights as find
+
+    path = find()
+    if path is None:
+        raise SystemExit("resemblyzer is not installed (pip install resemblyzer), or pass --weights")
+    return path
+
+
 def audio_files(directory: Path) -> list[Path]:
     """Audio files under ``directory``, sorted."""
     return sorted(p for p in directory.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
@@ -214,22 +235,41 @@ def time_calls(fn: Callable[[], Any], *, repeat: int, warmup: int = 1) -> list[f
     return out
 
 
-def _proc_status(field: str) -> float:
-    with open("/proc/self/status") as f:
+def _proc_status(field: str, pid: int | str = "self") -> float:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024.0
     return float("nan")
 
 
-def rss_mb() -> float:
-    """Resident set size of this process now, in MiB (``VmRSS``)."""
-    return _proc_status("VmRSS")
+def rss_mb(pid: int | None = None) -> float:
+    """Resident set size of this process (or of process ``pid``) now, in MiB (``VmRSS``)."""
+    return _proc_status("VmRSS", "self" if pid is None else pid)
 
 
 def peak_rss_mb() -> float:
     """Peak resident set size of this process, in MiB (``VmHWM``)."""
     return _proc_status("VmHWM")
+
+
+def time_each(fn: Callable[[int], T], repeat: int, check: Callable[[T], object] = lambda result: None) -> list[float]:
+    """Wall-clock seconds of ``fn(0)``, ..., ``fn(repeat - 1)`` after one untimed ``fn(0)``; ``check`` sees every
+    result (outside the timing)."""
+    check(fn(0))
+    out = []
+    for k in range(repeat):
+        t = time.perf_counter()
+        result = fn(k)
+        out.append(time.perf_counter() - t)
+        check(result)
+    return out
+
+
+def p50_p99_ms(seconds: Sequence[float]) -> tuple[float, float]:
+    """Median and p99 (nearest rank) of durations in seconds, in milliseconds."""
+    xs = sorted(seconds)
+    return statistics.median(xs) * 1e3, xs[min(len(xs) - 1, round(0.99 * (len(xs) - 1)))] * 1e3
 
 
 @dataclass
@@ -358,6 +398,38 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[Any]
                       "|" + "|".join("-" * (w + 2) for w in widths) + "|", *[line(r) for r in cells[1:]]])
     print("\n" + text + "\n", flush=True)
     return text
+
+
+# --- library sizes (scale.py, service_scale.py) ---------------------------------------------------------
+
+
+def size_options(p: argparse.ArgumentParser, timed: str) -> None:
+    """``--sizes``, ``--with-million``, ``--repeat`` (how many ``timed`` per operation and size) and ``--keep``."""
+    p.add_argument("--sizes", default="1000,10000,100000", help="library sizes, comma-separated")
+    p.add_argument("--with-million", action="store_true", help="also 10^6 voices (minutes, ~2 GB of disk)")
+    p.add_argument("--repeat", type=int, default=50, help=f"{timed} per operation and size")
+    p.add_argument("--keep", type=Path, help="build the libraries here and keep them (default: a temp dir)")
+
+
+def library_sizes(args: argparse.Namespace) -> list[int]:
+    """The sizes :func:`size_options` asked for, 10^6 last with ``--with-million``."""
+    return [int(s) for s in args.sizes.split(",") if s] + ([1_000_000] if args.with_million else [])
+
+
+def size_headers(sizes: Sequence[int]) -> list[str]:
+    """The header of a table with a column per library size and the growth from the first to the last."""
+    return ["", *[f"{n:,} voices" for n in sizes], "growth"]
+
+
+def latency_rows(results: Sequence[dict[str, Any]], ops: Sequence[str]) -> list[list[str]]:
+    """A row per operation: ``p50 / p99`` ms at each size (``results[i][op]`` from :func:`p50_p99_ms`) and the
+    median's growth from the first size to the last."""
+    rows = []
+    for op in ops:
+        growth = results[-1][op][0] / max(results[0][op][0], 1e-9)
+        rows.append([f"{op}, ms (p50 / p99)", *[f"{r[op][0]:.2f} / {r[op][1]:.2f}" for r in results],
+                     f"{growth:.1f}x"])
+    return rows
 
 
 def _cpu_model() -> str:

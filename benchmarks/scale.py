@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -89,11 +88,6 @@ def clip(i: int) -> Any:
     return Waveform(wav.astype(np.float32), 16_000)
 
 
-def quantiles(xs: list[float]) -> tuple[float, float]:
-    ys = sorted(xs)
-    return statistics.median(ys) * 1e3, ys[min(len(ys) - 1, round(0.99 * (len(ys) - 1)))] * 1e3
-
-
 def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     from voicebank.batch.into_library import import_dataset
     from voicebank.library import Library
@@ -110,13 +104,7 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     names = [f"voice-{i:07d}" for i in np.random.default_rng(1).integers(0, n, size=repeat)]
 
     def timed(key: str, fn: Callable[[int], Any]) -> None:
-        fn(0)
-        xs = []
-        for k in range(repeat):
-            s = time.perf_counter()
-            fn(k)
-            xs.append(time.perf_counter() - s)
-        out[key] = quantiles(xs)
+        out[key] = C.p50_p99_ms(C.time_each(fn, repeat))
 
     timed("add", lambda k: lib.add(clip(next(counter)), name=f"added-{next(counter)}", mode="embedding",
                                          force=True))
@@ -177,15 +165,12 @@ def import_million(work: Path) -> float:
 
 def main() -> None:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="1000,10000,100000", help="library sizes, comma-separated")
-    p.add_argument("--with-million", action="store_true", help="also 10^6 voices (minutes, ~2 GB of disk)")
-    p.add_argument("--repeat", type=int, default=50, help="timed calls per operation and size")
-    p.add_argument("--keep", type=Path, help="build the libraries here and keep them (default: a temp dir)")
+    C.size_options(p, "timed calls")
     p.add_argument("--import-million", action="store_true", help="also time importing a 10^6-row dataset into an "
                    "empty library (minutes)")
     args = p.parse_args()
     ctx = C.setup("scale", args)
-    sizes = [int(s) for s in args.sizes.split(",") if s] + ([1_000_000] if args.with_million else [])
+    sizes = C.library_sizes(args)
     repeat = 10 if ctx.quick else args.repeat
     work = args.keep or Path(tempfile.mkdtemp(prefix="voicebank-scale-"))
     results = []
@@ -202,11 +187,7 @@ def main() -> None:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
     ops = ["add", "search", "compare", "show", "list page", "count"]
-    rows = []
-    for op in ops:
-        cells = [f"{r[op][0]:.2f} / {r[op][1]:.2f}" for r in results]
-        growth = results[-1][op][0] / max(results[0][op][0], 1e-9)
-        rows.append([f"{op}, ms (p50 / p99)", *cells, f"{growth:.1f}x"])
+    rows = C.latency_rows(results, ops)
     for check, what in ((False, "no duplicate check"), (True, "duplicate check")):
         rates = [r[f"import_{int(check)}"] for r in results]
         rows.append([f"bulk import ({IMPORT_ROWS[check]:,} rows, {what}), rows/s", *[f"{x:,.0f}" for x in rates],
@@ -216,7 +197,7 @@ def main() -> None:
     rows.append(["first search or add (loads the index), s", *[f"{r['first_add_s']:.2f}" for r in results], ""])
     rows.append(["resident memory after loading, MiB", *[f"{r['rss_mb']:.0f}" for r in results], ""])
     C.print_table(f"The library at {', '.join(f'{n:,}' for n in sizes)} voices (models taken out; {repeat} calls "
-                  f"each)", ["", *[f"{n:,} voices" for n in sizes], "growth"], rows)
+                  f"each)", C.size_headers(sizes), rows)
     if million is not None:
         print(f"imported 1,000,000 embedding rows into an empty library (no duplicate check) in {million:.0f} s: "
               f"{1e6 / million:,.0f} rows/s")

@@ -31,7 +31,7 @@ from typing import Any
 
 import _common as C
 import numpy as np
-from scale import InstantEngine, clip, fill, quantiles
+from scale import InstantEngine, clip, fill
 
 HOST = "127.0.0.1"
 OPS = ["list, first page", "list, a later page", "filter, name prefix", "filter, name fragment",
@@ -55,14 +55,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 def wav(i: int) -> bytes:
@@ -95,7 +87,7 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
                     raise SystemExit("the server did not start")
                 time.sleep(0.1)
             out["start_s"] = time.perf_counter() - t
-            out["rss_start_mb"] = rss_mb(proc.pid)
+            out["rss_start_mb"] = C.rss_mb(proc.pid)
             rng = np.random.default_rng(7)
             names = [f"voice-{i:07d}" for i in rng.integers(0, n, size=repeat + 1)]
             counter = iter(range(1, repeat + 2))
@@ -104,15 +96,10 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
             out["first_search_s"] = time.perf_counter() - t  # loads the search index
 
             def timed(key: str, fn: Callable[[int], httpx.Response]) -> None:
-                r = fn(0)
-                assert r.status_code in (200, 201, 404), (key, r.status_code, r.text[:300])
-                xs = []
-                for k in range(repeat):
-                    s = time.perf_counter()
-                    r = fn(k)
-                    xs.append(time.perf_counter() - s)
+                def check(r: httpx.Response) -> None:
                     assert r.status_code in (200, 201, 404), (key, r.status_code, r.text[:300])
-                out[key] = quantiles(xs)
+
+                out[key] = C.p50_p99_ms(C.time_each(fn, repeat, check))
 
             timed(OPS[0], lambda k: c.get("/v1/audio/voices"))
             timed(OPS[1], lambda k: c.get("/v1/audio/voices", params={"after": names[k]}))
@@ -135,7 +122,7 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
                               files={"audio_sample": ("clip.wav", clips[i], "audio/wav")})
 
             timed(OPS[11], upload)
-            out["rss_end_mb"] = rss_mb(proc.pid)
+            out["rss_end_mb"] = C.rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -144,13 +131,10 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
 
 def main() -> None:
     p = C.parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="1000,10000,100000", help="library sizes, comma-separated")
-    p.add_argument("--with-million", action="store_true", help="also 10^6 voices (minutes, ~2 GB of disk)")
-    p.add_argument("--repeat", type=int, default=50, help="timed requests per operation and size")
-    p.add_argument("--keep", type=Path, help="build the libraries here and keep them (default: a temp dir)")
+    C.size_options(p, "timed requests")
     args = p.parse_args()
     ctx = C.setup("service_scale", args)
-    sizes = [int(s) for s in args.sizes.split(",") if s] + ([1_000_000] if args.with_million else [])
+    sizes = C.library_sizes(args)
     repeat = 10 if ctx.quick else args.repeat
     work = args.keep or Path(tempfile.mkdtemp(prefix="voicebank-service-scale-"))
     results = []
@@ -171,17 +155,13 @@ def main() -> None:
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
-    rows = []
-    for op in OPS:
-        growth = results[-1][op][0] / max(results[0][op][0], 1e-9)
-        rows.append([f"{op}, ms (p50 / p99)", *[f"{r[op][0]:.2f} / {r[op][1]:.2f}" for r in results],
-                     f"{growth:.1f}x"])
+    rows = C.latency_rows(results, OPS)
     rows.append(["server start to ready, s", *[f"{r['start_s']:.1f}" for r in results], ""])
     rows.append(["first search (loads the index), s", *[f"{r['first_search_s']:.2f}" for r in results], ""])
     rows.append(["server resident memory when ready, MiB", *[f"{r['rss_start_mb']:.0f}" for r in results], ""])
     rows.append(["server resident memory at the end, MiB", *[f"{r['rss_end_mb']:.0f}" for r in results], ""])
     C.print_table(f"The service at {', '.join(f'{n:,}' for n in sizes)} voices (models taken out; {repeat} requests "
-                  "each, one at a time over loopback)", ["", *[f"{n:,} voices" for n in sizes], "growth"], rows)
+                  "each, one at a time over loopback)", C.size_headers(sizes), rows)
     C.write_json(ctx, {"environment": C.environment(ctx), "results": json.loads(json.dumps(results))})
 
 
