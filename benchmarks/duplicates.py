@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -36,6 +35,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import _common as C  # noqa: E402
 
 from voicebank.cohort import library_normaliser  # noqa: E402
 from voicebank.duplicates import (  # noqa: E402
@@ -75,9 +77,7 @@ class Pairs:
 
 def load(data: Path) -> tuple[list[dict[str, str]], np.ndarray, np.ndarray]:
     """``(manifest rows, embeddings (N, 256), built-in cohort embeddings (26, 256))``."""
-    with (data / "MANIFEST.tsv").open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    return rows, np.load(data / "embeddings.npy"), np.load(data / "builtin.npy")
+    return C.read_manifest(data), np.load(data / "embeddings.npy"), np.load(data / "builtin.npy")
 
 
 def pairs(rows: list[dict[str, str]], emb: np.ndarray, builtin: np.ndarray, which: str, *, draws: int = 60,
@@ -142,13 +142,6 @@ def report(data: Path) -> None:
         print("\n".join(table(p, kind)))
 
 
-def resemblyzer_weights() -> Path:
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("resemblyzer is not installed (pip install resemblyzer), or pass --weights")
-    return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
-
-
 def split(speakers: list[str]) -> dict[str, str]:
     """``speaker -> set`` from one entry per clip: speakers with several clips go to the report set when in
     :data:`REPORT_MULTI`, else to the choose set; the others alternate, in order of corpus, then id."""
@@ -164,8 +157,7 @@ def embed(audio: Path, out: Path, weights: Path) -> None:
     from voicebank.cohort import builtin_cohort_embeddings
     from voicebank.engine import Extractor
 
-    with (audio / "MANIFEST.tsv").open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    rows = C.read_manifest(audio)
     sets = split([r["speaker_id"] for r in rows])
     clips, manifest = [], []
     for r in rows:
@@ -202,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "embed":
         if args.audio is None:
             ap.error("embed needs --audio DIR")
-        embed(args.audio, args.out, args.weights or resemblyzer_weights())
+        embed(args.audio, args.out, args.weights or C.resemblyzer_weights())
     else:
         report(args.data)
 

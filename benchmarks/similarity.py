@@ -21,9 +21,7 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import importlib.util
 import itertools
 import sys
 from dataclasses import dataclass
@@ -33,6 +31,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import _common as C  # noqa: E402
 
 from voicebank.cohort import (  # noqa: E402
     MIN_LIBRARY_COHORT,
@@ -75,14 +76,6 @@ class Warnings:
     n_readded: int
 
 
-def resemblyzer_weights() -> Path:
-    """Path of ``resemblyzer/pretrained.pt`` (found without importing resemblyzer, which needs webrtcvad)."""
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("resemblyzer is not installed (pip install resemblyzer), or pass --weights")
-    return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
-
-
 def builtin_speakers() -> set[str]:
     """LibriSpeech speaker ids of the built-in cohort (its file names are utterance ids)."""
     return {f.name.split("-", 1)[0] for f in builtin_cohort_files()}
@@ -90,8 +83,7 @@ def builtin_speakers() -> set[str]:
 
 def read_clips(root: Path) -> Clips:
     """The clips of ``root/MANIFEST.tsv``, less those of built-in cohort speakers."""
-    with (root / "MANIFEST.tsv").open(newline="") as f:
-        rows = [(r["path"], r["speaker_id"]) for r in csv.DictReader(f, delimiter="\t")]
+    rows = [(r["path"], r["speaker_id"]) for r in C.read_manifest(root)]
     cohort = {f"librispeech-{s}" for s in builtin_speakers()}
     kept = [(root / p, s) for p, s in rows if s not in cohort]
     return Clips([p for p, _ in kept], [s for _, s in kept], len(rows) - len(kept))
@@ -141,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     from voicebank.engine import Extractor
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    weights = args.weights or resemblyzer_weights()
+    weights = args.weights or C.resemblyzer_weights()
     clips = read_clips(args.clips)
     extractor = Extractor(weights)
     emb = extractor.embed([str(c) for c in clips.paths])

@@ -4,7 +4,6 @@ speaker warned about at every size from 10 to 10^6, with the old fixed threshold
 
 from __future__ import annotations
 
-import csv
 import itertools
 import sys
 from pathlib import Path
@@ -34,14 +33,20 @@ OLD = {"score": 4.5, "cosine": 0.80}
 
 
 @pytest.fixture(scope="module")
-def sets():
-    """``{"choose": {...}, "report": {...}}`` pair scores of adds into libraries drawn from each set, as
-    ``benchmarks/duplicates.py`` computes them."""
+def bench():
+    """``benchmarks/duplicates.py``, which loads the data set and scores it."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     try:
-        import duplicates as bench  # benchmarks/duplicates.py
+        import duplicates
     finally:
         sys.path.remove(str(REPO / "benchmarks"))
+    return duplicates
+
+
+@pytest.fixture(scope="module")
+def sets(bench):
+    """``{"choose": {...}, "report": {...}}`` pair scores of adds into libraries drawn from each set, as
+    ``benchmarks/duplicates.py`` computes them."""
     rows, emb, builtin = bench.load(DATA)
     return {which: bench.pairs(rows, emb, builtin, which) for which in ("choose", "report")}
 
@@ -81,16 +86,14 @@ def test_the_shipped_tails_are_the_choose_sets(sets):
                                                                                                    rel=2e-3)
 
 
-def test_the_sets_share_no_speaker_and_both_are_their_own_cohort():
-    with (DATA / "MANIFEST.tsv").open(newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+def test_the_sets_share_no_speaker_and_both_are_their_own_cohort(bench):
+    rows, emb, builtin = bench.load(DATA)
     by_set: dict[str, set[str]] = {"choose": set(), "report": set()}
     for r in rows:
         by_set[r["set"]].add(r["speaker_id"])
         assert r["license"] and 2.9 < float(r["end_s"]) - float(r["start_s"]) <= 5.0
     assert not by_set["choose"] & by_set["report"] and min(map(len, by_set.values())) >= 25
-    assert np.load(DATA / "embeddings.npy").shape == (len(rows), 256)
-    assert np.load(DATA / "builtin.npy").shape == (len(builtin_cohort_files()), 256)
+    assert emb.shape == (len(rows), 256) and builtin.shape == (len(builtin_cohort_files()), 256)
 
 
 @pytest.mark.parametrize("kind", ["score", "cosine"])
