@@ -13,13 +13,14 @@ memory after the index is loaded; the last column is the growth from the smalles
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,27 @@ def fill(root: Path, n: int) -> None:
                 ((f"voice-{start + i:07d}", f"{start + i:064x}", s[i].tobytes(), x[i].tobytes(), stamp,
                   name_skeleton(f"voice-{start + i:07d}")) for i in range(m)))
     store.close()
+
+
+@contextlib.contextmanager
+def workspace(keep: Path | None, prefix: str) -> Iterator[Path]:
+    """Where the libraries are built: ``keep`` (``--keep``), else a temporary directory removed afterwards."""
+    work = keep or Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def library(work: Path, n: int, build: Callable[[Path, int], None] = fill) -> Path:
+    """``work/lib-<n>``, built by ``build(root, n)`` unless it is there already (kept by ``--keep``)."""
+    root = work / f"lib-{n}"
+    if not (root / "catalogue.sqlite3").exists():
+        t = time.perf_counter()
+        build(root, n)
+        print(f"built {n:,} voices in {time.perf_counter() - t:.1f} s", flush=True)
+    return root
 
 
 def clip(i: int) -> Any:
@@ -172,20 +194,9 @@ def main() -> None:
     ctx = C.setup("scale", args)
     sizes = C.library_sizes(args)
     repeat = 10 if ctx.quick else args.repeat
-    work = args.keep or Path(tempfile.mkdtemp(prefix="voicebank-scale-"))
-    results = []
-    try:
-        for n in sizes:
-            root = work / f"lib-{n}"
-            if not (root / "catalogue.sqlite3").exists():
-                t = time.perf_counter()
-                fill(root, n)
-                print(f"built {n:,} voices in {time.perf_counter() - t:.1f} s", flush=True)
-            results.append(measure(root, n, repeat))
+    with workspace(args.keep, "voicebank-scale-") as work:
+        results = [measure(library(work, n), n, repeat) for n in sizes]
         million = import_million(work) if args.import_million else None
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
     ops = ["add", "search", "compare", "show", "list page", "count"]
     rows = C.latency_rows(results, ops)
     for check, what in ((False, "no duplicate check"), (True, "duplicate check")):

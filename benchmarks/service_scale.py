@@ -19,11 +19,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any
 
 import _common as C
 import numpy as np
-from scale import InstantEngine, clip, fill
+from scale import InstantEngine, clip, fill, library, workspace
 
 HOST = "127.0.0.1"
 OPS = ["list, first page", "list, a later page", "filter, name prefix", "filter, name fragment",
@@ -49,6 +47,17 @@ def serve(root: str, port: str) -> None:
     lib = Library(root, engine=InstantEngine())  # type: ignore[arg-type]
     app = create_app(ServiceSettings(library=Path(root), log_json=False), library=lib)
     uvicorn.run(app, host=HOST, port=int(port), log_level="warning", access_log=False)
+
+
+def fill_tagged(root: Path, n: int) -> None:
+    """benchmarks/scale.py's library of ``n`` voices, every fifth tagged ``narrator``."""
+    from voicebank.store.store import VoiceStore
+
+    fill(root, n)
+    store = VoiceStore(root)
+    with store.catalogue.write() as conn:
+        conn.execute("INSERT INTO tags (voice_id, tag) SELECT id, 'narrator' FROM voices WHERE id % 5 = 0")
+    store.close()
 
 
 def free_port() -> int:
@@ -136,25 +145,8 @@ def main() -> None:
     ctx = C.setup("service_scale", args)
     sizes = C.library_sizes(args)
     repeat = 10 if ctx.quick else args.repeat
-    work = args.keep or Path(tempfile.mkdtemp(prefix="voicebank-service-scale-"))
-    results = []
-    try:
-        for n in sizes:
-            root = work / f"lib-{n}"
-            if not (root / "catalogue.sqlite3").exists():
-                t = time.perf_counter()
-                fill(root, n)
-                from voicebank.store.store import VoiceStore
-
-                store = VoiceStore(root)
-                with store.catalogue.write() as conn:
-                    conn.execute("INSERT INTO tags (voice_id, tag) SELECT id, 'narrator' FROM voices WHERE id % 5 = 0")
-                store.close()
-                print(f"built {n:,} voices in {time.perf_counter() - t:.1f} s", flush=True)
-            results.append(measure(root, n, repeat))
-    finally:
-        if args.keep is None:
-            shutil.rmtree(work, ignore_errors=True)
+    with workspace(args.keep, "voicebank-service-scale-") as work:
+        results = [measure(library(work, n, fill_tagged), n, repeat) for n in sizes]
     rows = C.latency_rows(results, OPS)
     rows.append(["server start to ready, s", *[f"{r['start_s']:.1f}" for r in results], ""])
     rows.append(["first search (loads the index), s", *[f"{r['first_search_s']:.2f}" for r in results], ""])
