@@ -370,7 +370,7 @@ def test_a_stray_file_where_tmp_belongs_is_a_typed_error(root, capsys):
 @pytest.mark.parametrize("leave", [0, 4096, 40_000, 120_000])
 @pytest.mark.parametrize("what", ["add", "add-conditionals-file", "import"])
 def test_full_disk_add_and_import_fail_cleanly(tmp_path, capsys, what, leave):
-    with tmpfs(tmp_path / "mnt", "1m") as mnt:
+    with tmpfs(tmp_path / "mnt", "4m") as mnt:
         root = mnt / "lib"
         build_library(root)
         lib = Library(root, engine=FakeEngine())
