@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -47,6 +48,12 @@ REFUSALS = ("authentication failed", "does not exist", "no pg_hba.conf entry", "
 """What the server says when it answers but refuses these credentials (not worth retrying)."""
 STATEMENT_TIMEOUT_S = 2.0
 """The longest a generation poll may run (the watch's connection only)."""
+POOL_WAIT_S = 3.0
+"""The longest a read or write waits for a pooled connection before it fails with
+:class:`~voicebank.errors.LibraryUnavailableError` (the database does not answer, or every connection stayed busy):
+a request is answered 503 at once rather than held for the catalogue's ``timeout``."""
+WAIT_SLICE_S = 0.25
+"""A wait for a connection looks again at the generation watch (and for a pool replaced meanwhile) this often."""
 
 
 def is_postgres_url(location: object) -> bool:
@@ -83,12 +90,14 @@ class PgCatalogue:
     """A PostgreSQL catalogue at ``url``; safe to share between threads (a pool per process)."""
 
     def __init__(self, url: str, *, timeout: float = BUSY_TIMEOUT_SECONDS, pool_size: int = POOL_SIZE,
-                 holds_content: Callable[[], bool] | None = None) -> None:
+                 pool_wait_s: float = POOL_WAIT_S, holds_content: Callable[[], bool] | None = None) -> None:
         self.url = url
         self.path = redact(url)
         """What messages call the catalogue (the URL without its password)."""
         self.timeout = timeout
         self.pool_size = pool_size
+        self.pool_wait_s = min(pool_wait_s, timeout)
+        """The longest a transaction waits for a pooled connection (:data:`POOL_WAIT_S`)."""
         self._holds_content = holds_content
         self._pool: Any = None
         self._pool_pid = 0
@@ -147,17 +156,19 @@ class PgCatalogue:
             return psycopg.connect(self.url, connect_timeout=max(1, int(min(self.timeout, 30))), **kwargs)
 
     def pool(self) -> Any:
-        """This process's connection pool (a new one after a fork: connections are never shared across one)."""
+        """This process's connection pool (a new one after a fork: connections are never shared across one).  It
+        opens without waiting for its first connection: a transaction waits for one (:meth:`_getconn`), for
+        :attr:`pool_wait_s` at most, and no caller waits on this object's lock for a database that is down."""
         _, psycopg_pool = _modules()
         with self._lock:
             if self._pool is None or self._pool_pid != os.getpid():
-                self._pool = psycopg_pool.ConnectionPool(
-                    self.url, min_size=1, max_size=self.pool_size, timeout=self.timeout, open=False,
+                pool = psycopg_pool.ConnectionPool(
+                    self.url, min_size=1, max_size=self.pool_size, timeout=self.pool_wait_s, open=False,
                     kwargs={"connect_timeout": max(1, int(min(self.timeout, 30)))},
                     check=psycopg_pool.ConnectionPool.check_connection, name="voicebank")
                 with self._mapped():
-                    self._pool.open(wait=True, timeout=min(self.timeout, 30))
-                self._pool_pid = os.getpid()
+                    pool.open(wait=False)
+                self._pool, self._pool_pid = pool, os.getpid()
             return self._pool
 
     def connection(self) -> PgConnection:
@@ -224,15 +235,45 @@ class PgCatalogue:
 
     # --- transactions ------------------------------------------------------------------------------------
 
+    def _getconn(self) -> tuple[Any, Any]:
+        """``(pool, connection)``: a connection from the pool, waiting :attr:`pool_wait_s` at most.
+
+        The wait is cut into :data:`WAIT_SLICE_S` slices: between two, a watch that says the database is down
+        fails it at once, and a pool closed meanwhile (the watch replaces it when the database stops or comes
+        back) is left for the new one.  A client that waits on a pool as it closes is not always woken
+        (psycopg_pool may queue it after the close, where nothing serves or fails it before its timeout):
+        a slice bounds that too."""
+        _, psycopg_pool = _modules()
+        deadline = time.monotonic() + self.pool_wait_s
+        while True:
+            self._check_reachable()
+            pool = self.pool()
+            left = deadline - time.monotonic()
+            try:
+                return pool, pool.getconn(timeout=max(0.01, min(WAIT_SLICE_S, left)))
+            except psycopg_pool.PoolClosed:
+                closed = True
+            except psycopg_pool.PoolTimeout:
+                closed = False
+            if time.monotonic() >= deadline:
+                self._check_reachable()
+                why = "its pool was closed" if closed else f"all {self.pool_size} connections busy or none opened"
+                raise LibraryUnavailableError(f"cannot reach the library catalogue at {self.path} (no connection in "
+                                              f"{self.pool_wait_s:.1f} s: {why}); check that the database server is "
+                                              "up and the URL is right, or try again")
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         """A pooled connection of the migrated catalogue, while the watch does not say it is down (errors
-        mapped to the store's)."""
+        mapped to the store's); committed on success, rolled back on an exception, then back to its pool."""
         if not self._migrated:
             self.migrate()
-        self._check_reachable()
-        with self._mapped(), self.pool().connection() as raw:
-            yield raw
+        pool, raw = self._getconn()
+        try:
+            with self._mapped(), raw:
+                yield raw
+        finally:
+            pool.putconn(raw)
 
     @contextlib.contextmanager
     def write(self) -> Iterator[PgConnection]:
@@ -341,4 +382,4 @@ class PgCatalogue:
         self._migrated = True
 
 
-__all__ = ["POOL_SIZE", "WRITE_LOCK", "PgCatalogue", "is_postgres_url", "redact", "schema_version"]
+__all__ = ["POOL_SIZE", "POOL_WAIT_S", "WRITE_LOCK", "PgCatalogue", "is_postgres_url", "redact", "schema_version"]
