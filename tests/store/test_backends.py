@@ -11,55 +11,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
+from store_backends import assert_consistent, new_voice, objects
 from voicebank import errors
-from voicebank.store import VoiceStore, vectors
-from voicebank.store.records import NewVoice
-from voicebank.store.shared import SharedVoiceStore, open_store
-
-
-@dataclass(frozen=True)
-class Location:
-    catalogue: str
-    blobs: str | None
-
-    def open(self) -> VoiceStore:
-        return open_store(self.catalogue, blobs=self.blobs)
-
-
-@pytest.fixture(params=["directory", "shared"])
-def where(request, tmp_path) -> Location:
-    """Each test runs on a new library directory and on a new shared library (an empty database and bucket)."""
-    if request.param == "directory":
-        return Location(str(tmp_path / "lib"), None)
-    shared = request.getfixturevalue("shared_location")
-    return Location(shared.catalogue, shared.blobs)
-
-
-def new_voice(name: str, seed: int, *, audio_bytes: int = 4000, tags: tuple[str, ...] = ()) -> NewVoice:
-    rng = np.random.default_rng(seed)
-    emb = rng.standard_normal(256).astype(np.float32)
-    return NewVoice(name=name, mode="audio", variant="english", exaggeration=0.5, speaker_emb=emb / np.linalg.norm(emb),
-                    xvector=rng.standard_normal(192).astype(np.float32), weights_fingerprint="fake",
-                    source_sha256=f"{seed:064x}", audio=rng.bytes(audio_bytes), tags=tags)
-
-
-def objects(store: VoiceStore) -> set[str]:
-    """The digests of every content file or object the store holds."""
-    return {digest for digest, _, _ in store.blobs.files()}
-
-
-def assert_consistent(store: VoiceStore) -> None:
-    """Every voice's files are there and intact, and nothing is registered that is damaged."""
-    _, damage = store.damaged_files()
-    assert damage == {}, damage
-    for v in store.all_voices():
-        for f in v.info.files:
-            assert len(store.read_file(f, voice=v.info.name)) == f.size
+from voicebank.store import vectors
+from voicebank.store.shared import SharedVoiceStore
 
 
 def test_the_location_picks_the_backend(where):
@@ -150,7 +109,7 @@ def test_a_commit_from_another_process_changes_the_generation(where):
     assert store.generation() == g0
     child = f"""
         from voicebank.store.shared import open_store
-        from test_backends import new_voice
+        from store_backends import new_voice
         open_store({where.catalogue!r}, blobs={where.blobs!r}).insert(new_voice("elsewhere", 9))
     """
     subprocess.run([sys.executable, "-c", textwrap.dedent(child)], check=True, env=_child_env())
@@ -183,7 +142,7 @@ WRITER = """
 import sys
 from voicebank.errors import VoiceExistsError
 from voicebank.store.shared import open_store
-from test_backends import new_voice
+from store_backends import new_voice
 
 catalogue, blobs, worker, n = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
 store = open_store(catalogue, blobs=blobs)
@@ -217,7 +176,7 @@ def test_concurrent_writers_in_separate_processes_never_share_a_name(where):
 CHURNER = """
 import sys
 from voicebank.store.shared import open_store
-from test_backends import new_voice
+from store_backends import new_voice
 
 store = open_store(sys.argv[1], blobs=sys.argv[2] or None)
 i = 0
