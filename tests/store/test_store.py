@@ -1,4 +1,5 @@
-"""The library's storage layer without models: SQLite schema and migrations, blobs, names, paths, inspection."""
+"""The library's storage layer without models: schema and migrations, blobs, names, paths, inspection.  Tests that
+take ``where`` run on a library directory (SQLite and files) and on a shared library (PostgreSQL and S3)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from store_backends import new_voice
 from voicebank import errors
 from voicebank.library import (
     Library,
@@ -30,62 +32,77 @@ SR = 16_000
 # --- catalogue ---------------------------------------------------------------------------------------
 
 
-def test_new_library_has_schema_wal_and_directories(tmp_path):
-    lib = Library(tmp_path / "lib")
-    conn = lib.catalogue.connection()
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == catalogue.schema_version() == 2
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"voices", "tags", "blobs", "voice_files", "cohorts", "vector_log"} <= tables
-    assert (lib.path / "blobs").is_dir() and (lib.path / "tmp").is_dir()
+def test_new_library_has_the_schema_and_opens_again(where):
+    lib = where.library()
+    assert lib.catalogue.user_version() == catalogue.schema_version() == 2
+    assert {"voices", "tags", "blobs", "voice_files", "cohorts", "vector_log"} <= where.tables()
     assert len(lib) == 0 and lib.list() == [] and lib.names() == []
     lib.close()
     # opening again is a no-op for the schema
-    assert Library(tmp_path / "lib").catalogue.user_version() == 2
+    again = where.library()
+    assert again.catalogue.user_version() == 2
+    again.close()
 
 
-def test_migration_runs_once_and_keeps_data(tmp_path, monkeypatch):
-    lib = Library(tmp_path)
+def test_new_library_directory_has_wal_and_directories(tmp_path):  # SQLite's pragmas and the directory's folders
+    lib = Library(tmp_path / "lib")
+    conn = lib.catalogue.connection()
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert (lib.path / "blobs").is_dir() and (lib.path / "tmp").is_dir()
+    lib.close()
+
+
+def test_migration_runs_once_and_keeps_data(where, monkeypatch):
+    lib = where.library()
     with lib.catalogue.write() as conn:
         conn.execute("INSERT INTO voices (name, mode, variant, added_at) VALUES ('kept', 'embedding', 'english', 'x')")
     lib.close()
-    v3 = ("ALTER TABLE voices ADD COLUMN rating INTEGER NOT NULL DEFAULT 3",)
-    monkeypatch.setattr(catalogue, "MIGRATIONS", [*catalogue.MIGRATIONS, v3])
-    lib2 = Library(tmp_path)
-    conn = lib2.catalogue.connection()
+    where.add_migration(monkeypatch, "ALTER TABLE voices ADD COLUMN rating INTEGER NOT NULL DEFAULT 3")
+    lib2 = where.library()
     assert lib2.catalogue.user_version() == 3
-    assert [tuple(r) for r in conn.execute("SELECT name, rating FROM voices")] == [("kept", 3)]
+    with lib2.catalogue.read() as conn:
+        assert [tuple(r) for r in conn.execute("SELECT name, rating FROM voices")] == [("kept", 3)]
     lib2.close()
-    assert Library(tmp_path).catalogue.user_version() == 3  # not applied twice (ALTER would fail)
+    lib3 = where.library()
+    assert lib3.catalogue.user_version() == 3  # not applied twice (ALTER would fail)
+    lib3.close()
 
 
-def test_catalogue_from_a_newer_voicebank_is_refused(tmp_path):
-    Library(tmp_path).close()
-    conn = sqlite3.connect(tmp_path / catalogue.CATALOGUE_NAME)
-    conn.execute("PRAGMA user_version = 99")
-    conn.close()
+def test_catalogue_from_a_newer_voicebank_is_refused(where):
+    where.library().close()
+    where.set_schema_version(99)
     with pytest.raises(errors.CatalogueError, match=r"schema version 99.*upgrade voicebank"):
-        Library(tmp_path)
+        where.library()
 
 
-def test_damaged_catalogue_is_a_clear_error(tmp_path):
+def test_damaged_catalogue_is_a_clear_error(tmp_path):  # directory only: a damaged SQLite file
     (tmp_path / catalogue.CATALOGUE_NAME).write_bytes(b"this is not a database" * 100)
     with pytest.raises(errors.CatalogueError, match=r"catalogue\.sqlite3 is damaged: .*; run voicebank library check"):
         Library(tmp_path)
 
 
-def test_library_path_that_is_a_file(tmp_path):
+def test_library_path_that_is_a_file(tmp_path):  # directory only: a shared library's location is a URL
     f = tmp_path / "file"
     f.write_text("x")
     with pytest.raises(errors.LibraryError, match="not a directory"):
         Library(f)
 
 
-def test_default_path_env_and_platformdirs(tmp_path, monkeypatch):
+def test_the_library_from_the_environment(where, monkeypatch):
+    monkeypatch.setenv("VOICEBANK_LIBRARY", where.catalogue)
+    if where.blobs is not None:
+        monkeypatch.setenv("VOICEBANK_BLOBS", where.blobs)
+    else:
+        monkeypatch.delenv("VOICEBANK_BLOBS", raising=False)
+    lib = Library()
+    assert str(lib.path) == where.catalogue and lib.names() == []
+    lib.close()
+
+
+def test_default_path_env_and_platformdirs(tmp_path, monkeypatch):  # the default is a directory
     monkeypatch.setenv("VOICEBANK_LIBRARY", str(tmp_path / "env-lib"))
     assert default_library_path() == tmp_path / "env-lib"
-    assert Library().path == tmp_path / "env-lib"
     monkeypatch.delenv("VOICEBANK_LIBRARY")
     from platformdirs import user_data_dir
 
@@ -95,24 +112,30 @@ def test_default_path_env_and_platformdirs(tmp_path, monkeypatch):
 # --- blobs -------------------------------------------------------------------------------------------
 
 
-def test_blobs_are_content_addressed_and_verified(tmp_path):
-    store = BlobStore(tmp_path)
-    store.ensure_dirs()
-    digest, path = store.write(b"hello voice", ".wav")
+def test_blobs_are_content_addressed_and_verified(where):
+    store = where.open()
+    blobs = store.blobs
+    digest, path = blobs.write(b"hello voice", ".wav")
     assert digest == sha256_bytes(b"hello voice")
-    assert path == tmp_path / "blobs" / digest[:2] / f"{digest}.wav" and path.read_bytes() == b"hello voice"
-    assert store.verify(digest, ".wav", 11) is None
-    assert list(store.files()) == [(digest, ".wav", path)]
-    assert list((tmp_path / "tmp").iterdir()) == []  # the temp file was renamed, not copied
-    path.write_bytes(b"hello vOice")
-    assert "damaged" in (store.verify(digest, ".wav", 11) or "")
-    path.write_bytes(b"short")
-    assert "bytes, expected 11" in (store.verify(digest, ".wav", 11) or "")
-    assert store.unlink(digest, ".wav") and not path.exists() and not path.parent.exists()
-    assert "missing" in (store.verify(digest, ".wav") or "")
+    assert blobs.verify(digest, ".wav", 11) is None
+    ((listed, suffix, _),) = list(blobs.files())
+    assert (listed, suffix) == (digest, ".wav")
+    if not where.shared:  # the directory's layout: blobs/<ab>/<sha256><suffix>, written through tmp/
+        assert path == where.root / "blobs" / digest[:2] / f"{digest}.wav" and path.read_bytes() == b"hello voice"
+        assert list((where.root / "tmp").iterdir()) == []  # the temp file was renamed, not copied
+    where.put_object(digest, ".wav", b"hello vOice")
+    assert "damaged" in (blobs.verify(digest, ".wav", 11) or "")
+    where.put_object(digest, ".wav", b"short")
+    assert "bytes, expected 11" in (blobs.verify(digest, ".wav", 11) or "")
+    assert blobs.unlink(digest, ".wav") and list(blobs.files()) == []
+    if not where.shared:
+        assert not path.exists() and not path.parent.exists()
+    assert "missing" in (blobs.verify(digest, ".wav") or "")
+    assert not blobs.unlink(digest, ".wav")
+    store.close()
 
 
-def test_stale_temp_files_are_those_of_dead_writers(tmp_path):
+def test_stale_temp_files_are_those_of_dead_writers(tmp_path):  # directory only: an S3 PUT leaves no temp object
     store = BlobStore(tmp_path)
     store.ensure_dirs()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
@@ -229,49 +252,48 @@ def test_gen_reference_seconds_matches_the_extractor():
     assert INSPECTION_GEN == GEN_REFERENCE_SECONDS
 
 
-def test_generation_changes_with_every_commit_from_anywhere(tmp_path):
-    from voicebank.store import VoiceStore
-
-    store = VoiceStore(tmp_path / "lib")
+def test_generation_changes_with_every_commit_from_anywhere(where):
+    store = where.open()
     g0 = store.generation()
     assert store.generation() == g0  # reading changes nothing
     with store.catalogue.write() as conn:  # this object's own write
-        conn.execute("PRAGMA user_version")
+        conn.execute("UPDATE voices SET consent = consent")
     g1 = store.generation()
     assert g1 != g0
-    other = sqlite3.connect(store.catalogue.path)  # another connection, as another process would be
-    other.execute("CREATE TABLE scratch (x)")
-    other.commit()
+    other = where.open()  # another connection (and pool), as another process or host would be
+    other.insert(new_voice("elsewhere", 1))
     other.close()
     g2 = store.generation()
     assert g2 != g1
-    store.close()  # a new connection afterwards never hands back an old token
-    assert store.generation() != g2
+    if not where.shared:  # SQLite counts any commit by any connection (PRAGMA data_version), each connection anew
+        raw = sqlite3.connect(where.root / catalogue.CATALOGUE_NAME)
+        raw.execute("CREATE TABLE scratch (x)")
+        raw.commit()
+        raw.close()
+        g3 = store.generation()
+        assert g3 != g2
+        store.close()  # a new connection afterwards never hands back an old token
+        assert store.generation() != g3
     store.close()
 
 
-def test_a_refusal_leaves_no_read_open_on_the_connection(tmp_path):
+def test_a_refusal_leaves_no_read_open_on_the_connection(where):
     """A refusal raised while a query was being read (the look-alike scan) must not leave that statement
     pending: while the exception lives (kept by a caller, a log, a traceback), SQLite would keep the
     connection's read snapshot and this thread would not see later commits from anywhere."""
-    from voicebank.store import VoiceStore
-
-    store = VoiceStore(tmp_path / "lib")
+    store = where.open()
     with store.catalogue.write() as conn:
         for name in ("alice", "bob", "carol"):
             conn.execute("INSERT INTO voices (name, mode, variant, added_at, skeleton) "
                          "VALUES (?, 'embedding', 'english', 'x', ?)", (name, name))
     with pytest.raises(errors.VoiceExistsError) as kept:
         store.refuse_taken("\u0430lice", None, "upload")  # a Cyrillic a: looks like "alice"
-    other = sqlite3.connect(store.catalogue.path)
-    other.execute("INSERT INTO voices (name, mode, variant, added_at) VALUES ('dave', 'embedding', 'english', 'x')")
-    other.commit()
-    other.close()
+    where.sql("INSERT INTO voices (name, mode, variant, added_at) VALUES ('dave', 'embedding', 'english', 'x')")
     assert "dave" in [i.name for i in store.list()], kept.value
     store.close()
 
 
-def test_a_new_catalogue_uses_large_pages(tmp_path):
+def test_a_new_catalogue_uses_large_pages(tmp_path):  # directory only: SQLite's page size
     """A voice's row is about 2 kB: on SQLite's default 4 kB pages it would take one page alone."""
     import sqlite3
 
