@@ -112,11 +112,16 @@ def test_a_ray_upload_equals_a_local_one_and_the_api_process_loads_no_model(
         speaker, xvector = local.vectors("alice")
         remote_speaker, remote_xvector = lib.vectors("alice")
         np.testing.assert_array_equal(remote_speaker, speaker)
-        np.testing.assert_array_equal(remote_xvector, xvector)
+        # CAM++ runs with the actor's torch threads: its sums may round differently in the last bits
+        np.testing.assert_allclose(remote_xvector, xvector, rtol=0, atol=1e-6)
         ours, theirs = lib.get("alice").tensors(), local.get("alice").tensors()
         assert ours.keys() == theirs.keys()
-        for key in theirs:
-            np.testing.assert_array_equal(ours[key].numpy(), theirs[key].numpy(), err_msg=key)
+        for key in theirs:  # tokens equal; floats to the last bits of CAM++'s sums (see above)
+            a, b = ours[key].numpy(), theirs[key].numpy()
+            if a.dtype.kind == "f":
+                np.testing.assert_allclose(a, b, rtol=0, atol=1e-6, err_msg=key)
+            else:
+                np.testing.assert_array_equal(a, b, err_msg=key)
     assert lib.check().ok
 
 
