@@ -27,12 +27,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import cast
 
-from ..errors import ContentMissingError, LibraryError, LibraryUnavailableError
+from ..errors import CatalogueDamagedError, CatalogueError, ContentMissingError, LibraryError, LibraryUnavailableError
 from ..settings import Settings
 from .blobs import BlobStore, sha256_bytes
 from .catalogue import Catalogue
 from .guard import TABLES
-from .pgcatalogue import PgCatalogue, is_postgres_url, redact
+from .pgcatalogue import PgCatalogue, is_postgres_url, redact, schema_version
 from .records import StoredFile
 from .s3blobs import ObjectRef, S3BlobStore, is_s3_url
 from .store import VoiceStore, now
@@ -63,7 +63,33 @@ class SharedVoiceStore(VoiceStore):
         self.catalogue = cast(Catalogue, self.pg)  # connections speak the store's SQL (see pgsql)
         self._written = threading.local()
         self.s3.ensure_dirs()  # the bucket can be reached: errors surface here
-        self.pg.migrate()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the catalogue's schema up to date, then refuse one whose tables are not what its version says, as
+        the directory store refuses a damaged catalogue file: :class:`CatalogueDamagedError`, nothing changed."""
+        try:
+            self.pg.migrate()
+        except CatalogueError as e:
+            if isinstance(e, (CatalogueDamagedError, LibraryUnavailableError)) or "newer than" in str(e):
+                raise
+            version = self._stored_version()
+            if version is None or version >= schema_version():
+                raise
+            raise CatalogueDamagedError(f"the library catalogue at {self.location} is damaged: its schema version "
+                                        f"{version} does not match its tables ({e}); run voicebank library check "
+                                        "(nothing was changed)") from e
+        problem = self.integrity_problem()
+        if problem is not None:
+            raise CatalogueDamagedError(f"{problem}; run voicebank library check (nothing was changed)")
+
+    def _stored_version(self) -> int | None:
+        """The schema version the catalogue says it has (``None``: none, or it cannot be read)."""
+        try:
+            with contextlib.closing(self.pg._connect()) as raw:
+                return self.pg._version_now(raw)
+        except Exception:
+            return None
 
     def __repr__(self) -> str:
         return f"SharedVoiceStore({self.location!r}, {self.s3.url!r})"
