@@ -6,8 +6,10 @@ checks the store tests share (``new_voice``, ``objects``, ``assert_consistent``)
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,40 @@ class Location:
 
             translated = [out for step in steps for out in pgschema.postgres(step)]
             monkeypatch.setattr(pgcatalogue, "MIGRATIONS", [*pgcatalogue.MIGRATIONS, translated])
+
+    def catalogue_exists(self) -> bool:
+        return bool(self.tables()) if self.shared else (self.root / CATALOGUE_NAME).exists()
+
+    def lose_catalogue(self) -> None:
+        """The catalogue lost while the content stays (its file deleted; its database emptied)."""
+        if self.shared:
+            for table in self.tables():
+                self.sql(f"DROP TABLE IF EXISTS {table} CASCADE")
+        else:
+            (self.root / CATALOGUE_NAME).unlink()
+
+    @contextlib.contextmanager
+    def write_lock_held(self) -> Iterator[None]:
+        """Another writer holds the catalogue's write lock (an open write transaction) while the block runs."""
+        if self.shared:
+            import psycopg
+
+            from voicebank.store.pgcatalogue import WRITE_LOCK
+
+            with psycopg.connect(self.catalogue) as conn:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+                try:
+                    yield
+                finally:
+                    conn.rollback()
+            return
+        holder = sqlite3.connect(self.root / CATALOGUE_NAME, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
 
     # --- the content files or objects --------------------------------------------------------------------
 

@@ -57,6 +57,16 @@ def root(pristine, tmp_path) -> Path:
     return dst
 
 
+@pytest.fixture
+def built(where, pristine):
+    """``where`` holding alice, bob and carol (a copy of ``pristine`` for a directory)."""
+    if where.shared:
+        build_library(where.catalogue, blobs=where.blobs)
+    else:
+        shutil.copytree(pristine, where.root)
+    return where
+
+
 def sql(root: Path, *statements: str) -> None:
     conn = sqlite3.connect(root / CATALOGUE_NAME)
     conn.execute("PRAGMA ignore_check_constraints = ON")
@@ -137,8 +147,20 @@ def test_a_damaged_catalogue_is_refused_by_every_command(root, tmp_path, capsys,
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("damage", sorted(FILE_DAMAGE))
-def test_api_raises_catalogue_damaged_and_deletes_nothing(root, damage):
+SQL_DAMAGE: dict[str, str] = {
+    "dropped-voices": "DROP TABLE voices CASCADE",
+    "dropped-voice_files": "DROP TABLE voice_files CASCADE",
+    "dropped-blobs": "DROP TABLE blobs CASCADE",
+    "dropped-tags": "DROP TABLE tags CASCADE",
+    "dropped-column": "ALTER TABLE voices DROP COLUMN consent",
+    "negative-schema-version": "UPDATE voicebank_meta SET version = -3",
+    "reset-schema-version": "UPDATE voicebank_meta SET version = 0",
+}
+"""The damage of :data:`FILE_DAMAGE` that a shared catalogue can suffer too, in PostgreSQL."""
+
+
+@pytest.mark.parametrize("damage", sorted(set(FILE_DAMAGE) - set(SQL_DAMAGE)))
+def test_api_raises_catalogue_damaged_and_deletes_nothing(root, damage):  # directory only: damage to the file
     FILE_DAMAGE[damage](root)
     before = blobs(root)
     with pytest.raises(errors.CatalogueDamagedError, match=r"is damaged: .*voicebank library check"):
@@ -146,6 +168,17 @@ def test_api_raises_catalogue_damaged_and_deletes_nothing(root, damage):
             lib.list()
             lib.check(repair=True, delete_orphans=True)
     assert_nothing_lost(root, before)
+
+
+@pytest.mark.parametrize("damage", sorted(SQL_DAMAGE))
+def test_api_raises_catalogue_damaged_on_damaged_tables_and_deletes_nothing(built, damage):
+    built.sql(SQL_DAMAGE[damage]) if built.shared else FILE_DAMAGE[damage](built.root)
+    before = built.list_objects()
+    with pytest.raises(errors.CatalogueDamagedError, match=r"is damaged: .*voicebank library check"):
+        with built.library(engine=FakeEngine()) as lib:
+            lib.list()
+            lib.check(repair=True, delete_orphans=True)
+    built.assert_nothing_lost(before)
 
 
 # --- one bad row: library-wide commands report it and go on -------------------------------------------------
@@ -230,25 +263,23 @@ def test_names_from_a_tampered_catalogue_are_printed_escaped(root, capsys, raw):
 # --- check never deletes content files unless asked ---------------------------------------------------------
 
 
-def test_check_and_repair_keep_unreferenced_files_unless_asked(root, capsys):
-    orphan = root / "blobs" / "ab" / ("ab" + "0" * 62 + ".wav")
-    orphan.parent.mkdir(exist_ok=True)
-    orphan.write_bytes(b"not referenced")
+def test_check_and_repair_keep_unreferenced_files_unless_asked(built, capsys):
+    orphan = built.put_stray("ab/ab" + "0" * 62 + ".wav", b"not referenced")
     for args in (["library", "check"], ["library", "check", "--repair"]):
-        rc, out, _err = run_cli(capsys, [*args, "--library", root])
-        assert rc == 0 and orphan.exists() and "unreferenced file kept" in out and "--delete-orphans" in out
-    rc, out, _err = run_cli(capsys, ["library", "check", "--delete-orphans", "--library", root])
-    assert rc == 0 and not orphan.exists() and "removed unreferenced file" in out
+        rc, out, _err = run_cli(capsys, built.cli(*args))
+        assert rc == 0 and built.has_object(orphan) and "unreferenced file kept" in out and "--delete-orphans" in out
+    rc, out, _err = run_cli(capsys, built.cli("library", "check", "--delete-orphans"))
+    assert rc == 0 and not built.has_object(orphan) and "removed unreferenced file" in out
 
 
-def test_a_lost_catalogue_is_not_replaced_by_an_empty_one(root, capsys):
-    (root / CATALOGUE_NAME).unlink()
-    before = blobs(root)
+def test_a_lost_catalogue_is_not_replaced_by_an_empty_one(built, capsys):
+    built.lose_catalogue()
+    before = built.list_objects()
     for args in (["list"], ["library", "check", "--delete-orphans"]):
-        rc, _out, err = run_cli(capsys, [*args, "--library", root])
-        assert_one_line_error(rc, err, "missing while the library holds voice files", "voicebank library check")
-    assert not (root / CATALOGUE_NAME).exists()
-    assert_nothing_lost(root, before)
+        rc, _out, err = run_cli(capsys, built.cli(*args))
+        assert_one_line_error(rc, err, "missing while the library holds", "voicebank library check")
+    assert not built.catalogue_exists()
+    built.assert_nothing_lost(before)
 
 
 @pytest.mark.parametrize("damage", sorted(FILE_DAMAGE))
@@ -274,9 +305,12 @@ def test_repair_rebuilds_a_damaged_catalogue_from_the_content_files(root, capsys
             assert sorted(lib.names()) == ["alice", "bob", "carol"]
 
 
-def test_a_new_library_still_starts_empty(tmp_path):
-    with Library(tmp_path / "new", engine=FakeEngine()) as lib:
+def test_a_new_library_still_starts_empty(where):
+    with where.library(engine=FakeEngine()) as lib:
         assert lib.names() == [] and lib.check().ok
+
+
+def test_an_empty_catalogue_file_is_a_new_library(tmp_path):  # directory only: a SQLite file
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / CATALOGUE_NAME).write_bytes(b"")  # a creation interrupted before the first byte
     with Library(tmp_path / "empty", engine=FakeEngine()) as lib:
