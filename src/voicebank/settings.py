@@ -23,6 +23,8 @@ variable                        meaning
 ``VOICEBANK_CACHE_DIR``         voicebank's cache directory: weights fingerprints, and the client's
                                 voices unless ``VOICEBANK_CLIENT_CACHE`` is set (default: the user cache
                                 directory, e.g. ``~/.cache/voicebank``)
+``VOICEBANK_TORCH``             ``0``: never import torch, even where it is installed (speaker embeddings
+                                in numpy only; what needs torch says to install it)
 ``OMP_NUM_THREADS``             torch threads of a batch worker (Ray sets it per actor)
 ``PYTHONPATH``                  passed on to Ray workers, so they import the same voicebank
 ==============================  ================================================================
@@ -44,6 +46,7 @@ ENV_SERVER = "VOICEBANK_SERVER"
 ENV_CLIENT_CACHE = "VOICEBANK_CLIENT_CACHE"
 ENV_CACHE_DIR = "VOICEBANK_CACHE_DIR"
 ENV_BLOBS = "VOICEBANK_BLOBS"
+ENV_TORCH = "VOICEBANK_TORCH"
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -147,6 +150,12 @@ class Settings:
     def library_path(self) -> Path:
         """The library directory these settings name (the platform default when unset)."""
         return self.library if self.library is not None else _default_library({})
+
+
+def torch_refused(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``VOICEBANK_TORCH`` asks never to import torch (read now, from ``env`` or the process)."""
+    value = (os.environ if env is None else env).get(ENV_TORCH, "")
+    return value.strip().lower() in ("0", "false", "no", "off")
 
 
 @contextlib.contextmanager

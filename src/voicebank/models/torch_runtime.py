@@ -12,22 +12,19 @@ it (no x-vectors), and what needs torch fails with the same message.
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from functools import cache
 from types import ModuleType
 
 from ..errors import MissingDependencyError
-
-ENV_TORCH = "VOICEBANK_TORCH"
-"""``0``: never import torch, even where it is installed."""
+from ..settings import ENV_TORCH, torch_refused
 
 INSTALL_TORCH = "pip install torch (CPU-only machines: pip install torch --index-url https://download.pytorch.org/whl/cpu)"
 """What to run to get torch (the message of :func:`require_torch`)."""
 
 
 def _refused() -> bool:
-    return os.environ.get(ENV_TORCH, "").strip().lower() in ("0", "false", "no", "off")
+    return torch_refused()
 
 
 @cache
