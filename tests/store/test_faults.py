@@ -456,35 +456,37 @@ def test_full_disk_export_fails_cleanly(tmp_path, capsys, fmt):
         assert sorted(p.name for p in mnt.iterdir()) == ["filler"]
 
 
-def test_a_write_failing_half_way_removes_the_files_it_wrote(root, monkeypatch):
-    """Conditionals mode writes the kept audio, then the voice file: the second fails (a full disk), so the
-    first must go too and the library is as before."""
+def test_a_write_failing_half_way_removes_the_files_it_wrote(built, monkeypatch):
+    """Conditionals mode writes the kept audio, then the voice file: the second fails (a full disk; an object
+    store refusing the PUT), so the first must go too and the library is as before."""
     import errno
 
-    from voicebank.store.blobs import BlobStore
     from voicebank.voice.voice import Voice
 
     class Extracting(FakeEngine):
         def extract(self, source, variant="english", *, exaggeration=0.5):
             return Voice.load(OTHER_VOICE_FILE)
 
-    real = BlobStore.write
     calls = []
+    before = built.list_objects()
+    with built.library(engine=Extracting()) as lib:
+        kind = type(lib.store.blobs)
+        real = kind.write
 
-    def failing(self, data, suffix):
-        calls.append(suffix)
-        if len(calls) == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, data, suffix)
+        def failing(self, data, suffix):
+            calls.append(suffix)
+            if len(calls) == 2:
+                if built.shared:
+                    raise errors.LibraryWriteError(f"cannot write {self!r}: the object store is full (QuotaExceeded)")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(self, data, suffix)
 
-    monkeypatch.setattr(BlobStore, "write", failing)
-    before = blobs(root)
-    with Library(root, engine=Extracting()) as lib:
+        monkeypatch.setattr(kind, "write", failing)
         with pytest.raises(errors.LibraryWriteError, match="full"):
             lib.add(clip(11), name="dave", mode="conditionals")
         assert calls == [".wav", ".safetensors"]
-        assert_nothing_lost(root, before)
-        monkeypatch.setattr(BlobStore, "write", real)
+        built.assert_nothing_lost(before)
+        monkeypatch.setattr(kind, "write", real)
         assert lib.check().ok and "dave" not in lib
 
 
@@ -572,11 +574,7 @@ def test_immutable_catalogue_files_are_a_typed_error(root, capsys):
         assert again.check().ok and again.names() == ["alice", "bob", "carol"]
 
 
-def test_a_locked_catalogue_is_reported_before_extracting(root):
-    from voicebank.store.catalogue import Catalogue
-
-    holder = sqlite3.connect(root / CATALOGUE_NAME, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
+def test_a_locked_catalogue_is_reported_before_extracting(built):
     calls = []
 
     class Counting(FakeEngine):
@@ -584,14 +582,12 @@ def test_a_locked_catalogue_is_reported_before_extracting(root):
             calls.append(1)
             return super().embeddings(source, variant)
 
-    try:
-        lib = Library(root, engine=Counting())
+    with built.write_lock_held():
+        lib = built.library(engine=Counting())
         lib.store.catalogue.timeout = 0.2
         lib.store.catalogue.close()
         with pytest.raises(errors.CatalogueError, match="locked"):
             lib.add(clip(9), name="dave")
         assert not calls
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert isinstance(lib.store.catalogue, Catalogue) and lib.add(clip(9), name="dave").status == "added"
+    assert lib.add(clip(9), name="dave").status == "added"
+    lib.close()
