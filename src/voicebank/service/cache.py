@@ -15,6 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 MAX_INDEX_ENTRIES = 100_000
+MAX_LOOKUPS = 4_096
+"""Voices whose catalogue lookup :class:`LookupMemo` keeps."""
 
 
 INDEX_ENTRY_OVERHEAD = 240
@@ -98,3 +100,31 @@ class ConditionalsCache:
     def __len__(self) -> int:
         with self._lock:
             return len(self._blobs)
+
+
+class LookupMemo:
+    """What the catalogue said about recently served voices, valid while its generation is unchanged: a voice
+    served again before any commit is not looked up again (a shared catalogue's generation is read by its watch
+    thread, so a hit costs no round trip).  At most :data:`MAX_LOOKUPS` voices, least recently used dropped."""
+
+    def __init__(self, size: int = MAX_LOOKUPS) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, tuple[object, object]] = OrderedDict()
+
+    def get(self, name: str, generation: object) -> object | None:
+        """The value stored for ``name`` at ``generation`` (``None``: none, or stored at another generation)."""
+        with self._lock:
+            hit = self._entries.get(name)
+            if hit is None or hit[0] != generation:
+                return None
+            self._entries.move_to_end(name)
+            return hit[1]
+
+    def put(self, name: str, generation: object, value: object) -> None:
+        """Keep ``value`` for ``name`` as read at ``generation`` (read before the lookup)."""
+        with self._lock:
+            self._entries[name] = (generation, value)
+            self._entries.move_to_end(name)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)

@@ -17,7 +17,7 @@ from ..errors import VoicebankError
 from ..library import Library
 from ..models.torch_runtime import torch_installed
 from ..store.shared import SharedVoiceStore
-from .cache import ConditionalsCache
+from .cache import ConditionalsCache, LookupMemo
 from .metrics import Metrics
 from .revalidation import Generation, RevalidationIndex
 from .security import KeyStore
@@ -59,6 +59,7 @@ class Service:
     ready: bool = False
     io: ThreadPoolExecutor = field(default_factory=io_executor)
     revalidation: RevalidationIndex = field(default_factory=RevalidationIndex)
+    lookups: LookupMemo = field(default_factory=LookupMemo)
 
     @property
     def library(self) -> Library:

@@ -79,13 +79,21 @@ def missing(service: Service, name: str, param: str = "id") -> ApiError:
 
 
 def lookup(service: Service, name: str) -> VoiceInfo:
-    """The voice called ``name``: always 404 when there is none (never a fallback voice)."""
+    """The voice called ``name``: always 404 when there is none (never a fallback voice).  Served from
+    :attr:`Service.lookups` while the catalogue's generation is the one it was read at."""
+    generation = service.generation()  # before the lookup: a commit after it makes a new generation
+    known = service.lookups.get(name, generation) if generation is not None else None
+    if isinstance(known, VoiceInfo):
+        return known
     if name not in service.library:
         raise missing(service, name)
     try:
-        return service.library.show(name)
+        info = service.library.show(name)
     except VoiceNotFoundError as e:  # removed meanwhile
         raise missing(service, name) from e
+    if generation is not None:
+        service.lookups.put(name, generation, info)
+    return info
 
 
 # --- list, add ------------------------------------------------------------------------------------------
