@@ -1,5 +1,7 @@
 """A content file swapped for a link (to an endless device, or to a file outside the library) is refused, never
-followed and never read to its end: by export, get, the service's audio route reader and library check."""
+followed and never read to its end: by export, get, the service's audio route reader and library check.
+
+Directory only: an object store has no links and no directories where an object belongs."""
 
 from __future__ import annotations
 
