@@ -23,6 +23,9 @@ variable                        meaning
 ``VOICEBANK_CACHE_DIR``         voicebank's cache directory: weights fingerprints, and the client's
                                 voices unless ``VOICEBANK_CLIENT_CACHE`` is set (default: the user cache
                                 directory, e.g. ``~/.cache/voicebank``)
+``VOICEBANK_ANN``               the approximate index (extra ``voicebank[ann]``): ``off`` (or ``0``):
+                                every search exact; a number: used from that many voices on (an error
+                                without the extra); unset: from 50,000 voices when the extra is installed
 ``VOICEBANK_TORCH``             ``0``: never import torch, even where it is installed (speaker embeddings
                                 in numpy only; what needs torch says to install it)
 ``OMP_NUM_THREADS``             torch threads of a batch worker (Ray sets it per actor)
@@ -47,6 +50,7 @@ ENV_CLIENT_CACHE = "VOICEBANK_CLIENT_CACHE"
 ENV_CACHE_DIR = "VOICEBANK_CACHE_DIR"
 ENV_BLOBS = "VOICEBANK_BLOBS"
 ENV_TORCH = "VOICEBANK_TORCH"
+ENV_ANN = "VOICEBANK_ANN"
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -73,6 +77,18 @@ def _default_library(env: Mapping[str, str]) -> Path:
     from platformdirs import user_data_dir
 
     return Path(user_data_dir("voicebank"))
+
+
+def _ann_from(value: str | None) -> int | None:
+    value = (value or "").strip().lower()
+    if not value:
+        return None
+    if value in {"off", "no", "false", "exact"}:
+        return 0
+    try:
+        return max(0, int(value.replace("_", "")))
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,9 @@ class Settings:
     """``OMP_NUM_THREADS`` when set to a number (a batch worker's torch threads)."""
     pythonpath: str = ""
     """``PYTHONPATH`` (handed on to Ray workers)."""
+    ann_from: int | None = None
+    """``VOICEBANK_ANN``: the library size from which searches use the approximate index (0: never; ``None``:
+    the default, when its extra is installed)."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -125,6 +144,7 @@ class Settings:
             blobs=env.get(ENV_BLOBS) or None,
             omp_threads=int(env["OMP_NUM_THREADS"]) if env.get("OMP_NUM_THREADS", "").isdigit() else None,
             pythonpath=env.get("PYTHONPATH", ""),
+            ann_from=_ann_from(env.get(ENV_ANN)),
         )
 
     def with_overrides(self, *, weights: str | os.PathLike[str] | None = None,

@@ -17,10 +17,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from ..chatterbox import SPEAKER_EMB_DIM
+from ..errors import MissingDependencyError
+from ..settings import Settings
 from ..store.store import VoiceStore
 from ..store.vectors import (
     VectorRows,
@@ -30,6 +33,8 @@ from ..store.vectors import (
     rows_by_id,
     tagged_ids,
 )
+from . import ann
+from .neighbours import Neighbours
 
 MIN_CAPACITY = 256
 
@@ -56,9 +61,13 @@ class VoiceIndex:
 
     ``rows_read`` counts the voice rows read from the catalogue (for tests and benchmarks): the first use reads
     every voice, each later :meth:`refresh` only the voices changed since.
+
+    ``ann_from``: from this many voices on, searches without a tag and duplicate checks take their candidates
+    from an approximate index (:mod:`.neighbours`; 0: never; ``None``: the ``VOICEBANK_ANN`` setting, by default
+    :data:`~.ann.ANN_FROM` when usearch is installed).
     """
 
-    def __init__(self, store: VoiceStore) -> None:
+    def __init__(self, store: VoiceStore, *, ann_from: int | None = None) -> None:
         self._store = store
         self._lock = threading.RLock()
         self._seq = -1  # nothing loaded yet
@@ -76,10 +85,38 @@ class VoiceIndex:
         self._by_name: dict[str, int] = {}
         self._checked: tuple[int | None, int] = (None, 0)  # (cohort, rows) whose statistics normalise() checked
         self.rows_read = 0
+        self.neighbours = self._neighbours(store, Settings.from_env().ann_from if ann_from is None else ann_from)
+
+    def _neighbours(self, store: VoiceStore, ann_from: int | None) -> Neighbours | None:
+        if ann_from == 0 or (ann_from is None and not ann.available()):
+            return None
+        if not ann.available():
+            raise MissingDependencyError(f"VOICEBANK_ANN={ann_from} asks for the approximate index, which needs "
+                                         "usearch: pip install 'voicebank[ann]'")
+        cache = getattr(store, "cache_dir", None)
+        return Neighbours(self, self._lock, cache if isinstance(cache, Path) else None,
+                          ann.ANN_FROM if ann_from is None else ann_from, store.catalogue)
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._row_of)
+
+    @property
+    def seq(self) -> int:
+        """The ``vector_log`` sequence number the index reflects (-1: nothing loaded yet)."""
+        return self._seq
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, unit vectors)`` of every live voice, in row order (copies)."""
+        with self._lock:
+            rows = np.flatnonzero(self._alive[: self._size])
+            return self._ids[rows].copy(), self._unit[rows].copy()
+
+    def rows_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, unit vectors)`` of the live voices among ``ids``."""
+        with self._lock:
+            rows = np.array([r for i in ids if (r := self._row_of.get(int(i))) is not None], dtype=np.int64)
+            return self._ids[rows].copy(), self._unit[rows].copy()
 
     # --- keeping current -------------------------------------------------------------------------------
 
@@ -87,16 +124,17 @@ class VoiceIndex:
         """Read what changed in the catalogue since the last look (everything, the first time)."""
         with self._lock, self._store.catalogue.read() as conn:
             if self._seq < 0:
-                seq = last_change(conn)
+                seq, ids = last_change(conn), None
                 self._load(all_rows(conn), voices(conn))
-                self._seq = seq
-                return
-            seq, ids = changed_since(conn, self._seq, limit=max(1_000, len(self._row_of) // 2))
-            if ids is None:
-                self._load(all_rows(conn), voices(conn))
-            elif ids:
-                self._apply(ids, rows_by_id(conn, ids))
+            else:
+                seq, ids = changed_since(conn, self._seq, limit=max(1_000, len(self._row_of) // 2))
+                if ids is None:
+                    self._load(all_rows(conn), voices(conn))
+                elif ids:
+                    self._apply(ids, rows_by_id(conn, ids))
             self._seq = seq
+            if self.neighbours is not None and (ids is None or ids or self.neighbours.graph is None):
+                self.neighbours.follow(conn, seq, ids)
 
     def _load(self, chunks: Iterable[VectorRows], expected: int) -> None:
         """Every row afresh, from chunks (``expected``: about how many rows, to size the buffers once)."""
@@ -235,11 +273,18 @@ class VoiceIndex:
         ``((cos - m_q) / s_q + (cos - m_i) / s_i) / 2`` with each row's stored statistics (call
         :meth:`normalise` first); without, by raw cosine.  ``exclude``: a name left out; ``tag``: only voices
         with it; ``at_least``: only rows scoring at least this, or (``also_if_cosine``) with a raw cosine at
-        least that.  One matrix-vector product over the index: its cost is the index's size, read from memory.
+        least that.  One matrix-vector product over the index: its cost is the index's size, read from memory;
+        or, from ``ann_from`` voices on and without a tag, the approximate index's nearest rows by cosine (at
+        least :func:`~.ann.candidates_for` ``k``), scored the same way.
         """
         with self._lock:
             n = self._size
             q = unit_rows(np.asarray(query, dtype=np.float32).reshape(1, -1))[0]
+            graph = self.neighbours.usable() if self.neighbours is not None and tag is None else None
+            if graph is not None:
+                rows = self._near(graph.search(q[None, :], ann.candidates_for(k))[0], query_stats, exclude)
+                return self._exact(rows, q, self._unit[rows] @ q, query_stats, k=k, at_least=at_least,
+                                   also_if_cosine=also_if_cosine)
             cos = self._unit[:n] @ q  # float32: the one pass over the index
             if query_stats is not None:
                 mq, sq = float(query_stats[0]), float(query_stats[1])
@@ -261,12 +306,22 @@ class VoiceIndex:
                 candidates = np.flatnonzero(hit)
             else:
                 candidates = _top_candidates(score, k + 16, slack)
-            return self._exact(candidates, q, cos, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
+            return self._exact(candidates, q, cos[candidates], query_stats, k=k, at_least=at_least,
+                               also_if_cosine=also_if_cosine)
+
+    def _near(self, ids: np.ndarray, query_stats: object, exclude: str = "") -> np.ndarray:
+        """The rows of voice ``ids`` the approximate index returned, less those a search leaves out."""
+        rows = np.array([r for i in ids.tolist() if (r := self._row_of.get(i)) is not None], dtype=np.int64)
+        rows = rows[np.isfinite(self._offset[rows])] if query_stats is not None else rows[self._alive[rows]]
+        if exclude and (row := self._by_name.get(exclude)) is not None:
+            rows = rows[rows != row]
+        return rows
 
     def _exact(self, rows: np.ndarray, q: np.ndarray, cos: np.ndarray, query_stats: tuple[float, float] | None, *,
                k: int, at_least: float | None, also_if_cosine: float | None) -> Ranked:
-        """The ``k`` best of a few candidate ``rows`` scored in float64 (the float32 pass only chose them)."""
-        c = cos[rows].astype(np.float64)
+        """The ``k`` best of a few candidate ``rows`` (float32 cosines ``cos``) scored in float64 (the float32
+        pass only chose them)."""
+        c = np.asarray(cos, dtype=np.float64)
         if query_stats is not None:
             mq, sq = query_stats
             score = 0.5 * ((c - mq) / sq + (c - self._means[rows]) / self._stds[rows])
@@ -289,10 +344,20 @@ class VoiceIndex:
 
         ``query_stats``: ``(means (B,), stds (B,))`` of the queries for normalised scores (``None``: raw
         cosines).  One matrix product per block of ``block`` rows, so a chunk of queries costs one pass over
-        the index rather than one per query."""
+        the index rather than one per query; from ``ann_from`` voices on, each query's nearest rows from the
+        approximate index instead, scored the same way."""
         q = unit_rows(np.asarray(queries, dtype=np.float32).reshape(-1, SPEAKER_EMB_DIM))
         hits: list[list[tuple[float, float, int]]] = [[] for _ in range(q.shape[0])]
         with self._lock:
+            graph = self.neighbours.usable() if self.neighbours is not None else None
+            if graph is not None:
+                out = []
+                for b, ids in enumerate(graph.search(q, ann.candidates_for(k))):
+                    stats = None if query_stats is None else (float(query_stats[0][b]), float(query_stats[1][b]))
+                    rows = self._near(ids, stats)
+                    out.append(self._exact(rows, q[b], self._unit[rows] @ q[b], stats, k=k, at_least=at_least,
+                                           also_if_cosine=also_if_cosine))
+                return out
             n = self._size
             mq = sq = None
             if query_stats is not None:

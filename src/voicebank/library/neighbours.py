@@ -1,0 +1,231 @@
+""":class:`Neighbours`: a :class:`~.ann.Graph` kept in step with a :class:`~.index.VoiceIndex`, for searches and
+duplicate checks at 10^5-10^6 voices.
+
+The graph is used while the index holds at least ``ann_from`` voices and usearch is installed; otherwise (and
+while a graph is being built) every search is exact.  It follows the index: each change the index applies
+(voices added, removed or changed, by id) is applied to the graph, from the index's own rows, so the graph
+always holds exactly the index's live voices.
+
+Persistence: the graph is saved in the library's cache directory with the ``vector_log`` sequence it reflects.
+The first process to need it loads the newest file and catches up from the log (the ids changed since), then
+checks it: as many voices as the index, and a sample of them with the index's vectors.  A missing, unreadable,
+foreign or too stale file (more than a tenth of the voices changed since) is rebuilt from the index's rows in a
+background thread (minutes at 10^6 voices on two cores) while searches stay exact, then saved.  The graph is
+saved again once a twentieth of it (at least 1,000 voices) has changed since the last save, so the next process
+has little to catch up with.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..store.vectors import changed_since
+from .ann import Graph
+
+log = logging.getLogger(__name__)
+
+SAMPLE = 32
+"""Voices whose vectors are compared with the index's when a saved graph is loaded."""
+
+_EXITING = threading.Event()
+_BUILDERS: set[threading.Thread] = set()
+
+
+def _at_exit() -> None:
+    atexit.unregister(_stop_builds)  # registered once
+    atexit.register(_stop_builds)
+
+
+def _stop_builds() -> None:
+    """At exit: stop the graph builds between two chunks (a thread killed inside usearch aborts the process)."""
+    _EXITING.set()
+    for thread in list(_BUILDERS):
+        thread.join(timeout=60)
+
+
+class Rows(Protocol):
+    """What the graph follows: the live voices of a :class:`~.index.VoiceIndex`."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def seq(self) -> int:
+        """The ``vector_log`` sequence number the rows reflect."""
+        ...
+
+    def live(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, unit vectors)`` of every live voice."""
+        ...
+
+    def rows_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, unit vectors)`` of the live voices among ``ids``."""
+        ...
+
+
+class Neighbours:
+    """The graph of an index's voices, or ``None`` while there is none to use (see the module docstring).
+
+    Every method is called with ``lock`` held (the index's lock); the background build takes it to install.
+    """
+
+    def __init__(self, rows: Rows, lock: threading.RLock, cache_dir: Path | None, ann_from: int,
+                 catalogue: Any) -> None:
+        self._rows = rows
+        self._lock = lock
+        self._dir = cache_dir
+        self._catalogue = catalogue
+        self.ann_from = ann_from
+        self.graph: Graph | None = None
+        self._tried_load = False
+        self._builder: threading.Thread | None = None
+        self._unsaved = 0
+        self.built = threading.Event()  # set whenever a graph is installed (for tests and benchmarks)
+
+    def usable(self) -> Graph | None:
+        """The graph, when searches should go through it."""
+        if self.graph is not None and len(self._rows) >= self.ann_from:
+            return self.graph
+        return None
+
+    def follow(self, conn: Any, seq: int, changed: list[int] | None) -> None:
+        """The index is now at ``seq``, having applied ``changed`` (ids; ``None``: it read everything again)."""
+        if len(self._rows) < self.ann_from:
+            self.graph, self._tried_load = None, False
+            return
+        if self.graph is not None:
+            if changed is None:
+                self.graph = None
+                self._start_build(seq)
+            else:
+                self._apply(self.graph, changed)
+                self.graph.seq = seq
+                self._unsaved += len(changed)
+                if self._unsaved >= max(1_000, len(self._rows) // 20):
+                    self._save_later()
+            return
+        if self._builder is not None:
+            return  # the build catches up when it is done
+        if not self._tried_load:
+            self._tried_load = True
+            graph = self._load(conn, seq)
+            if graph is not None:
+                self._install(graph)
+                if self._unsaved >= max(1_000, len(self._rows) // 20):
+                    self._save_later()
+                return
+        self._start_build(seq)
+
+    # --- the graph in step with the rows -------------------------------------------------------------------
+
+    def _apply(self, graph: Graph, ids: list[int]) -> None:
+        """Voices changed: the removed ones go, the new ones come, a changed vector is replaced (a rename or new
+        statistics leave the graph as it is)."""
+        live_ids, vectors = self._rows.rows_for(ids)
+        same = graph.holds(live_ids, vectors)
+        graph.remove(np.setdiff1d(np.asarray(ids, dtype=np.int64), live_ids[same]))
+        graph.add(live_ids[~same], vectors[~same])
+
+    def _catch_up(self, graph: Graph, conn: Any, seq: int) -> bool:
+        """Bring a graph saved (or built) at ``graph.seq`` to the rows at ``seq``; ``False``: it cannot be."""
+        if graph.seq > seq:
+            return False  # newer than the catalogue: not this catalogue's graph
+        _, ids = changed_since(conn, graph.seq, limit=max(2_000, len(self._rows) // 10))
+        if ids is None:
+            return False
+        self._apply(graph, ids)
+        self._unsaved += len(ids)
+        graph.seq = seq
+        return True
+
+    def _consistent(self, graph: Graph) -> bool:
+        if len(graph) != len(self._rows):
+            return False
+        ids, vectors = self._rows.live()
+        pick = np.random.default_rng(len(ids)).choice(len(ids), size=min(SAMPLE, len(ids)), replace=False)
+        return bool(graph.holds(ids[pick], vectors[pick]).all())
+
+    def _load(self, conn: Any, seq: int) -> Graph | None:
+        if self._dir is None:
+            return None
+        graph = Graph.load(self._dir)
+        if graph is None:
+            return None
+        self._unsaved = 0
+        if not self._catch_up(graph, conn, seq) or not self._consistent(graph):
+            log.info("%s: the saved graph does not match the library, it is rebuilt", self._dir)
+            return None
+        return graph
+
+    def _install(self, graph: Graph) -> None:
+        self.graph = graph
+        self.built.set()
+
+    # --- building and saving in the background ---------------------------------------------------------------
+
+    def _start_build(self, seq: int) -> None:
+        if self._builder is not None:
+            return
+        ids, vectors = self._rows.live()
+        self.built.clear()
+        self._builder = threading.Thread(target=self._build, args=(ids, vectors, seq), name="voicebank-graph",
+                                         daemon=True)
+        _at_exit()
+        _BUILDERS.add(self._builder)
+        self._builder.start()
+
+    def _build(self, ids: np.ndarray, vectors: np.ndarray, seq: int) -> None:
+        try:
+            graph = Graph.build(ids, vectors, seq, stop=_EXITING)
+            del ids, vectors
+            if graph is None:
+                return
+            with self._lock, self._catalogue.read() as conn:
+                self._builder = None
+                current = self._rows.seq
+                if len(self._rows) < self.ann_from:
+                    return
+                self._unsaved = 0
+                if not self._catch_up(graph, conn, current):
+                    self._start_build(current)
+                    return
+                self._install(graph)
+                self._save()
+        except Exception:  # a failed build leaves exact search in place
+            log.exception("building the voice graph failed; searches stay exact")
+            with self._lock:
+                self._builder = None
+        finally:
+            _BUILDERS.discard(threading.current_thread())
+
+    def _save_later(self) -> None:
+        self._unsaved = 0
+        thread = threading.Thread(target=self._save_locked, name="voicebank-graph-save", daemon=True)
+        _at_exit()
+        _BUILDERS.add(thread)  # waited for at exit too
+        thread.start()
+
+    def _save_locked(self) -> None:
+        try:
+            with self._lock:
+                self._save()
+        finally:
+            _BUILDERS.discard(threading.current_thread())
+
+    def _save(self) -> None:
+        if self.graph is None or self._dir is None:
+            return
+        try:
+            self.graph.save(self._dir)
+            self._unsaved = 0
+        except OSError as e:  # a read-only library: each process builds its own
+            log.warning("%s: could not save the voice graph (%s)", self._dir, e)
+
+
+__all__ = ["Neighbours", "Rows"]

@@ -1,0 +1,207 @@
+"""The approximate index (extra ``voicebank[ann]``, usearch HNSW) behind :class:`VoiceIndex`: its recall on
+real-derived speaker embeddings, used from ``ann_from`` voices on, saved and loaded with the vector log it
+reflects and caught up from it, rebuilt from a damaged or foreign file, and absent without usearch."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from voicebank.errors import MissingDependencyError
+from voicebank.library import ann
+from voicebank.library.index import VoiceIndex, unit_rows
+from voicebank.similarity import ScoreNormaliser
+from voicebank.store.store import VoiceStore, now, vec_bytes
+
+REAL = Path(__file__).resolve().parents[1] / "data" / "ann" / "embeddings.npy"
+WAIT = 300
+
+
+def fill_vectors(root: Path, vectors: np.ndarray, *, start: int = 0) -> VoiceStore:
+    """Voices ``voice-<start + i>`` with these speaker embeddings, written straight into the catalogue."""
+    store = VoiceStore(root)
+    stamp = now()
+    x192 = np.zeros(192, dtype=np.float32)
+    with store.catalogue.write() as conn:
+        conn.executemany(
+            "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, duration, sample_rate, channels, "
+            "speaker_emb, xvector, weights_fingerprint, added_at, inspection) "
+            "VALUES (?, 'embedding', 'english', 0.5, ?, 5.0, 16000, 1, ?, ?, 'fp', ?, ?)",
+            ((f"voice-{start + i:07d}", f"{start + i:064x}", vec_bytes(v.astype(np.float32)), vec_bytes(x192),
+              stamp, json.dumps({})) for i, v in enumerate(vectors)))
+    return store
+
+
+def clustered(n: int, seed: int) -> np.ndarray:
+    """Clustered unit rows: speakers at cosine ~0.5, ten rows each (for the tests that need no real speech)."""
+    rng = np.random.default_rng(seed)
+    speakers = unit_rows(1.0 + 0.06 * 16 * rng.standard_normal((n // 10 + 1, 256)))
+    return unit_rows(np.repeat(speakers, 10, axis=0)[:n] + 0.03 * rng.standard_normal((n, 256)))
+
+
+def ready(index: VoiceIndex) -> VoiceIndex:
+    index.refresh()
+    assert index.neighbours is not None
+    assert index.neighbours.built.wait(WAIT), "the graph was not built"
+    index.refresh()
+    assert index.neighbours.usable() is not None
+    return index
+
+
+def normalised(index: VoiceIndex, norm: ScoreNormaliser) -> VoiceIndex:
+    index.normalise(1, norm.statistics)
+    return index
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory):
+    """``(approximate index, exact index, queries, their statistics, normaliser)`` over the real-derived rows."""
+    pytest.importorskip("usearch")
+    data = unit_rows(np.load(REAL).astype(np.float32))
+    held = np.random.default_rng(3).choice(data.shape[0], size=300, replace=False)
+    rows = np.delete(data, held, axis=0)
+    store = fill_vectors(tmp_path_factory.mktemp("real"), rows)
+    norm = ScoreNormaliser(rows[np.random.default_rng(4).choice(rows.shape[0], 1_000, replace=False)],
+                           exclude_above=0.999)
+    near = normalised(ready(VoiceIndex(store, ann_from=1_000)), norm)
+    exact = VoiceIndex(store, ann_from=0)
+    exact.refresh()
+    normalised(exact, norm)
+    assert exact.neighbours is None
+    return near, exact, data[held], norm.statistics(data[held]), norm
+
+
+def test_recall_at_10_on_real_embeddings(real) -> None:
+    near, exact, queries, (qm, qs), _ = real
+    found = 0
+    for j, q in enumerate(queries):
+        stats = (float(qm[j]), float(qs[j]))
+        want = exact.rank(q, k=10, query_stats=stats)
+        got = near.rank(q, k=10, query_stats=stats)
+        found += len(set(want.names) & set(got.names))
+        common = [n for n in got.names if n in set(want.names)]
+        for name in common:  # the same rows get the same scores: the candidates are scored exactly
+            assert got.scores[got.names.index(name)] == pytest.approx(want.scores[want.names.index(name)], abs=1e-9)
+    assert found / (10 * len(queries)) >= 0.99
+
+
+def test_duplicate_check_finds_what_exact_search_finds(real) -> None:
+    near, exact, queries, (qm, qs), norm = real
+    cutoff = norm.duplicate_threshold  # the single-comparison cut-off: many rows of each speaker reach it
+    want_rows = got_rows = 0
+    for j, q in enumerate(queries[:100]):
+        stats = (float(qm[j]), float(qs[j]))
+        want = exact.rank(q, k=5, query_stats=stats, at_least=cutoff, also_if_cosine=0.999)
+        got = near.rank(q, k=5, query_stats=stats, at_least=cutoff, also_if_cosine=0.999)
+        want_rows += len(want.names)
+        got_rows += len(set(want.names) & set(got.names))
+    assert want_rows > 100 and got_rows / want_rows >= 0.99
+    many_near = near.matches(queries[:100], query_stats=(qm[:100], qs[:100]), at_least=cutoff, also_if_cosine=0.999,
+                             k=5)
+    many_exact = exact.matches(queries[:100], query_stats=(qm[:100], qs[:100]), at_least=cutoff,
+                               also_if_cosine=0.999, k=5)
+    same = sum(len(set(a.names) & set(b.names)) for a, b in zip(many_near, many_exact, strict=True))
+    assert same / sum(len(b.names) for b in many_exact) >= 0.99
+
+
+def test_the_graph_answers_from_the_threshold_and_not_with_a_tag(real, monkeypatch: pytest.MonkeyPatch) -> None:
+    near, _, queries, _, _ = real
+    calls = []
+    graph = near.neighbours.usable()
+    original = graph.search
+    monkeypatch.setattr(graph, "search", lambda q, k: calls.append(k) or original(q, k))
+    near.rank(queries[0], k=10)
+    near.matches(queries[:3], query_stats=None, at_least=0.9, k=5)
+    assert calls == [ann.candidates_for(10), ann.candidates_for(5)]
+    near.rank(queries[0], k=10, tag="narrator")  # a tag: exact
+    assert len(calls) == 2
+    near.neighbours.ann_from = len(near) + 1  # below the threshold: exact
+    try:
+        near.rank(queries[0], k=10)
+        assert len(calls) == 2
+    finally:
+        near.neighbours.ann_from = 1_000
+
+
+def test_results_equal_exact_search_where_the_top_10_is_clear(tmp_path: Path) -> None:
+    pytest.importorskip("usearch")
+    rows = clustered(3_000, seed=1)
+    store = fill_vectors(tmp_path, rows)
+    near, exact = ready(VoiceIndex(store, ann_from=1_000)), VoiceIndex(store, ann_from=0)
+    exact.refresh()
+    rng = np.random.default_rng(2)
+    for i in rng.choice(len(rows), size=30, replace=False):
+        q = rows[i] + 0.01 * rng.standard_normal(256).astype(np.float32)
+        want = exact.rank(q, k=10)
+        assert np.diff(want.scores).min() < 0  # no ties
+        got = near.rank(q, k=10)
+        assert got.names == want.names and np.array_equal(got.scores, want.scores)
+        assert near.rank(q, k=3, exclude=want.names[0]).names == want.names[1:4]
+
+
+def test_saved_graph_is_loaded_and_caught_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("usearch")
+    rows = clustered(3_000, seed=5)
+    store = fill_vectors(tmp_path, rows)
+    first = ready(VoiceIndex(store, ann_from=1_000))
+    saved = ann.newest_file(store.cache_dir)
+    assert saved is not None and saved[1] == first.seq
+    for i in range(0, 300, 3):  # changes made since the file was written: removed, added
+        store.remove(f"voice-{i:07d}")
+    extra = clustered(200, seed=6)
+    fill_vectors(tmp_path, extra, start=10_000)
+
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the saved graph should have been loaded, not rebuilt")
+
+    monkeypatch.setattr(ann.Graph, "build", no_build)
+    second = VoiceIndex(store, ann_from=1_000)
+    second.refresh()
+    graph = second.neighbours.usable()
+    assert graph is not None and len(graph) == len(second) == 3_000 - 100 + 200
+    assert graph.seq == second.seq > saved[1]
+    exact = VoiceIndex(store, ann_from=0)
+    exact.refresh()
+    for q in (extra[7], extra[150], rows[301]):
+        assert second.rank(q, k=5).names == exact.rank(q, k=5).names
+    assert "voice-0000003" not in second.rank(rows[3], k=20).names
+    store.remove("voice-0010007")  # and it keeps following
+    second.refresh()
+    assert "voice-0010007" not in second.rank(extra[7], k=5).names and len(graph) == len(second)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "foreign"])
+def test_a_damaged_or_foreign_file_is_rebuilt(tmp_path: Path, damage: str) -> None:
+    pytest.importorskip("usearch")
+    store = fill_vectors(tmp_path / "lib", clustered(2_000, seed=7))
+    cache = store.cache_dir
+    cache.mkdir(parents=True, exist_ok=True)
+    if damage == "garbage":
+        (cache / "voice-graph-1.usearch").write_bytes(b"not a graph" * 100)
+    else:  # another library's graph, saved at a sequence this catalogue has not reached
+        other = ann.Graph.build(np.arange(1, 2_001), clustered(2_000, seed=8), seq=10**6)
+        other.save(cache)
+    index = ready(VoiceIndex(store, ann_from=1_000))
+    graph = index.neighbours.usable()
+    assert graph is not None and len(graph) == 2_000 and graph.seq == index.seq
+    newest = ann.newest_file(cache)
+    assert newest is not None and newest[1] == index.seq  # the rebuilt graph replaced the bad file
+    assert [p.name for p in cache.glob("voice-graph-*")] == [newest[0].name]
+
+
+def test_without_usearch_search_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "usearch", None)  # not importable
+    monkeypatch.setitem(sys.modules, "usearch.index", None)
+    assert not ann.available()
+    store = fill_vectors(tmp_path, clustered(500, seed=9))
+    index = VoiceIndex(store)
+    index.refresh()
+    assert index.neighbours is None and index.rank(clustered(500, seed=9)[4], k=1).names == ["voice-0000004"]
+    with pytest.raises(MissingDependencyError, match="voicebank\\[ann\\]"):
+        VoiceIndex(store, ann_from=100)
+    with pytest.raises(MissingDependencyError):
+        ann.Graph.new()
