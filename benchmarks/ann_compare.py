@@ -156,7 +156,18 @@ def evaluate(name: str, build: Callable[[np.ndarray], Any], search: Callable[[An
             "recall10": hits10 / (10 * len(queries)), "dup_recall": hits_dup / max(1, want_dup), "dup_rows": want_dup}
 
 
+def voicebank_graph(x: np.ndarray) -> Any:
+    from voicebank.library.ann import Graph
+
+    return Graph.build(np.arange(x.shape[0]), x, 0)
+
+
+def voicebank_search(graph: Any, q: np.ndarray, k: int) -> np.ndarray:
+    return graph.search(q[None, :], k)[0]
+
+
 CANDIDATES: dict[str, tuple[Callable[[np.ndarray], Any], Callable[[Any, np.ndarray, int], np.ndarray]]] = {
+    "voicebank's choice: usearch i8 M16 ef192, 1 thread": (voicebank_graph, voicebank_search),
     "usearch f16 M16 ef64": (usearch_index("f16", 16, 128, 64), usearch_search),
     "usearch f16 M16 ef128": (usearch_index("f16", 16, 128, 128), usearch_search),
     "usearch i8 M16 ef128": (usearch_index("i8", 16, 128, 128), usearch_search),

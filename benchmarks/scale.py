@@ -6,7 +6,11 @@ library is filled straight through the catalogue with random unit vectors (the s
 as a user would open it.  For each size the table gives the median and p99 of each operation and the resident
 memory after the index is loaded; the last column is the growth from the smallest to the largest size.
 
-    python benchmarks/scale.py [--sizes 1000,10000,100000] [--with-million] [--repeat 50]
+    python benchmarks/scale.py [--sizes 1000,10000,100000] [--with-million] [--repeat 50] [--ann]
+
+``--ann``: with the approximate index (``voicebank[ann]``) from 50,000 voices, loaded from the library's cache or
+built (then saved there) before the timed calls; without it every search and duplicate check is exact.  The
+vectors are random, so these are its costs, not its recall (``benchmarks/ann_compare.py`` measures that).
 
 10^6 voices take about 2 GB of disk and a few minutes to build; they are measured with ``--with-million``.
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -122,6 +127,11 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     first = time.perf_counter() - t
     rss = C.rss_mb()
     out: dict[str, Any] = {"voices": n, "open_ms": opened * 1e3, "first_add_s": first, "rss_mb": rss}
+    neighbours = lib.scoring.index.neighbours
+    if neighbours is not None and n >= neighbours.ann_from:  # --ann: wait for the graph (loaded, or built)
+        ready = neighbours.built.wait(3_600)
+        out["graph_s"] = first + time.perf_counter() - t if ready else None
+        out["rss_graph_mb"] = C.rss_mb()
     counter = iter(range(1, 10 * repeat + 10))
     names = [f"voice-{i:07d}" for i in np.random.default_rng(1).integers(0, n, size=repeat)]
 
@@ -190,7 +200,10 @@ def main() -> None:
     C.size_options(p, "timed calls")
     p.add_argument("--import-million", action="store_true", help="also time importing a 10^6-row dataset into an "
                    "empty library (minutes)")
+    p.add_argument("--ann", action="store_true", help="with the approximate index (voicebank[ann]) from 50,000 "
+                   "voices; without, every search is exact")
     args = p.parse_args()
+    os.environ["VOICEBANK_ANN"] = "" if args.ann else "off"
     ctx = C.setup("scale", args)
     sizes = C.library_sizes(args)
     repeat = 10 if ctx.quick else args.repeat
@@ -207,6 +220,11 @@ def main() -> None:
                  f"{results[-1]['open_ms'] / max(results[0]['open_ms'], 1e-9):.1f}x"])
     rows.append(["first search or add (loads the index), s", *[f"{r['first_add_s']:.2f}" for r in results], ""])
     rows.append(["resident memory after loading, MiB", *[f"{r['rss_mb']:.0f}" for r in results], ""])
+    if args.ann:
+        rows.append(["approximate index ready (loaded or built, from opening), s",
+                     *[f"{r['graph_s']:.1f}" if r.get("graph_s") else "-" for r in results], ""])
+        rows.append(["resident memory with it, MiB", *[f"{r['rss_graph_mb']:.0f}" if "rss_graph_mb" in r else "-"
+                                                        for r in results], ""])
     C.print_table(f"The library at {', '.join(f'{n:,}' for n in sizes)} voices (models taken out; {repeat} calls "
                   f"each)", C.size_headers(sizes), rows)
     if million is not None:
