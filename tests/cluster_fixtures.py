@@ -306,13 +306,21 @@ def pg_database(postgres_server: PostgresServer) -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The ``s3://`` URL of a new bucket of this test's own, the AWS variables of the server set for it."""
+def s3_bucket(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The ``s3://`` URL of a new bucket of this test's own, the AWS variables of the server set for it.  The
+    bucket is emptied and deleted afterwards: each bucket is a SeaweedFS collection holding volumes of its own,
+    and ``weed mini`` has room for about thirty."""
     name = f"vb-test-{os.getpid()}-{next(_SERIAL)}"
-    s3_server.client().create_bucket(Bucket=name)
+    client = s3_server.client()
+    client.create_bucket(Bucket=name)
     for key, value in s3_server.env().items():
         monkeypatch.setenv(key, value)
-    return f"s3://{name}/library"
+    yield f"s3://{name}/library"
+    with contextlib.suppress(Exception):  # a test may have stopped the server or removed the bucket itself
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=name):
+            for item in page.get("Contents", []):
+                client.delete_object(Bucket=name, Key=item["Key"])
+        client.delete_bucket(Bucket=name)
 
 
 @dataclass(frozen=True)
