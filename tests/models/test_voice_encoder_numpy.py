@@ -56,6 +56,8 @@ def torch_embeddings(engine: Engine, wavs16: list[np.ndarray], variant: str = "e
 @pytest.mark.parametrize(("file", "tag"), CASES)
 def test_golden_speaker_embedding_on_both_paths(engine, file, tag, backend):
     variant = VE_VARIANTS[tag]
+    if variant == "turbo":  # Turbo normalises loudness first, with pyloudnorm (left out of the torch-free install)
+        pytest.importorskip("pyloudnorm", reason="Turbo's loudness normalisation needs pyloudnorm")
     ref = prepare_reference(str(INPUTS / file), variant)  # type: ignore[arg-type]
     if backend == "numpy":
         got = engine.embed([str(INPUTS / file)], variant=variant)[0]
