@@ -35,7 +35,7 @@ from typing import Any
 
 import _common as C
 import numpy as np
-from scale import InstantEngine, workspace
+from scale import InstantEngine, fill_store, workspace
 from service_scale import HOST, free_port, wav
 
 sys.path.insert(0, str(C.REPO / "tests"))
@@ -73,27 +73,6 @@ def voice_files(directory: Path, n: int) -> list[Path]:
     return out
 
 
-def fill(store: Any, n: int) -> None:
-    """``n`` embedding-mode voices written straight into ``store``'s catalogue (benchmarks/scale.py's rows)."""
-    from voicebank.store.guard import name_skeleton
-    from voicebank.store.store import now
-
-    rng = np.random.default_rng(n)
-    stamp = now()
-    for start in range(0, n, 20_000):
-        m = min(20_000, n - start)
-        s = rng.standard_normal((m, 256)).astype(np.float32)
-        s /= np.linalg.norm(s, axis=1, keepdims=True)
-        x = rng.standard_normal((m, 192)).astype(np.float32)
-        with store.catalogue.write() as conn:
-            conn.executemany(
-                "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, duration, sample_rate, "
-                "channels, speaker_emb, xvector, weights_fingerprint, added_at, skeleton) "
-                "VALUES (?, 'embedding', 'english', 0.5, ?, 5.0, 16000, 1, ?, ?, 'instant-english', ?, ?)",
-                ((f"voice-{start + i:07d}", f"{start + i:064x}", s[i].tobytes(), x[i].tobytes(), stamp,
-                  name_skeleton(f"voice-{start + i:07d}")) for i in range(m)))
-
-
 def build(location: str, blobs: str | None, files: list[Path], n: int) -> float:
     """The library at ``location``: the voice files imported as ``vf-NNNN``, then ``n`` voices; seconds taken."""
     from voicebank.library import Library
@@ -102,7 +81,7 @@ def build(location: str, blobs: str | None, files: list[Path], n: int) -> float:
     with Library(location, engine=InstantEngine(), blobs=blobs) as lib:  # type: ignore[arg-type]
         for i, path in enumerate(files):
             lib.import_file(path, f"vf-{i:04d}", consent="benchmark")
-        fill(lib.store, n)
+        fill_store(lib.store, n, batch=20_000)  # smaller transactions for PostgreSQL
     return time.perf_counter() - t
 
 

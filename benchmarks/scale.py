@@ -63,14 +63,23 @@ class InstantEngine:
 
 def fill(root: Path, n: int) -> None:
     """``n`` embedding-mode voices written straight into a new library's catalogue, in batches."""
-    from voicebank.store.guard import name_skeleton
-    from voicebank.store.store import VoiceStore, now
+    from voicebank.store.store import VoiceStore
 
     store = VoiceStore(root)
+    fill_store(store, n)
+    store.close()
+
+
+def fill_store(store: Any, n: int, *, batch: int = 50_000) -> None:
+    """``n`` embedding-mode voices (random unit vectors) written straight into ``store``'s catalogue, ``batch`` per
+    transaction (any backend: the statements are the store's own SQL)."""
+    from voicebank.store.guard import name_skeleton
+    from voicebank.store.store import now
+
     rng = np.random.default_rng(n)
     stamp = now()
-    for start in range(0, n, 50_000):
-        m = min(50_000, n - start)
+    for start in range(0, n, batch):
+        m = min(batch, n - start)
         s = rng.standard_normal((m, 256)).astype(np.float32)
         s /= np.linalg.norm(s, axis=1, keepdims=True)
         x = rng.standard_normal((m, 192)).astype(np.float32)
@@ -81,7 +90,6 @@ def fill(root: Path, n: int) -> None:
                 "VALUES (?, 'embedding', 'english', 0.5, ?, 5.0, 16000, 1, ?, ?, 'instant-english', ?, ?)",
                 ((f"voice-{start + i:07d}", f"{start + i:064x}", s[i].tobytes(), x[i].tobytes(), stamp,
                   name_skeleton(f"voice-{start + i:07d}")) for i in range(m)))
-    store.close()
 
 
 @contextlib.contextmanager
