@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import unicodedata
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,34 @@ def test_api_raises_catalogue_damaged_on_damaged_tables_and_deletes_nothing(buil
 
 # --- one bad row: library-wide commands report it and go on -------------------------------------------------
 
+
+@dataclass(frozen=True)
+class Refused:
+    """Damage a shared catalogue cannot suffer: PostgreSQL's types or constraints refuse ``sql`` with ``error`` (a
+    ``psycopg.errors`` class name) where SQLite, its CHECKs ignored and its types loose, takes it."""
+
+    sql: str
+    error: str
+
+
+def damage_catalogue(where, sqlite: str, postgres: str | Refused | None = None) -> bool:
+    """Run ``sqlite`` (a directory) or ``postgres`` (a shared library; ``None``: the same SQL) behind the store's
+    back; ``False`` when the damage is :class:`Refused` -- asserted refused, and the library left as it was."""
+    statement = postgres if where.shared and postgres is not None else sqlite
+    if not isinstance(statement, Refused):
+        where.sql(statement)
+        return True
+    import psycopg
+
+    before = where.list_objects()
+    with pytest.raises(getattr(psycopg.errors, statement.error)):
+        where.sql(statement.sql)
+    with where.library(engine=FakeEngine()) as lib:
+        assert lib.check().ok and lib.names() == ["alice", "bob", "carol"]
+    where.assert_nothing_lost(before)
+    return False
+
+
 ROW_DAMAGE: dict[str, str] = {
     "invalid-mode": "UPDATE voices SET mode = 'bogus' WHERE name = 'bob'",
     "invalid-json-provenance": "UPDATE voices SET provenance = '{not json' WHERE name = 'bob'",
@@ -195,33 +224,39 @@ ROW_DAMAGE: dict[str, str] = {
     "unknown-file-variant": "UPDATE voice_files SET variant = 'klingon' WHERE voice_id = "
                             "(SELECT id FROM voices WHERE name = 'bob')",
 }
+ROW_DAMAGE_PG: dict[str, str | Refused] = {
+    "invalid-mode": Refused(ROW_DAMAGE["invalid-mode"], "CheckViolation"),  # a CHECK PostgreSQL always enforces
+    "infinite-duration": "UPDATE voices SET duration = 'Infinity' WHERE name = 'bob'",  # 1e999: out of range
+    "text-sample-rate": Refused(ROW_DAMAGE["text-sample-rate"], "InvalidTextRepresentation"),  # a BIGINT column
+}
+"""The shared catalogue's SQL where it differs from :data:`ROW_DAMAGE`'s (a TEXT JSON column takes any text)."""
 
 
 @pytest.mark.parametrize("damage", sorted(ROW_DAMAGE))
-def test_one_bad_row_is_reported_and_the_rest_still_work(root, tmp_path, capsys, damage):
-    # directory only for now: the damage needs SQLite's ignored CHECKs and loose types (not yet written for PostgreSQL)
-    sql(root, ROW_DAMAGE[damage])
-    before = blobs(root)
-    rc, out, err = run_cli(capsys, ["list", "--library", root])
+def test_one_bad_row_is_reported_and_the_rest_still_work(built, capsys, damage):
+    if not damage_catalogue(built, ROW_DAMAGE[damage], ROW_DAMAGE_PG.get(damage)):
+        return
+    before = built.list_objects()
+    rc, out, err = run_cli(capsys, built.cli("list"))
     assert rc == 0 and "alice" in out and "carol" in out and "bob" in err and "warning" in err
-    rc, out, err = run_cli(capsys, ["list", "--json", "--library", root])
+    rc, out, err = run_cli(capsys, built.cli("list", "--json"))
     assert rc == 0 and "alice" in out
-    rc, out, err = run_cli(capsys, ["show", "bob", "--library", root])
+    rc, out, err = run_cli(capsys, built.cli("show", "bob"))
     assert_one_line_error(rc, err, "catalogue", "damaged", "bob")
-    rc, out, err = run_cli(capsys, ["show", "alice", "--library", root])
+    rc, out, err = run_cli(capsys, built.cli("show", "alice"))
     assert rc == 0 and out.startswith("alice")
-    rc, out, err = run_cli(capsys, ["library", "check", "--delete-orphans", "--library", root])
+    rc, out, err = run_cli(capsys, built.cli("library", "check", "--delete-orphans"))
     assert rc == 1 and "bob" in out and "library is consistent" not in out
-    with Library(root, engine=FakeEngine()) as lib:
+    with built.library(engine=FakeEngine()) as lib:
         assert [s.name for s in lib.stale()] == []  # the other voices were looked at, bob skipped
         assert sorted(v.name for v in lib.list()) == ["alice", "carol"]
         report = lib.check(delete_orphans=True)
         assert not report.ok and [p.voice for p in report.problems] == ["bob"]
-    assert_nothing_lost(root, before)
+    built.assert_nothing_lost(before)
     # bob can be removed; then the library checks clean and nothing of the others was lost
-    rc, out, err = run_cli(capsys, ["rm", "bob", "--library", root])
+    rc, out, err = run_cli(capsys, built.cli("rm", "bob"))
     assert rc == 0
-    with Library(root, engine=FakeEngine()) as lib:
+    with built.library(engine=FakeEngine()) as lib:
         assert lib.check().ok and lib.names() == ["alice", "carol"]
         assert lib.get("carol").gen.prompt_feat.shape[1] > 0
 
@@ -234,32 +269,43 @@ VECTOR_DAMAGE: dict[str, str] = {
     "integer": "42",
     "empty": "x''",
 }
+VECTOR_DAMAGE_PG: dict[str, str | Refused] = {
+    "two-bytes": "'\\x0000'::bytea",
+    "odd-length": "decode(repeat('00', 1023), 'hex')",
+    "one-float-too-many": "decode(repeat('00', 1028), 'hex')",
+    "text": Refused("'not a vector'::text", "DatatypeMismatch"),  # a BYTEA column takes no text, no integer
+    "integer": Refused("42", "DatatypeMismatch"),
+    "empty": "'\\x'::bytea",
+}
+""":data:`VECTOR_DAMAGE` in PostgreSQL (a :class:`Refused`'s ``sql`` is the value here)."""
 
 
 @pytest.mark.parametrize("column", ["speaker_emb", "xvector"])
 @pytest.mark.parametrize("damage", sorted(VECTOR_DAMAGE))
-def test_a_malformed_stored_vector_is_a_problem_of_that_voice_only(root, tmp_path, capsys, damage, column):
-    # directory only for now: the damage is SQLite's SQL (zeroblob, x'', text in a BLOB column)
-    sql(root, f"UPDATE voices SET {column} = {VECTOR_DAMAGE[damage]} WHERE name = 'bob'")
-    before = blobs(root)
+def test_a_malformed_stored_vector_is_a_problem_of_that_voice_only(built, capsys, damage, column):
+    statement, pg = f"UPDATE voices SET {column} = {{}} WHERE name = 'bob'", VECTOR_DAMAGE_PG[damage]
+    postgres = Refused(statement.format(pg.sql), pg.error) if isinstance(pg, Refused) else statement.format(pg)
+    if not damage_catalogue(built, statement.format(VECTOR_DAMAGE[damage]), postgres):
+        return
+    before = built.list_objects()
     for args in (["list"], ["search", "alice"], ["compare", "alice", "carol"], ["show", "bob"], ["library", "stale"]):
-        rc, out, err = run_cli(capsys, [*args, "--library", root])
+        rc, out, err = run_cli(capsys, built.cli(*args))
         assert rc == 0 and "unexpected" not in err and "Traceback" not in err, (args, err)
-    rc, out, err = run_cli(capsys, ["library", "check", "--library", root])
+    rc, out, err = run_cli(capsys, built.cli("library", "check"))
     assert rc == 1 and "bob" in out and "malformed" in out, out
-    with Library(root, engine=FakeEngine()) as lib:
+    with built.library(engine=FakeEngine()) as lib:
         assert sorted(v.name for v in lib.list()) == ["alice", "bob", "carol"]
         assert [p.voice for p in lib.check().problems] == ["bob"]
-    assert_nothing_lost(root, before)
+    built.assert_nothing_lost(before)
 
 
 @pytest.mark.parametrize("raw", ["\x1b]0;pwned\x07", "\x1b[2J", "\u202e", "\x9b31m", "\x08\x08"])
-def test_names_from_a_tampered_catalogue_are_printed_escaped(root, capsys, raw):
-    # directory only for now: the CLI's escaping does not depend on the backend
-    sql(root, f"UPDATE voices SET name = 'bob{raw}' WHERE name = 'bob'")
+def test_names_from_a_tampered_catalogue_are_printed_escaped(built, capsys, raw):
+    built.sql(f"UPDATE voices SET name = 'bob{raw}' WHERE name = 'bob'")
+    assert f"bob{raw}" in [r[0] for r in built.sql("SELECT name FROM voices")]
     for args in (["list"], ["search", "alice"], ["search", "alice", "--json"], ["compare", "alice", "carol"],
                  ["library", "check"], ["blend", "alice", "carol", "--name", "mix"]):
-        _rc, out, err = run_cli(capsys, [*args, "--library", root])
+        _rc, out, err = run_cli(capsys, built.cli(*args))
         bad = [c for c in out + err if c != "\n" and unicodedata.category(c)[0] == "C"]
         assert not bad, (args, bad, out, err)
 
