@@ -356,9 +356,10 @@ class Library:
         with the S3Gen reference and T3 prompt tokens of ``base`` (default: the base set when adding), which
         ``VoiceMetadata.hybrid`` reports.
         """
+        stored = self.store.voice(name)  # one read of the catalogue for the voice and its exaggeration
         voice = materialise.materialise(self.store, lambda: self.engine, name, variant=variant, base=base,
-                                        current=self._current_fingerprint)
-        stored_ex = self.store.info(name).exaggeration
+                                        current=self._current_fingerprint, stored=stored)
+        stored_ex = stored.info.exaggeration
         ex = check_exaggeration(exaggeration) if exaggeration is not None else stored_ex
         if voice.t3 is not None and ex is not None and voice.metadata.exaggeration != float(ex):
             voice = voice.with_exaggeration(float(ex))

@@ -63,16 +63,17 @@ def extract_kept(store: VoiceStore, engine: Computes, stored: StoredVoice, varia
 
 
 def materialise(store: VoiceStore, engine: Callable[[], Computes], name: str, *, variant: str | None,
-                base: str | None, current: CurrentFingerprint) -> Voice:
+                base: str | None, current: CurrentFingerprint, stored: StoredVoice | None = None) -> Voice:
     """Ready conditionals of ``name`` in ``variant`` (default its primary), at its stored exaggeration.
 
     ``conditionals`` voices load their file (no model); ``audio`` voices are extracted from the kept audio on
     first use and cached; ``embedding`` voices are rebuilt as a hybrid with ``base`` (default: the base set
-    when adding).  ``engine`` is called only when something must be computed.
+    when adding).  ``engine`` is called only when something must be computed; ``stored``: the voice as the
+    caller already read it (else read here).
     """
     from ..voice.voice import Voice
 
-    stored = store.voice(name)
+    stored = stored if stored is not None else store.voice(name)
     info = stored.info
     v = check_variant(variant) if variant is not None else info.variant
     if info.mode == "embedding":

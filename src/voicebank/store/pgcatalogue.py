@@ -304,12 +304,15 @@ class PgCatalogue:
         """A consistent read snapshot (``REPEATABLE READ READ ONLY``)."""
         psycopg, _ = _modules()
         with self._connection() as raw:
+            # the transaction's kind goes in psycopg's own BEGIN (a SET TRANSACTION would be one more round trip)
+            raw.isolation_level, raw.read_only = psycopg.IsolationLevel.REPEATABLE_READ, True
             try:
-                raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield PgConnection(raw)
             finally:
                 with contextlib.suppress(psycopg.Error):
                     raw.rollback()
+                with contextlib.suppress(psycopg.Error):
+                    raw.isolation_level, raw.read_only = None, None
 
     def generation(self) -> Generation:
         """A token that changes whenever the catalogue may have changed: after every write transaction of this

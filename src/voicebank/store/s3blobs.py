@@ -14,6 +14,9 @@ Credentials and the endpoint come from boto3's usual sources: ``AWS_ACCESS_KEY_I
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -229,13 +232,22 @@ class S3BlobStore:
         return data
 
     def _keep(self, cached: Path, data: bytes) -> None:
+        """Keep a read copy: renamed into place whole, but not fsynced (a copy a crash tears is caught by its
+        sha256 on the next read and fetched again), which would cost a cache miss a few milliseconds."""
+        tmp = None
         try:
-            from ..fileio import atomic_write
-
             cached.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(cached, lambda f: f.write(data))
+            fd, tmp = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".tmp", dir=cached.parent)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, cached)
+            tmp = None
         except OSError:  # a cache is an optimisation
             pass
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
     def verify(self, sha256: str, suffix: str, size: int | None = None) -> str | None:
         """``None`` when the object is present and intact, else what is wrong with it."""
