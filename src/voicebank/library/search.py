@@ -7,6 +7,7 @@ Scores are cohort-normalised (:class:`~voicebank.similarity.ScoreNormaliser`, AS
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -29,6 +30,7 @@ from ..similarity import (
 from ..similarity import blend as blend_vectors
 from ..store.records import NewVoice, VoiceInfo
 from ..store.store import VoiceStore
+from ..store.vectors import xvectors_by_name
 from .computes import Computes
 from .names import clean_tags
 from .results import Comparison, Match
@@ -119,8 +121,8 @@ def vectors_of(store: VoiceStore, engine: Computes | None, item: str | AudioSour
     """``(label, speaker_emb, xvector)`` of a voice name or an audio source (a name is looked up first; with
     ``names_only`` a string is only ever a voice name, never read as a file path)."""
     if isinstance(item, str):
-        if store.contains(item):
-            v = store.voice(item)
+        with contextlib.suppress(VoiceNotFoundError):
+            v = store.voice(item, suggest=False)
             return v.info.name, v.speaker_emb, v.xvector
         if names_only:
             store.voice(item)  # raises VoiceNotFoundError with suggestions
@@ -176,12 +178,13 @@ def search(store: VoiceStore, scoring: Scoring, engine: Computes | None, query: 
         return []
     norm = scoring.normaliser(engine, variant, duplicate_threshold=duplicate_threshold)
     ranked = scoring.index.rank(speaker, k=k, query_stats=_query_stats(norm, speaker), exclude=label, tag=tag)
+    with store.catalogue.read() as conn:  # one read for the matches' x-vectors
+        xvectors = xvectors_by_name(conn, ranked.names)
     out = []
     for name, score, cos in zip(ranked.names, ranked.scores, ranked.cosines, strict=True):
-        try:
-            x = store.voice(name).xvector
-        except VoiceNotFoundError:  # removed since the index last looked
+        if name not in xvectors:  # removed since the index last looked
             continue
+        x = xvectors[name]
         out.append(Match(name, float(score), float(cos),
                          cosine(xvector, x) if xvector is not None and x is not None else None))
     return out

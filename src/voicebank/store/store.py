@@ -92,11 +92,11 @@ class VoiceStore(Upkeep):
 
     # --- reading ---------------------------------------------------------------------------------------
 
-    def _row(self, conn: sqlite3.Connection, name: str) -> sqlite3.Row:
+    def _row(self, conn: sqlite3.Connection, name: str, suggest: bool = True) -> sqlite3.Row:
         name = nfc(name)
         row = conn.execute("SELECT * FROM voices WHERE name = ?", (name,)).fetchone()
         if row is None:
-            close = close_names(conn, name)
+            close = close_names(conn, name) if suggest else []
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; see `voicebank list`"
             raise VoiceNotFoundError(f"no voice named {name!r} in the library at {self.path}{hint}")
         return row
@@ -173,10 +173,11 @@ class VoiceStore(Upkeep):
                     log.warning("skipped voice %r: %s", name[:60], e)
         return out
 
-    def voice(self, name: str) -> StoredVoice:
-        """The voice called ``name``.  Raises :class:`~voicebank.errors.VoiceNotFoundError` (with suggestions)."""
+    def voice(self, name: str, *, suggest: bool = True) -> StoredVoice:
+        """The voice called ``name``.  Raises :class:`~voicebank.errors.VoiceNotFoundError` (with suggestions of
+        close names unless ``suggest`` is false)."""
         with self.catalogue.read() as conn:
-            return self._stored(conn, self._row(conn, name))
+            return self._stored(conn, self._row(conn, name, suggest))
 
     def info(self, name: str) -> VoiceInfo:
         """What the store holds about ``name``."""

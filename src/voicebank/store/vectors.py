@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..chatterbox import SPEAKER_EMB_DIM
+from ..chatterbox import SPEAKER_EMB_DIM, XVECTOR_DIM
 from .catalogue import Catalogue
+from .records import vec
 
 _ROW_SQL = ("SELECT id, name, speaker_emb, norm_mean, norm_std, norm_cohort FROM voices "
             "WHERE speaker_emb IS NOT NULL")
@@ -97,6 +98,18 @@ def rows_by_id(conn: sqlite3.Connection, ids: Sequence[int]) -> VectorRows:
         part = [int(i) for i in ids[start:start + _BATCH]]
         found += conn.execute(_ROW_SQL + f" AND id IN ({','.join('?' * len(part))})", part).fetchall()
     return _rows(sorted(found, key=lambda r: int(r["id"])))
+
+
+def xvectors_by_name(conn: sqlite3.Connection, names: Sequence[str]) -> dict[str, np.ndarray | None]:
+    """The (192,) x-vectors of the voices among ``names`` that exist (``None``: the voice has none, or it is
+    malformed), in one query per :data:`_BATCH` names rather than a read per voice."""
+    out: dict[str, np.ndarray | None] = {}
+    for start in range(0, len(names), _BATCH):
+        part = [str(n) for n in names[start:start + _BATCH]]
+        for row in conn.execute(f"SELECT name, xvector FROM voices WHERE name IN ({','.join('?' * len(part))})",
+                                part):
+            out[str(row[0])] = vec(row[1], XVECTOR_DIM)
+    return out
 
 
 def changed_since(conn: sqlite3.Connection, seq: int, *, limit: int) -> tuple[int, list[int] | None]:
