@@ -88,6 +88,7 @@ class Scoring:
         """How many cohorts this object has built (for tests and benchmarks)."""
         self._common: tuple[int, str | None] | None = None
         self._warned = False
+        self._made: tuple[CohortRecord, float, ScoreNormaliser] | None = None
 
     def normaliser(self, engine: Computes | None, variant: str, *, duplicate_threshold: float = DUPLICATE_THRESHOLD,
                    store_results: bool = False) -> ScoreNormaliser | None:
@@ -115,12 +116,20 @@ class Scoring:
             assert cohort is not None
             if store_results and cohort.id == IN_MEMORY:  # built by a search earlier: a write stores it now
                 cohort = self._store_cohort(cohort)
-            norm = ScoreNormaliser(cohort.vectors, top_k=cohort.top_k, exclude_above=cohort.exclude_above,
-                                   duplicate_threshold=duplicate_threshold)
+            norm = self._normaliser_of(cohort, duplicate_threshold)
             ids, means, stds = self.index.normalise(cohort.id, norm.statistics)
             if ids.size and store_results and cohort.id != IN_MEMORY:
                 self._save(lambda: save_stats(self._store.catalogue, cohort.id, ids, means, stds))
             return norm
+
+    def _normaliser_of(self, cohort: CohortRecord, duplicate_threshold: float) -> ScoreNormaliser:
+        """The normaliser of ``cohort``, made once per cohort (it normalises the cohort's vectors: ~1 ms)."""
+        made = self._made
+        if made is None or made[0] is not cohort or made[1] != duplicate_threshold:
+            norm = ScoreNormaliser(cohort.vectors, top_k=cohort.top_k, exclude_above=cohort.exclude_above,
+                                   duplicate_threshold=duplicate_threshold)
+            made = self._made = (cohort, duplicate_threshold, norm)
+        return made[2]
 
     @property
     def cohort_id(self) -> int | None:
