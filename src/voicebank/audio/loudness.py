@@ -64,12 +64,19 @@ def k_weighting_impulse(rate: int) -> np.ndarray:
     return x
 
 
+@lru_cache(maxsize=32)
+def _k_weighting_spectrum(rate: int, size: int) -> np.ndarray:
+    """The rfft of :func:`k_weighting_impulse` zero-padded to ``size`` (read-only: it is shared)."""
+    spectrum = np.fft.rfft(k_weighting_impulse(rate), size)
+    spectrum.flags.writeable = False
+    return spectrum
+
+
 def k_weight(wav: np.ndarray, rate: int) -> np.ndarray:
     """``wav`` (n,) through the K-weighting filter (causal, zero initial state): (n,) float64."""
-    h = k_weighting_impulse(rate)
     n = wav.shape[0]
-    size = 1 << (n + h.shape[0] - 1).bit_length()
-    out = np.fft.irfft(np.fft.rfft(wav.astype(np.float64), size) * np.fft.rfft(h, size), size)
+    size = 1 << (n + k_weighting_impulse(rate).shape[0] - 1).bit_length()
+    out = np.fft.irfft(np.fft.rfft(wav.astype(np.float64), size) * _k_weighting_spectrum(rate, size), size)
     return out[:n]
 
 
