@@ -1,8 +1,8 @@
 """``voicebank library copy SRC DST`` (issue 19): a library copied between a directory and a shared library
 (a real PostgreSQL + SeaweedFS from cluster_fixtures) both ways, voices of every mode (kept audio with a cached
-voice file, stored conditionals, an embedding with a base); interrupted (``--limit``) and resumed; verified
-(same voices, same file hashes, ``check`` clean on both); a name taken by another voice is a conflict, never
-overwritten."""
+voice file, stored conditionals, an embedding with a base); interrupted (``--limit``; SIGKILL of a copy of a few
+hundred voices in a process of its own, each way) and resumed; verified (same voices, same file hashes, ``check``
+clean on both); a name taken by another voice is a conflict, never overwritten."""
 
 from __future__ import annotations
 
@@ -117,3 +117,127 @@ def test_a_missing_source_is_refused(tmp_path, capsys):
     rc, _, err = run_cli(capsys, ["library", "copy", tmp_path / "nothing", tmp_path / "dst"])
     assert rc == 1 and "no library there" in err
     assert not (tmp_path / "nothing").exists() and not (tmp_path / "dst").exists()
+
+
+# --- killed (SIGKILL) mid-way in a process of its own, then run again ---------------------------------------
+
+
+def many_voices(root, n: int) -> list[str]:
+    """``n`` voices, a third of each mode: audio (every fourth with a cached voice file), conditionals (a voice
+    file each) and embeddings (every other one borrowing an audio voice's reference); their names, sorted."""
+    from dataclasses import replace
+
+    from store_backends import new_voice
+
+    rng = np.random.default_rng(19)
+    items = []
+    for i in range(n):
+        v = new_voice(f"v{i:04d}", 1000 + i, audio_bytes=6000, tags=(f"t{i % 5}",))
+        if i % 3 == 1:
+            v = replace(v, mode="conditionals", audio=None, source_sha256=None,
+                        voice_files={"english": (rng.bytes(5000), "fake-english")})
+        elif i % 3 == 2:
+            v = replace(v, mode="embedding", audio=None, base=f"v{i - 2:04d}" if i % 2 else None)
+        items.append((v, v.name, None))
+    with Library(root, engine=FakeEngine()) as lib:
+        ids = lib.store.insert_many(items, details=False)
+        for i, voice_id in enumerate(ids):
+            if i % 12 == 0:
+                lib.store.store_cache(voice_id, f"v{i:04d}", "english", rng.bytes(5000), "fake-english")
+        return lib.names()
+
+
+def visible(catalogue: str) -> int:
+    """How many voices another process sees committed in a catalogue (0 while there is none yet), read without
+    opening a library there (which would create one)."""
+    import sqlite3
+
+    if catalogue.startswith("postgresql://"):
+        import psycopg
+
+        try:
+            with psycopg.connect(catalogue) as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM voices").fetchone()[0])
+        except psycopg.Error:
+            return 0
+    try:
+        conn = sqlite3.connect(f"file:{catalogue}/catalogue.sqlite3?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT COUNT(*) FROM voices").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0
+
+
+def kill_mid_copy(args: list[str], destination: str, total: int, at: int) -> int:
+    """Run ``voicebank ARGS`` (a copy of ``total`` voices to ``destination``) in a process of its own and SIGKILL
+    it once ``at`` voices are there; how many are there after."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "voicebank.cli", *map(str, args)], env={**os.environ},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while visible(destination) < at and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, f"the copy ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    proc.stderr.close()
+    partial = visible(destination)
+    assert at <= partial < total, partial
+    return partial
+
+
+def assert_same_content(a: str, a_blobs: str | None, b: str, b_blobs: str | None) -> None:
+    """The same voices with the same signatures (files' sha256 included) and the same content objects, every
+    one's bytes hashing to its name; both libraries check clean, with no unreferenced file."""
+    from store_backends import Location
+
+    assert signatures(a, a_blobs) == signatures(b, b_blobs)
+    digests = []
+    for where in (Location(a, a_blobs), Location(b, b_blobs)):
+        listed = where.list_objects()
+        assert all(sha in name for name, sha in listed.items()), listed  # content-addressed: name = its hash
+        digests.append(sorted(listed.values()))
+        assert not where.temp_files()
+        with where.library() as lib:
+            report = lib.check()
+            assert report.problems == () and not report.unreferenced, report
+    assert digests[0] == digests[1]
+
+
+def resume(capsys, args: list[str], names: list[str], partial: int) -> None:
+    """Run the copy again to the end: each voice copied or skipped, exactly once; those there before skipped."""
+    rc, out, err = run_cli(capsys, [*args, "--json"])
+    report = json.loads(out)
+    assert rc == 0 and report["ok"], (err, report)
+    assert report["check"] == {"source": [], "destination": []}
+    assert sorted(report["copied"] + report["skipped"]) == names and len(report["skipped"]) == partial
+
+
+def test_a_copy_killed_mid_way_both_ways_is_resumed_exactly_once(tmp_path, shared_location, capsys):
+    src, pg, s3 = str(tmp_path / "src"), shared_location.catalogue, shared_location.blobs
+    names = many_voices(src, 150)
+    assert len(names) == 150
+    to_shared = ["library", "copy", src, pg, "--dest-blobs", s3]
+    partial = 0
+    for at in (len(names) // 6, len(names) // 2):  # killed, then killed again while resuming
+        partial = kill_mid_copy(to_shared, pg, len(names), max(at, partial + 1))
+    resume(capsys, to_shared, names, partial)
+    assert_same_content(src, None, pg, s3)
+    with Library(pg, blobs=s3) as lib:
+        assert lib.names() == names and len(lib) == len(names)
+
+    back = str(tmp_path / "back")
+    to_directory = ["library", "copy", pg, back, "--source-blobs", s3]
+    partial = 0
+    for at in (len(names) // 6, len(names) // 2):
+        partial = kill_mid_copy(to_directory, back, len(names), max(at, partial + 1))
+    resume(capsys, to_directory, names, partial)
+    assert_same_content(pg, s3, back, None)
+    assert signatures(back) == signatures(src)
