@@ -22,6 +22,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -52,6 +53,8 @@ POOL_WAIT_S = 3.0
 """The longest a read or write waits for a pooled connection before it fails with
 :class:`~voicebank.errors.LibraryUnavailableError` (the database does not answer, or every connection stayed busy):
 a request is answered 503 at once rather than held for the catalogue's ``timeout``."""
+FRESH_S = 1.0
+"""A pooled connection used this recently is handed out without the pool's round-trip check."""
 WAIT_SLICE_S = 0.25
 """A wait for a connection looks again at the generation watch (and for a pool replaced meanwhile) this often."""
 
@@ -108,6 +111,8 @@ class PgCatalogue:
         self._commits = itertools.count(1)
         self._commit_count = 0
         self._watch: GenerationWatch | None = None
+        self._used: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
+        """When a transaction last finished on each pooled connection (see :meth:`_check`)."""
 
     def __repr__(self) -> str:
         return f"PgCatalogue({self.path!r})"
@@ -165,11 +170,20 @@ class PgCatalogue:
                 pool = psycopg_pool.ConnectionPool(
                     self.url, min_size=1, max_size=self.pool_size, timeout=self.pool_wait_s, open=False,
                     kwargs={"connect_timeout": max(1, int(min(self.timeout, 30)))},
-                    check=psycopg_pool.ConnectionPool.check_connection, name="voicebank")
+                    check=self._check, name="voicebank")
                 with self._mapped():
                     pool.open(wait=False)
                 self._pool, self._pool_pid = pool, os.getpid()
             return self._pool
+
+    def _check(self, conn: Any) -> None:
+        """The pool's check of a connection it hands out: a round trip, unless a transaction finished on it
+        less than :data:`FRESH_S` ago (a server that went away since is the watch's to notice, and an error
+        on a dead connection is a 503 that drops it from the pool)."""
+        used = self._used.get(conn)
+        if used is None or time.monotonic() - used > FRESH_S:
+            _, psycopg_pool = _modules()
+            psycopg_pool.ConnectionPool.check_connection(conn)
 
     def connection(self) -> PgConnection:
         """A connection of this thread's own (autocommit), the schema migrated on first use.  The store's
@@ -272,6 +286,7 @@ class PgCatalogue:
         try:
             with self._mapped(), raw:
                 yield raw
+            self._used[raw] = time.monotonic()
         finally:
             pool.putconn(raw)
 
