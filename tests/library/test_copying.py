@@ -222,8 +222,8 @@ def resume(capsys, args: list[str], names: list[str], partial: int) -> None:
 
 def test_a_copy_killed_mid_way_both_ways_is_resumed_exactly_once(tmp_path, shared_location, capsys):
     src, pg, s3 = str(tmp_path / "src"), shared_location.catalogue, shared_location.blobs
-    names = many_voices(src, 150)
-    assert len(names) == 150
+    names = many_voices(src, 300)  # a few hundred, a third of each mode
+    assert len(names) == 300
     to_shared = ["library", "copy", src, pg, "--dest-blobs", s3]
     partial = 0
     for at in (len(names) // 6, len(names) // 2):  # killed, then killed again while resuming
