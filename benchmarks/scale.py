@@ -130,8 +130,10 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     t = time.perf_counter()
     lib = Library(root, engine=InstantEngine())
     opened = time.perf_counter() - t
+    run = time.time_ns() // 1_000_000 % 10**9 * 1_000  # this run's own clips and names (a --keep library has
+    # the voices of earlier runs)
     t = time.perf_counter()
-    lib.add(clip(0), name="first", mode="embedding", force=True)  # loads the index, builds and stores the cohort
+    lib.add(clip(run), name=f"first-{run}", mode="embedding", force=True)  # loads the index, stores the cohort
     first = time.perf_counter() - t
     rss = C.rss_mb()
     out: dict[str, Any] = {"voices": n, "open_ms": opened * 1e3, "first_add_s": first, "rss_mb": rss}
@@ -140,7 +142,7 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
         ready = neighbours.built.wait(3_600)
         out["graph_s"] = first + time.perf_counter() - t if ready else None
         out["rss_graph_mb"] = C.rss_mb()
-    counter = iter(range(1, 10 * repeat + 10))
+    counter = iter(range(run + 1, run + 10 * repeat + 10))
     names = [f"voice-{i:07d}" for i in np.random.default_rng(1).integers(0, n, size=repeat)]
 
     def timed(key: str, fn: Callable[[int], Any]) -> None:
@@ -156,7 +158,7 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     for check in (False, True):
         rows = IMPORT_ROWS[check]
         dataset = root.parent / f"import-{n}-{int(check)}"
-        write_dataset(dataset, rows, start=10_000_000 * (2 + int(check)))
+        write_dataset(dataset, rows, start=10_000_000 * (2 + int(check)) + 10 * run)
         t = time.perf_counter()
         results = import_dataset(lib, dataset, check_duplicates=check)
         elapsed = time.perf_counter() - t
