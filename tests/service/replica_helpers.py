@@ -23,7 +23,8 @@ class Replica:
     """``voicebank --blobs BLOBS serve --library CATALOGUE`` in a subprocess (its log in ``log``)."""
 
     def __init__(self, catalogue: str, blobs: str, weights: Path, tmp: Path, *args: str,
-                 keys_file: Path | None = None, port: int | None = None) -> None:
+                 keys_file: Path | bool | None = None, port: int | None = None) -> None:
+        """``keys_file``: default ``tmp/keys.json``; ``False``: none given (the keys in the catalogue)."""
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()  # a replica restarted in place: the port it had
         self.url = f"http://{HOST}:{self.port}"
@@ -33,11 +34,13 @@ class Replica:
         env["VOICEBANK_CACHE_DIR"] = str(tmp / "cache")  # each replica its own host's cache
         env.setdefault("OMP_NUM_THREADS", "1")
         env.pop("VOICEBANK_LIBRARY", None)
+        env.pop("VOICEBANK_KEYS_FILE", None)
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "voicebank.cli", "--blobs", blobs, "serve", "--host", HOST, "--port",
-                 str(self.port), "--library", catalogue, "--weights", str(weights), "--keys-file",
-                 str(keys_file or tmp / "keys.json"), "--log-format", "json", *args],
+                 str(self.port), "--library", catalogue, "--weights", str(weights),
+                 *([] if keys_file is False else ["--keys-file", str(keys_file or tmp / "keys.json")]),
+                 "--log-format", "json", *args],
                 stdout=out, stderr=out, env=env, cwd=str(tmp))
 
     def wait_ready(self, timeout: float = 180) -> Replica:

@@ -47,9 +47,10 @@ def one_line(rc: int, err: str, *needles: str) -> str:
 # --- start-up -------------------------------------------------------------------------------------------
 
 
-def test_a_shared_library_needs_a_keys_file(shared_location, capsys, golden_weights_dir):
-    rc, err = serve(capsys, shared_location.blobs, shared_location.catalogue, "--weights", golden_weights_dir)
-    one_line(rc, err, "--keys-file", "VOICEBANK_KEYS_FILE")
+def test_a_shared_library_without_keys_is_served_on_loopback_only(shared_location, capsys, golden_weights_dir):
+    rc, err = serve(capsys, shared_location.blobs, shared_location.catalogue, "--weights", golden_weights_dir,
+                    "--host", "0.0.0.0")
+    one_line(rc, err, "refusing to bind 0.0.0.0", "no API keys exist", "voicebank keys create")
 
 
 PREFLIGHT = {

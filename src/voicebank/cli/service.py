@@ -41,8 +41,8 @@ log = logging.getLogger("voicebank.service")
 
 KeysFileOpt = Annotated[Path | None, typer.Option(
     "--keys-file", envvar="VOICEBANK_KEYS_FILE", show_default=False,
-    help="API keys file (default: $VOICEBANK_KEYS_FILE, else service-keys.json in the library directory; a shared "
-    "library (postgresql://...) needs it given, the same file for every replica).")]
+    help="API keys file (default: $VOICEBANK_KEYS_FILE, else service-keys.json in the library directory; for a "
+    "shared library (postgresql://...), a table in its catalogue that every replica reads).")]
 
 keys_app = typer.Typer(name="keys", help="API keys of `voicebank serve`: create, list, revoke.", no_args_is_help=True)
 
@@ -123,14 +123,9 @@ def library_location(library: str | Path | None) -> Path | str:
 
 
 def _keystore(library: str | Path | None, keys_file: Path | None):  # -> KeyStore
-    from ..service.security import KeyStore
-    from ..service.settings import KEYS_FILE_NEEDED
-    from ..store.pgcatalogue import is_postgres_url
+    from ..service.keystores import open_keys
 
-    location = library_location(library)
-    if keys_file is None and is_postgres_url(location):
-        raise ServeError(KEYS_FILE_NEEDED)
-    return KeyStore(keys_file if keys_file is not None else Path(location) / "service-keys.json")
+    return open_keys(library_location(library), keys_file)
 
 
 def serve(
@@ -318,7 +313,7 @@ def keys_create(
         typer.echo(json.dumps({**rec.public(), "key": token}))
     else:
         typer.echo(token)
-        typer.echo(clean(f"key {rec.id} ({rec.scope}) for {name!r}, its hash written to {store.path}: keep the key "
+        typer.echo(clean(f"key {rec.id} ({rec.scope}) for {name!r}, its hash written to {store.where}: keep the key "
                          "now, it is not shown again"), err=True)
 
 

@@ -30,12 +30,12 @@ from ..settings import Settings
 from ..store.shared import SharedVoiceStore
 from . import errors
 from .cache import ConditionalsCache
+from .keystores import open_keys
 from .logs import request_id, startup_failure_logged
 from .metrics import Metrics
 from .revalidation import RevalidationMiddleware
 from .routers import audio, health, page, voices
 from .routers.page import STATIC
-from .security import KeyStore
 from .settings import ServiceSettings
 from .state import Service
 from .uploads import AuthGateMiddleware, BodyLimitMiddleware
@@ -120,7 +120,7 @@ def build_service(settings: ServiceSettings, library: Library | None = None) -> 
     remote = settings.executor == "ray"  # then a worker thread waits for each Ray actor, torch untouched here
     pool = ExtractionPool(settings.ray_workers if remote else settings.workers, settings.queue_size, metrics,
                           threads=None if remote else settings.threads)
-    keys = KeyStore(settings.keys_path(lib_path))
+    keys = open_keys(lib_path, settings.keys_file)
     service = Service(settings=settings, _library=library, cache=cache, pool=pool, keys=keys, metrics=metrics)
     metrics.gauge("voicebank_cache_bytes", "Bytes of conditionals held in the memory cache.", lambda: cache.bytes)
     metrics.gauge("voicebank_cache_budget_bytes", "Byte budget of the memory cache.", lambda: cache.budget_bytes)

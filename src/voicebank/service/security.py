@@ -72,6 +72,14 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def checked_key(item: dict[str, object]) -> ApiKey:
+    """A stored key record as read (``ValueError``/``TypeError`` when it is not one)."""
+    rec = ApiKey(**item)  # type: ignore[arg-type]
+    if rec.scope not in SCOPES:
+        raise ValueError(f"unknown scope {rec.scope!r}")
+    return rec
+
+
 def split_key(token: str) -> tuple[str, str] | None:
     """``(id, secret)`` of a well-formed key, else ``None``."""
     if not token.startswith(PREFIX):
@@ -84,58 +92,78 @@ def split_key(token: str) -> tuple[str, str] | None:
 
 
 class KeyStore:
-    """The keys file of one service.  Thread-safe; re-reads the file when another process changed it."""
+    """The keys file of one service.  Thread-safe; re-reads the file when another process changed it.
+
+    Subclasses keep the keys elsewhere by overriding :meth:`_read_all`, :meth:`_stamp_now` and :meth:`_put`
+    (:class:`~voicebank.service.keystores.CatalogueKeyStore`: a shared library's catalogue)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
         self._keys: dict[str, ApiKey] = {}
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: object = None
         self._checked = 0.0
         self._load()
 
-    def _file_stamp(self) -> tuple[int, int] | None:
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r})"
+
+    @property
+    def where(self) -> str:
+        """Where the keys are kept, for messages."""
+        return str(self.path)
+
+    # --- storage (the keys file) -------------------------------------------------------------------------
+
+    def _stamp_now(self) -> object:
+        """A value that changes when the stored keys may have changed (the file's time and size)."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
             return None
         return st.st_mtime_ns, st.st_size
 
-    def _load(self) -> None:
-        stamp = self._file_stamp()
+    def _read_all(self) -> dict[str, ApiKey]:
+        """Every stored key (:class:`ApiKeyError` when they cannot be read)."""
         keys: dict[str, ApiKey] = {}
-        if stamp is not None:
-            try:
-                raw = json.loads(self.path.read_text("utf-8"))
-                for item in raw.get("keys", []):
-                    k = ApiKey(**item)
-                    if k.scope not in SCOPES:
-                        raise ValueError(f"unknown scope {k.scope!r}")
-                    keys[k.id] = k
-            except (OSError, ValueError, TypeError) as e:
-                raise ApiKeyError(f"{self.path}: unreadable API keys file ({e}); fix or remove it") from e
-        self._keys, self._stamp, self._checked = keys, stamp, time.monotonic()
+        if self._stamp_now() is None:
+            return keys
+        try:
+            raw = json.loads(self.path.read_text("utf-8"))
+            for item in raw.get("keys", []):
+                keys[item["id"]] = checked_key(item)
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise ApiKeyError(f"{self.path}: unreadable API keys file ({e}); fix or remove it") from e
+        return keys
+
+    def _put(self, rec: ApiKey) -> None:
+        """Store ``rec`` (new, or a revoked key's new record) with the keys read last."""
+        keys = {**self._keys, rec.id: rec}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        data = json.dumps({"format_version": 1, "keys": [asdict(k) for k in keys.values()]}, indent=2).encode()
+        atomic_write(self.path, lambda f: f.write(data))
+        os.chmod(self.path, 0o600)
+        self._keys = keys
+
+    # --- the keys in memory ------------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        stamp = self._stamp_now()
+        self._keys, self._stamp, self._checked = self._read_all(), stamp, time.monotonic()
 
     def _refresh(self) -> None:
         if time.monotonic() - self._checked < RELOAD_INTERVAL_S:
             return
-        if self._file_stamp() != self._stamp:
-            try:
+        before = self._keys
+        try:
+            if self._stamp_now() != self._stamp:
                 self._load()
-                log.info("API keys reloaded from %s (%d active)", self.path,
-                         sum(k.active for k in self._keys.values()))
-            except ApiKeyError as e:  # keep serving with the keys we had rather than locking everyone out
-                log.error("%s", e)
-                self._checked = time.monotonic()
-        else:
-            self._checked = time.monotonic()
-
-    def _save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        data = json.dumps({"format_version": 1, "keys": [asdict(k) for k in self._keys.values()]}, indent=2).encode()
-        atomic_write(self.path, lambda f: f.write(data))
-        os.chmod(self.path, 0o600)
-        self._stamp, self._checked = self._file_stamp(), time.monotonic()
+                if self._keys != before:
+                    log.info("API keys reloaded from %s (%d active)", self.where,
+                             sum(k.active for k in self._keys.values()))
+        except VoicebankError as e:  # keep serving with the keys we had rather than locking everyone out
+            log.error("API keys not reloaded, the last ones read still hold: %s", e)
+        self._checked = time.monotonic()
 
     def active(self) -> list[ApiKey]:
         """The keys not revoked."""
@@ -169,8 +197,8 @@ class KeyStore:
             while key_id in self._keys:
                 key_id = secrets.token_hex(4)
             rec = ApiKey(key_id, name, cast(Scope, scope), _hash(secret), _now())
-            self._keys[key_id] = rec
-            self._save()
+            self._put(rec)
+            self._stamp, self._checked = self._stamp_now(), time.monotonic()
         return rec, f"{PREFIX}{key_id}_{secret}"
 
     def revoke(self, key_id: str) -> ApiKey:
@@ -182,8 +210,8 @@ class KeyStore:
                 raise ApiKeyError(f"no API key with id {key_id!r}; `voicebank keys list` shows them")
             if rec.active:
                 rec = ApiKey(**{**asdict(rec), "revoked_at": _now()})
-                self._keys[key_id] = rec
-                self._save()
+                self._put(rec)
+                self._stamp, self._checked = self._stamp_now(), time.monotonic()
             return rec
 
     def verify(self, token: str) -> ApiKey | None:

@@ -7,14 +7,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..errors import InvalidOptionError
 from ..store.pgcatalogue import is_postgres_url as is_shared_location
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 """Hosts that only this machine can reach: the only ones the service binds to while no API key exists."""
-KEYS_FILE_NEEDED = ("a shared library (postgresql://...) has no directory to keep the API keys file in: pass "
-                    "--keys-file PATH (or set VOICEBANK_KEYS_FILE), the same file for every replica")
-"""The refusal of a shared library without a keys file."""
 
 
 class ServiceSettings(BaseModel):
@@ -59,8 +55,8 @@ class ServiceSettings(BaseModel):
     body_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
     """Longest wait for the next piece of a request body (a stalled upload is answered 408 and dropped)."""
     keys_file: Path | None = None
-    """API keys file (default ``service-keys.json`` in the library directory; a shared library has no directory,
-    so it needs one given: every replica reads the same keys)."""
+    """API keys file (default: ``service-keys.json`` in the library directory; for a shared library, a table in
+    its catalogue, which every replica reads)."""
     require_keys: bool = False
     """Ask for an API key even while the keys file is empty (``voicebank serve`` sets it off loopback)."""
     cors_origins: tuple[str, ...] = ()
@@ -84,11 +80,3 @@ class ServiceSettings(BaseModel):
     def shared(self) -> bool:
         """Whether the library is a shared one (a ``postgresql://`` catalogue)."""
         return is_shared_location(self.library)
-
-    def keys_path(self, library_path: Path | str) -> Path:
-        """Where the API keys live for a library at ``library_path``; a shared library's must be given."""
-        if self.keys_file is not None:
-            return self.keys_file
-        if is_shared_location(library_path):
-            raise InvalidOptionError(KEYS_FILE_NEEDED)
-        return Path(library_path) / "service-keys.json"
