@@ -32,6 +32,16 @@ def _one_thread_for_service_tests():
 
 
 @pytest.fixture
+def shared_env(monkeypatch):
+    """No progress bars, no Hugging Face network, and none of the user's library, bucket, weights or keys file:
+    the shared-library tests name each of them."""
+    monkeypatch.setenv("VOICEBANK_NO_PROGRESS", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name in ("VOICEBANK_LIBRARY", "VOICEBANK_BLOBS", "VOICEBANK_WEIGHTS", "VOICEBANK_KEYS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
 def server_factory(tmp_path, golden_weights_dir, service_extractor) -> Iterator:
     """``start(**settings)``: a live server on a fresh library (stopped at the end of the test)."""
     started: list[ThreadServer] = []

@@ -14,13 +14,7 @@ from cluster_fixtures import SharedLocation, postgres_cluster, restart_postgres,
 from faults import build_library
 from replica_helpers import Replica, until
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv("VOICEBANK_NO_PROGRESS", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("VOICEBANK_LIBRARY", "VOICEBANK_BLOBS", "VOICEBANK_WEIGHTS", "VOICEBANK_KEYS_FILE"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("shared_env")
 
 
 def test_database_down_is_503_with_retry_after_and_the_replica_recovers_without_a_restart(

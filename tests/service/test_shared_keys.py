@@ -12,13 +12,7 @@ import pytest
 from faults import assert_one_line_error, build_library, run_cli
 from replica_helpers import Replica, until
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv("VOICEBANK_NO_PROGRESS", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("VOICEBANK_LIBRARY", "VOICEBANK_BLOBS", "VOICEBANK_WEIGHTS", "VOICEBANK_KEYS_FILE"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("shared_env")
 
 
 def keys(capsys, catalogue: str, *args: str) -> tuple[int, str, str]:

@@ -15,13 +15,7 @@ from faults import build_library, clip
 from replica_helpers import Replica, until
 from service_helpers import wav_bytes
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch):
-    monkeypatch.setenv("VOICEBANK_NO_PROGRESS", "1")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    for name in ("VOICEBANK_LIBRARY", "VOICEBANK_BLOBS", "VOICEBANK_WEIGHTS", "VOICEBANK_KEYS_FILE"):
-        monkeypatch.delenv(name, raising=False)
+pytestmark = pytest.mark.usefixtures("shared_env")
 
 
 def serve(capsys, blobs: str, catalogue: str, *args: object) -> tuple[int, str]:
