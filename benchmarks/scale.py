@@ -141,6 +141,10 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     if neighbours is not None and n >= neighbours.ann_from:  # --ann: wait for the graph (loaded, or built)
         ready = neighbours.built.wait(3_600)
         out["graph_s"] = first + time.perf_counter() - t if ready else None
+        from voicebank.library import neighbours as graphs
+
+        for thread in list(graphs._BUILDERS):  # the build's copy of the vectors goes with its thread
+            thread.join()
         out["rss_graph_mb"] = C.rss_mb()
     counter = iter(range(run + 1, run + 10 * repeat + 10))
     names = [f"voice-{i:07d}" for i in np.random.default_rng(1).integers(0, n, size=repeat)]
