@@ -151,7 +151,11 @@ class PgCatalogue:
         try:
             yield
         except (psycopg.Error, psycopg_pool.PoolTimeout) as e:
-            raise self.error(e) from e
+            error = self.error(e)
+            watch = self._watch
+            if watch is not None and isinstance(error, LibraryUnavailableError) and isinstance(e, psycopg.Error):
+                watch.report(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+            raise error from e
 
     # --- connections -------------------------------------------------------------------------------------
 

@@ -98,6 +98,15 @@ class GenerationWatch:
                 with contextlib.suppress(Exception):
                     conn.close()
         self.polls += 1
+        self._set(value, problem)
+        return problem is None
+
+    def report(self, problem: str) -> None:
+        """A transaction of this process lost its connection: the database is down until a poll reads the
+        generation again (so the replica stops answering from memory at once, not at the next poll)."""
+        self._set(0, problem)
+
+    def _set(self, value: int, problem: str | None) -> None:
         with self._lock:
             was_up = self._problem is None
             self._problem = problem
@@ -110,7 +119,6 @@ class GenerationWatch:
                 log.error("the library catalogue at %s cannot be reached: %s", self.where, problem)
             if self._on_change is not None:
                 self._on_change(problem is None)
-        return problem is None
 
     def start(self) -> GenerationWatch:
         """Read once now, then keep reading in a daemon thread (idempotent)."""
