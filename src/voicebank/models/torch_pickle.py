@@ -233,8 +233,9 @@ def load_state(path: Path, *, bfloat16_bits: bool = False) -> Any:
             return _load_legacy(f, bfloat16_bits)
     except WeightsError as e:
         raise WeightsError(f"cannot read checkpoint {path}: {e}") from None
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError,
-            struct.error, zipfile.BadZipFile) as e:
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+            OverflowError, MemoryError, RecursionError, struct.error, zipfile.BadZipFile) as e:
+        # (what pickle raises on arbitrary bytes: e.g. OverflowError for a string length of 2^63)
         raise WeightsError(f"cannot read checkpoint {path}: {e}; it must be a torch state dict of tensors") from e
 
 
