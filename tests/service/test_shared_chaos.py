@@ -30,6 +30,8 @@ from faults import build_library
 from proxy_helpers import Proxy, upload
 from replica_helpers import Replica, until
 
+CUT_OFF = frozenset({"502", "RemoteProtocolError", "ReadError"})
+"""What a request in flight on the replica killed with kill -9 may come to through nginx."""
 UPLOADERS = 6
 READERS = 4
 STUCK_S = 10.0
@@ -192,10 +194,11 @@ def test_kill_a_replica_restart_postgres_and_the_object_store_under_load(golden_
             assert not stuck, f"requests stuck during the outages: {stuck}"
             bad = [(round(at - t0, 1), what) for at, what in clients.when if not what.endswith(" 503")]
             print(f"5xx other than 503 and connection errors (s after the kill): {bad}")
-            # the only 5xx but the deliberate 503: nginx's 502 for what was in flight on the killed replica
-            assert all(what.endswith(" 502") and at - t0 < 2 for at, what in bad), bad
+            # the only 5xx but the deliberate 503: what was in flight on the killed replica, answered 502 by nginx,
+            # or cut off (a response it had begun to pass on when the replica died: nginx can only close it)
+            assert all(what.split()[1] in CUT_OFF and at - t0 < 2 for at, what in bad), bad
             assert statuses["upload 503"] > 0 and statuses["read 503"] > 0, statuses  # the outages were seen
-            assert {k.split()[1] for k in statuses} <= {"200", "201", "409", "429", "502", "503"}, statuses
+            assert {k.split()[1] for k in statuses} <= {"200", "201", "409", "429", "503", *CUT_OFF}, statuses
             assert any(when > t_s3_back for when in clients.acknowledged.values())  # writes work again
             assert all(not what.startswith("409") for what in clients.unacknowledged.values())
 
