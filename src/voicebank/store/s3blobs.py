@@ -57,8 +57,9 @@ def _client() -> Any:
     except ImportError as e:
         raise MissingDependencyError("a library in an object store needs boto3: pip install 'voicebank[s3]'") from e
     # the endpoint (AWS_ENDPOINT_URL), region and credentials: boto3's own sources (botocore >= 1.31)
+    # three attempts: a store that is down is a 503 within about 3 s of backoff, not 15 s of it
     return boto3.session.Session().client(
-        "s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+        "s3", config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                       max_pool_connections=32))
 
 
