@@ -237,6 +237,10 @@ def seaweed_s3() -> Iterator[S3Server]:
             process = subprocess.Popen(
                 [weed, "mini", f"-dir={base / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.config={config}",
                  "-admin.ui=false", "-webdav=false", "-master.telemetry=false",
+                 # a fixed volume count of small volumes: left to itself, weed mini sizes its capacity from the free
+                 # disk (free space / 128 MB), and on a nearly full disk that is fewer volumes than a handful of
+                 # buckets need (each bucket grows volumes of its own), so every write fails
+                 "-volume.max=400", "-master.volumeSizeLimitMB=16",
                  *(f"-{name}={port}" for name, port in ports.items())],
                 stdout=out, stderr=subprocess.STDOUT, cwd=base, start_new_session=True)
         server = S3Server(f"http://127.0.0.1:{ports['s3.port']}", S3_KEY, S3_SECRET, process,
