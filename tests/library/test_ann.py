@@ -4,43 +4,19 @@ reflects and caught up from it, rebuilt from a damaged or foreign file, and abse
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from vector_fixtures import REAL, clustered, fill_vectors
 from voicebank.errors import MissingDependencyError
 from voicebank.library import ann
 from voicebank.library.index import VoiceIndex, unit_rows
 from voicebank.similarity import ScoreNormaliser
-from voicebank.store.store import VoiceStore, now, vec_bytes
 
-REAL = Path(__file__).resolve().parents[1] / "data" / "ann" / "embeddings.npy"
 WAIT = 300
-
-
-def fill_vectors(root: Path, vectors: np.ndarray, *, start: int = 0) -> VoiceStore:
-    """Voices ``voice-<start + i>`` with these speaker embeddings, written straight into the catalogue."""
-    store = VoiceStore(root)
-    stamp = now()
-    x192 = np.zeros(192, dtype=np.float32)
-    with store.catalogue.write() as conn:
-        conn.executemany(
-            "INSERT INTO voices (name, mode, variant, exaggeration, source_sha256, duration, sample_rate, channels, "
-            "speaker_emb, xvector, weights_fingerprint, added_at, inspection) "
-            "VALUES (?, 'embedding', 'english', 0.5, ?, 5.0, 16000, 1, ?, ?, 'fp', ?, ?)",
-            ((f"voice-{start + i:07d}", f"{start + i:064x}", vec_bytes(v.astype(np.float32)), vec_bytes(x192),
-              stamp, json.dumps({})) for i, v in enumerate(vectors)))
-    return store
-
-
-def clustered(n: int, seed: int) -> np.ndarray:
-    """Clustered unit rows: speakers at cosine ~0.5, ten rows each (for the tests that need no real speech)."""
-    rng = np.random.default_rng(seed)
-    speakers = unit_rows(1.0 + 0.06 * 16 * rng.standard_normal((n // 10 + 1, 256)))
-    return unit_rows(np.repeat(speakers, 10, axis=0)[:n] + 0.03 * rng.standard_normal((n, 256)))
 
 
 def ready(index: VoiceIndex) -> VoiceIndex:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,27 +32,11 @@ from ..store.vectors import (
     rows_by_id,
     tagged_ids,
 )
-from . import ann
+from . import ann, bfloat16
 from .neighbours import Neighbours
+from .ranked import Ranked, cosines64, top_candidates, unit_rows
 
 MIN_CAPACITY = 256
-
-
-@dataclass(frozen=True)
-class Ranked:
-    """Rows of the index ranked against a query: names, normalised scores (raw cosines when there are no
-    statistics) and raw cosines, best first."""
-
-    names: list[str]
-    scores: np.ndarray
-    cosines: np.ndarray
-
-
-def unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (float32); zero rows stay zero."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return np.divide(x, norms, out=np.zeros_like(x), where=norms > 0)
 
 
 class VoiceIndex:
@@ -74,7 +57,9 @@ class VoiceIndex:
         self._size = 0
         self._ids = np.zeros(0, dtype=np.int64)
         self._names: list[str] = []
-        self._unit = np.zeros((0, SPEAKER_EMB_DIM), dtype=np.float32)
+        self._unit = np.zeros((0, SPEAKER_EMB_DIM), dtype=np.float32)  # bfloat16 bits (uint16) when _bf16
+        self._bf16 = False
+        self._gain_max = 0.0
         self._means = np.zeros(0)
         self._stds = np.zeros(0)
         self._cohort = np.zeros(0, dtype=np.int64)
@@ -85,6 +70,7 @@ class VoiceIndex:
         self._by_name: dict[str, int] = {}
         self._checked: tuple[int | None, int] = (None, 0)  # (cohort, rows) whose statistics normalise() checked
         self.rows_read = 0
+        self.rows_rescored = 0
         self.neighbours = self._neighbours(store, Settings.from_env().ann_from if ann_from is None else ann_from)
 
     def _neighbours(self, store: VoiceStore, ann_from: int | None) -> Neighbours | None:
@@ -102,21 +88,51 @@ class VoiceIndex:
             return len(self._row_of)
 
     @property
+    def bf16(self) -> bool:
+        """Whether the rows are kept as bfloat16 (half the memory; from the approximate index's size on, see
+        :mod:`.bfloat16`).  Scores are float32 either way: the rows a search keeps are read again from the
+        catalogue (counted in ``rows_rescored``)."""
+        return self._bf16
+
+    @property
     def seq(self) -> int:
         """The ``vector_log`` sequence number the index reflects (-1: nothing loaded yet)."""
         return self._seq
 
     def live(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, unit vectors)`` of every live voice, in row order (copies)."""
+        """``(ids, unit vectors)`` of every live voice, in row order (copies; to bfloat16 precision when
+        :attr:`bf16`)."""
         with self._lock:
             rows = np.flatnonzero(self._alive[: self._size])
-            return self._ids[rows].copy(), self._unit[rows].copy()
+            return self._ids[rows].copy(), self._f32(rows)
 
     def rows_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, unit vectors)`` of the live voices among ``ids``."""
+        """``(ids, unit vectors)`` of the live voices among ``ids`` (to bfloat16 precision when :attr:`bf16`)."""
         with self._lock:
             rows = np.array([r for i in ids if (r := self._row_of.get(int(i))) is not None], dtype=np.int64)
-            return self._ids[rows].copy(), self._unit[rows].copy()
+            return self._ids[rows].copy(), self._f32(rows)
+
+    def _f32(self, rows: np.ndarray) -> np.ndarray:
+        """The unit vectors of ``rows`` (a copy), float32 (to bfloat16 precision when :attr:`bf16`)."""
+        return bfloat16.from_bf16(self._unit[rows]) if self._bf16 else self._unit[rows]
+
+    def _exact_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The float32 unit vectors of ``rows``: as kept, or (:attr:`bf16`) read again from the catalogue (one
+        query per 500 rows; a voice changed or removed since the last refresh keeps its row as kept)."""
+        if not self._bf16:
+            return self._unit[rows]
+        out = self._f32(rows)
+        ids = self._ids[rows]
+        if ids.size:
+            with self._store.catalogue.read() as conn:
+                got = rows_by_id(conn, ids.tolist())
+            self.rows_rescored += len(got)
+            if len(got):
+                found = np.asarray(got.ids, dtype=np.int64)
+                at = np.searchsorted(found, ids).clip(0, found.size - 1)
+                hit = found[at] == ids
+                out[hit] = unit_rows(got.vectors)[at[hit]]
+        return out
 
     # --- keeping current -------------------------------------------------------------------------------
 
@@ -165,6 +181,9 @@ class VoiceIndex:
             self._compact()
 
     def _reserve(self, n: int) -> None:
+        if not self._bf16 and self.neighbours is not None and n >= self.neighbours.ann_from:
+            self._unit = bfloat16.to_bf16(self._unit)  # from the graph's size on: half the memory (once)
+            self._bf16 = True
         capacity = self._ids.shape[0]
         if n <= capacity:
             return
@@ -183,7 +202,8 @@ class VoiceIndex:
         start, n = self._size, len(rows)
         end = start + n
         self._ids[start:end] = rows.ids
-        self._unit[start:end] = unit_rows(rows.vectors)
+        unit = unit_rows(rows.vectors)
+        self._unit[start:end] = bfloat16.to_bf16(unit) if self._bf16 else unit
         self._means[start:end] = rows.means
         self._stds[start:end] = rows.stds
         self._cohort[start:end] = rows.cohorts
@@ -220,15 +240,21 @@ class VoiceIndex:
             offset = -self._means[rows] * gain
         usable = np.isfinite(gain) & np.isfinite(offset) & self._alive[rows]
         self._gain[rows] = np.where(usable, gain, 0.0)
+        self._gain_max = max(self._gain_max, float(self._gain[rows].max(initial=0.0)))  # a bound, never lowered
         self._offset[rows] = np.where(usable, offset, -np.inf)
 
     # --- statistics --------------------------------------------------------------------------------------
 
-    def vectors(self) -> tuple[list[str], np.ndarray]:
-        """``(names, unit vectors (n, 256))`` of every voice, sorted by name (what a cohort is sampled from)."""
+    def vectors(self, limit: int | None = None) -> tuple[list[str], np.ndarray]:
+        """``(names, float32 unit vectors (n, 256))`` of every voice sorted by name, or of ``limit`` of them
+        evenly spaced in that order (:func:`~voicebank.cohort.select_cohort`'s choice): what a cohort is taken
+        from."""
         with self._lock:
             rows = sorted(self._row_of.values(), key=lambda r: self._names[r])
-            return [self._names[r] for r in rows], self._unit[rows].copy()
+            if limit is not None and len(rows) > limit:
+                rows = [rows[k] for k in np.linspace(0, len(rows) - 1, limit).round().astype(int)]
+            picked = np.asarray(rows, dtype=np.int64)
+            return [self._names[r] for r in rows], self._exact_rows(picked)
 
     def normalise(self, cohort_id: int, statistics: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -242,7 +268,11 @@ class VoiceIndex:
             self._checked = (cohort_id, self._size)
             if stale.size == 0:
                 return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0)
-            means, stds = statistics(self._unit[stale])
+            if self._bf16:  # from float32 rows, read again a chunk at a time
+                parts = [statistics(self._exact_rows(stale[s: s + 65_536])) for s in range(0, stale.size, 65_536)]
+                means, stds = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            else:
+                means, stds = statistics(self._unit[stale])
             self._means[stale], self._stds[stale], self._cohort[stale] = means, stds, cohort_id
             self._set_affine(stale)
             return self._ids[stale].copy(), np.asarray(means), np.asarray(stds)
@@ -283,31 +313,50 @@ class VoiceIndex:
             graph = self.neighbours.usable() if self.neighbours is not None and tag is None else None
             if graph is not None:
                 rows = self._near(graph.search(q[None, :], ann.candidates_for(k))[0], query_stats, exclude)
-                return self._exact(rows, q, self._unit[rows] @ q, query_stats, k=k, at_least=at_least,
-                                   also_if_cosine=also_if_cosine)
-            cos = self._unit[:n] @ q  # float32: the one pass over the index
-            if query_stats is not None:
-                mq, sq = float(query_stats[0]), float(query_stats[1])
-                score = cos * (self._gain[:n] + np.float32(0.5 / sq))
-                score += self._offset[:n]  # -inf: dead rows and rows without statistics
-                score -= np.float32(0.5 * mq / sq)
-            else:
-                score = np.where(self._alive[:n], cos, np.float32(-np.inf))
+                if self._bf16:  # the bfloat16 rows choose among the candidates, the float32 rows score
+                    cos = self._f32(rows) @ q
+                    rows = rows[self._keep(self._scores(rows, cos, query_stats), cos, query_stats, k=k,
+                                           at_least=at_least, also_if_cosine=also_if_cosine)]
+                return self._exact(rows, q, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
+            cos = bfloat16.cosines(self._unit[:n], q) if self._bf16 else self._unit[:n] @ q  # the one pass
+            score = self._scores(slice(0, n), cos, query_stats)
             if exclude and (row := self._by_name.get(exclude)) is not None:
                 score[row] = -np.inf
             if tag is not None:
                 with self._store.catalogue.read() as conn:
                     score[~np.isin(self._ids[:n], tagged_ids(conn, tag))] = -np.inf
-            slack = np.float32(1e-3 * (1.0 + np.abs(score[np.isfinite(score)]).max(initial=0.0)))
-            if at_least is not None:
-                hit = score >= at_least - slack
-                if also_if_cosine is not None:
-                    hit |= (cos >= also_if_cosine - 1e-3) & np.isfinite(score)
-                candidates = np.flatnonzero(hit)
-            else:
-                candidates = _top_candidates(score, k + 16, slack)
-            return self._exact(candidates, q, cos[candidates], query_stats, k=k, at_least=at_least,
-                               also_if_cosine=also_if_cosine)
+            rows = self._keep(score, cos, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
+            return self._exact(rows, q, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
+
+    def _scores(self, rows: slice | np.ndarray, cos: np.ndarray, query_stats: tuple[float, float] | None,
+                ) -> np.ndarray:
+        """float32 scores of ``rows`` from their cosines ``cos`` (-inf: dead, or no statistics to normalise)."""
+        if query_stats is None:
+            return np.where(self._alive[rows], cos, np.float32(-np.inf))
+        mq, sq = float(query_stats[0]), float(query_stats[1])
+        score = cos * (self._gain[rows] + np.float32(0.5 / sq))
+        score += self._offset[rows]  # -inf: dead rows and rows without statistics
+        score -= np.float32(0.5 * mq / sq)
+        return score
+
+    def _keep(self, score: np.ndarray, cos: np.ndarray, query_stats: tuple[float, float] | None, *, k: int,
+              at_least: float | None, also_if_cosine: float | None) -> np.ndarray:
+        """Positions in ``score`` that may be among the ``k`` best (or reach ``at_least``, or ``also_if_cosine``
+        by cosine) once scored exactly: within float32 rounding, and within what :data:`~.bfloat16.COSINE_ERROR`
+        moves a score when the cosines come from bfloat16 rows."""
+        finite = np.isfinite(score)
+        slack = 1e-3 * (1.0 + float(np.abs(score[finite]).max(initial=0.0)))
+        cos_slack = 1e-3
+        if self._bf16:
+            cos_slack += bfloat16.COSINE_ERROR
+            gain = 1.0 if query_stats is None else self._gain_max + 0.5 / float(query_stats[1])
+            slack += bfloat16.COSINE_ERROR * gain
+        if at_least is None:
+            return top_candidates(score, k + 16, np.float32(slack))
+        hit = score >= at_least - slack
+        if also_if_cosine is not None:
+            hit |= (cos >= also_if_cosine - cos_slack) & finite
+        return np.flatnonzero(hit)
 
     def _near(self, ids: np.ndarray, query_stats: object, exclude: str = "") -> np.ndarray:
         """The rows of voice ``ids`` the approximate index returned, less those a search leaves out."""
@@ -317,11 +366,11 @@ class VoiceIndex:
             rows = rows[rows != row]
         return rows
 
-    def _exact(self, rows: np.ndarray, q: np.ndarray, cos: np.ndarray, query_stats: tuple[float, float] | None, *,
-               k: int, at_least: float | None, also_if_cosine: float | None) -> Ranked:
-        """The ``k`` best of a few candidate ``rows`` (float32 cosines ``cos``) scored in float64 (the float32
-        pass only chose them)."""
-        c = np.asarray(cos, dtype=np.float64)
+    def _exact(self, rows: np.ndarray, q: np.ndarray, query_stats: tuple[float, float] | None, *, k: int,
+               at_least: float | None, also_if_cosine: float | None) -> Ranked:
+        """The ``k`` best of a few candidate ``rows``, their cosines and scores computed in float64 from the
+        float32 rows (the first pass only chose them), so every path gives a row the same score."""
+        c = cosines64(self._exact_rows(rows), q)
         if query_stats is not None:
             mq, sq = query_stats
             score = 0.5 * ((c - mq) / sq + (c - self._means[rows]) / self._stds[rows])
@@ -355,17 +404,23 @@ class VoiceIndex:
                 for b, ids in enumerate(graph.search(q, ann.candidates_for(k))):
                     stats = None if query_stats is None else (float(query_stats[0][b]), float(query_stats[1][b]))
                     rows = self._near(ids, stats)
-                    out.append(self._exact(rows, q[b], self._unit[rows] @ q[b], stats, k=k, at_least=at_least,
-                                           also_if_cosine=also_if_cosine))
+                    if self._bf16:
+                        cos = self._f32(rows) @ q[b]
+                        rows = rows[self._keep(self._scores(rows, cos, stats), cos, stats, k=k, at_least=at_least,
+                                               also_if_cosine=also_if_cosine)]
+                    out.append(self._exact(rows, q[b], stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine))
                 return out
             n = self._size
             mq = sq = None
             if query_stats is not None:
                 mq, sq = (np.asarray(a, dtype=np.float64) for a in query_stats)
-            slack = 1e-3  # float32 first, then the few rows near the cut-off scored again as rank() scores them
+            # float32 (or bfloat16) first, then the few rows near the cut-off scored again as rank() scores them
+            slack = 1e-3 + (bfloat16.COSINE_ERROR if self._bf16 else 0.0)
+            near: list[tuple[int, int, float]] = []  # (row, query, loose cosine)
             for start in range(0, n, block):
                 end = min(n, start + block)
-                cos32 = self._unit[start:end] @ q.T  # (rows, B)
+                part = self._unit[start:end]
+                cos32 = bfloat16.cosines(part, q.T) if self._bf16 else part @ q.T  # (rows, B)
                 if mq is not None and sq is not None:
                     mi, si = self._means[start:end, None], self._stds[start:end, None]
                     loose = 0.5 * ((cos32 - mq[None, :].astype(np.float32)) / sq[None, :].astype(np.float32)
@@ -377,39 +432,27 @@ class VoiceIndex:
                 if also_if_cosine is not None:
                     hit |= cos32 >= also_if_cosine - slack
                 hit &= self._alive[start:end, None]
-                for r, b in zip(*np.nonzero(hit), strict=True):
-                    row = start + int(r)
-                    c = float(cos32[r, b])
-                    if mq is not None and sq is not None:
-                        sc = 0.5 * ((c - mq[b]) / sq[b] + (c - self._means[row]) / self._stds[row])
-                    else:
-                        sc = c
-                    if sc >= at_least or (also_if_cosine is not None and c >= also_if_cosine):
-                        hits[int(b)].append((sc, c, row))
+                near += [(start + int(r), int(b), float(cos32[r, b])) for r, b in zip(*np.nonzero(hit), strict=True)]
+            if near:  # the cosines again in float64, as _exact() computes them
+                rows, inverse = np.unique([row for row, _, _ in near], return_inverse=True)
+                exact, of = self._exact_rows(rows), np.array([b for _, b, _ in near])
+                cos64 = np.zeros(len(near))
+                for b in np.unique(of):
+                    cos64[of == b] = cosines64(exact[inverse[of == b]], q[b])
+                near = [(row, b, float(cos64[j])) for j, (row, b, _) in enumerate(near)]
+            for row, b, c in near:
+                if mq is not None and sq is not None:
+                    sc = 0.5 * ((c - mq[b]) / sq[b] + (c - self._means[row]) / self._stds[row])
+                else:
+                    sc = c
+                if sc >= at_least or (also_if_cosine is not None and c >= also_if_cosine):
+                    hits[b].append((sc, c, row))
             out = []
             for found in hits:
                 best = sorted(found, key=lambda h: -h[0])[:k]
                 out.append(Ranked([self._names[r] for _, _, r in best], np.array([h[0] for h in best]),
                                   np.array([h[1] for h in best])))
             return out
-
-
-def _top_candidates(score: np.ndarray, k: int, slack: np.float32) -> np.ndarray:
-    """Indices of at least the ``k`` best finite scores (and any within ``slack`` of the k-th), found without
-    sorting the whole array: the k-th best of an even sample bounds the k-th best of all from below."""
-    idx = None
-    if score.size > 64 * k:
-        sample = score[:: score.size // (64 * k)]
-        sample = sample[np.isfinite(sample)]
-        if sample.size >= k:
-            floor = np.partition(sample, sample.size - k)[sample.size - k]
-            idx = np.flatnonzero(score >= floor)  # at least k rows, about k * (rows per sample row)
-    if idx is None:
-        idx = np.flatnonzero(np.isfinite(score))
-    if idx.size <= k:
-        return idx
-    kth = np.partition(score[idx], idx.size - k)[idx.size - k]
-    return idx[score[idx] >= kth - slack]
 
 
 def voices(conn: sqlite3.Connection) -> int:

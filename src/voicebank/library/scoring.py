@@ -188,11 +188,11 @@ class Scoring:
 
     def _rebuild(self, builtin: np.ndarray, fingerprint: str, store_results: bool) -> CohortRecord:
         """A cohort for the library as it is now, with every voice's statistics against it."""
-        _names, vectors = self.index.vectors()
+        _names, vectors = self.index.vectors(MAX_LIBRARY_COHORT)  # the ones select_cohort takes, of them all
         cohort = select_cohort(vectors, builtin).astype(np.float32)
         exclude = impostor_ceiling(builtin)
         norm = ScoreNormaliser(cohort, top_k=DEFAULT_TOP_K, exclude_above=exclude)
-        record = CohortRecord(IN_MEMORY, fingerprint, len(vectors), cohort, exclude, DEFAULT_TOP_K)
+        record = CohortRecord(IN_MEMORY, fingerprint, len(self.index), cohort, exclude, DEFAULT_TOP_K)
         self.index.normalise(IN_MEMORY, norm.statistics)
         self.rebuilds += 1
         self._cohort = record
