@@ -53,6 +53,8 @@ def test_half_the_memory_and_the_same_results_as_float32(tmp_path: Path) -> None
     held = np.random.default_rng(3).choice(data.shape[0], size=60, replace=False)
     rows = np.delete(data, held, axis=0)
     half, exact = _pair(tmp_path, rows)
+    with half._store.catalogue.write() as conn:  # every seventh voice is a narrator
+        conn.execute("INSERT INTO tags (voice_id, tag) SELECT id, 'narrator' FROM voices WHERE id % 7 = 0")
     assert half._unit.dtype == np.uint16 and half._unit.nbytes * 2 == exact._unit.nbytes
     norm = ScoreNormaliser(rows[np.random.default_rng(4).choice(rows.shape[0], 1_000, replace=False)],
                            exclude_above=0.999)
@@ -63,7 +65,9 @@ def test_half_the_memory_and_the_same_results_as_float32(tmp_path: Path) -> None
     for j, q in enumerate(data[held]):
         stats = (float(qm[j]), float(qs[j]))
         for kwargs in ({"k": 10}, {"k": 10, "query_stats": stats}, {"k": 3, "exclude": "voice-0000007"},
-                       {"k": 5, "query_stats": stats, "at_least": norm.duplicate_threshold, "also_if_cosine": 0.9}):
+                       {"k": 5, "query_stats": stats, "at_least": norm.duplicate_threshold, "also_if_cosine": 0.9},
+                       {"k": 10, "query_stats": stats, "tag": "narrator"},
+                       {"k": 4, "tag": "narrator", "exclude": "voice-0000013"}):
             want, got = exact.rank(q, **kwargs), half.rank(q, **kwargs)
             assert got.names == want.names
             assert np.array_equal(got.scores, want.scores) and np.array_equal(got.cosines, want.cosines)

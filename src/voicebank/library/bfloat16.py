@@ -31,16 +31,18 @@ def from_bf16(h: np.ndarray) -> np.ndarray:
     return (np.asarray(h, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
 
 
-def cosines(rows: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """``rows`` (n, d) bfloat16 bit patterns @ ``queries`` (d,) or (d, B) float32 -> (n,) or (n, B) float32,
-    widened :data:`BLOCK` rows at a time (no float32 copy of the whole matrix)."""
+def cosines(matrix: np.ndarray, queries: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+    """``matrix`` (n, d) bfloat16 bit patterns (``rows`` of them only, when given) @ ``queries`` (d,) or (d, B)
+    float32 -> (n,) or (n, B) float32, widened :data:`BLOCK` rows at a time (no float32 copy of the whole)."""
     q = np.asarray(queries, dtype=np.float32)
-    out = np.empty((rows.shape[0], *q.shape[1:]), dtype=np.float32)
-    wide = np.empty((min(BLOCK, rows.shape[0]), rows.shape[1]), dtype=np.uint32)
-    for start in range(0, rows.shape[0], BLOCK):
-        part = rows[start: start + BLOCK]
+    n = matrix.shape[0] if rows is None else rows.size
+    out = np.empty((n, *q.shape[1:]), dtype=np.float32)
+    wide = np.empty((min(BLOCK, n), matrix.shape[1]), dtype=np.uint32)
+    for start in range(0, n, BLOCK):
+        part = matrix[start: start + BLOCK] if rows is None else matrix[rows[start: start + BLOCK]]
         w = wide[: part.shape[0]]
-        np.left_shift(part, np.uint32(16), out=w, dtype=np.uint32)
+        w[...] = part
+        w <<= np.uint32(16)
         out[start: start + part.shape[0]] = w.view(np.float32) @ q
     return out
 

@@ -318,15 +318,27 @@ class VoiceIndex:
                     rows = rows[self._keep(self._scores(rows, cos, query_stats), cos, query_stats, k=k,
                                            at_least=at_least, also_if_cosine=also_if_cosine)]
                 return self._exact(rows, q, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
-            cos = bfloat16.cosines(self._unit[:n], q) if self._bf16 else self._unit[:n] @ q  # the one pass
-            score = self._scores(slice(0, n), cos, query_stats)
-            if exclude and (row := self._by_name.get(exclude)) is not None:
-                score[row] = -np.inf
+            sel: slice | np.ndarray = slice(0, n)  # every row; or those with the tag, read from the catalogue
             if tag is not None:
                 with self._store.catalogue.read() as conn:
-                    score[~np.isin(self._ids[:n], tagged_ids(conn, tag))] = -np.inf
-            rows = self._keep(score, cos, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
+                    sel = np.flatnonzero(np.isin(self._ids[:n], tagged_ids(conn, tag)) & self._alive[:n])
+            cos = self._cosines(sel, q)  # the one pass
+            score = self._scores(sel, cos, query_stats)
+            if exclude and (row := self._by_name.get(exclude)) is not None:
+                score[np.flatnonzero(sel == row) if isinstance(sel, np.ndarray) else row] = -np.inf
+            keep = self._keep(score, cos, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
+            rows = sel[keep] if isinstance(sel, np.ndarray) else keep
             return self._exact(rows, q, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
+
+    def _cosines(self, rows: slice | np.ndarray, q: np.ndarray) -> np.ndarray:
+        """float32 (or bfloat16) cosines of ``rows`` with a unit (256,) ``q``, a block at a time."""
+        if self._bf16:
+            return bfloat16.cosines(self._unit[rows] if isinstance(rows, slice) else self._unit, q,
+                                    None if isinstance(rows, slice) else rows)
+        if isinstance(rows, slice):
+            return self._unit[rows] @ q
+        return np.concatenate([self._unit[rows[s: s + 65_536]] @ q for s in range(0, rows.size, 65_536)]
+                              or [np.zeros(0, dtype=np.float32)])
 
     def _scores(self, rows: slice | np.ndarray, cos: np.ndarray, query_stats: tuple[float, float] | None,
                 ) -> np.ndarray:
