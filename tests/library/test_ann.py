@@ -4,6 +4,8 @@ reflects and caught up from it, rebuilt from a damaged or foreign file, and abse
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -181,3 +183,43 @@ def test_without_usearch_search_is_exact(tmp_path: Path, monkeypatch: pytest.Mon
         VoiceIndex(store, ann_from=100)
     with pytest.raises(MissingDependencyError):
         ann.Graph.new()
+
+
+SAVER = """
+import sys
+from pathlib import Path
+from vector_fixtures import clustered, fill_vectors
+from voicebank.library import neighbours
+from voicebank.library.index import VoiceIndex
+from voicebank.store.store import VoiceStore
+
+neighbours.SAVE_AT_EXIT = int(sys.argv[2])
+root = Path(sys.argv[1])
+index = VoiceIndex(VoiceStore(root), ann_from=1_000)
+index.refresh()
+assert index.neighbours.usable() is not None, "the saved graph is loaded"
+fill_vectors(root, clustered(50, seed=int(sys.argv[3])), start=int(sys.argv[3]) * 1_000)
+index.refresh()
+print(index.seq)
+"""
+
+
+def test_a_process_saves_the_graph_as_it_exits_when_enough_changed(tmp_path: Path) -> None:
+    pytest.importorskip("usearch")
+    store = fill_vectors(tmp_path, clustered(2_000, seed=10))
+    first = ready(VoiceIndex(store, ann_from=1_000))
+    tests = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+
+    def run(save_at_exit: int, seed: int) -> int:
+        done = subprocess.run([sys.executable, "-c", SAVER, str(tmp_path), str(save_at_exit), str(seed)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return int(done.stdout.strip())
+
+    run(1_000, seed=11)  # 50 changes, fewer than it takes: the file stays as it was
+    newest = ann.newest_file(store.cache_dir)
+    assert newest is not None and newest[1] == first.seq
+    seq = run(10, seed=12)  # 50 changes, enough: saved at exit, as of the process's last refresh
+    newest = ann.newest_file(store.cache_dir)
+    assert newest is not None and newest[1] == seq > first.seq

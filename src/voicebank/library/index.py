@@ -9,6 +9,9 @@ and the buffers are compacted when dead rows pile up, so an update costs the num
 Each row carries its normalisation statistics (mean and standard deviation of its top cohort cosines, see
 :class:`~voicebank.similarity.ScoreNormaliser`) against the library's current cohort, as stored in the
 catalogue; rows computed against another cohort are brought up to date in memory by :meth:`VoiceIndex.normalise`.
+
+From the approximate index's size on, rows are kept as bfloat16 (:mod:`.bfloat16`, half the memory); the rows a
+search keeps are scored from the catalogue's float32 vectors, so results do not depend on the layout.
 """
 
 from __future__ import annotations
