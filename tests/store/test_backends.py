@@ -210,3 +210,26 @@ def test_kill_9_during_writes_leaves_a_consistent_library(where, delay):
     store.insert(new_voice("after", 10**6))  # the lock died with the writer
     assert_consistent(store)
     store.close()
+
+
+def test_a_bfloat16_index_scores_from_the_catalogues_float32_rows(where):
+    """From the approximate index's size on, the index keeps bfloat16 rows and reads the float32 rows a search
+    keeps back from the catalogue (SQLite or PostgreSQL): the results equal a float32 index's."""
+    pytest.importorskip("usearch")
+    from voicebank.library.index import VoiceIndex
+
+    store = where.open()
+    for i in range(80):
+        store.insert(new_voice(f"v{i:03d}", 100 + i, audio_bytes=64, tags=("even",) if i % 2 == 0 else ()))
+    half, exact = VoiceIndex(store, ann_from=60), VoiceIndex(store, ann_from=0)
+    half.refresh()
+    exact.refresh()
+    half.neighbours.ann_from = 10**9  # stays bfloat16; every search takes the exact path
+    assert half.bf16 and not exact.bf16
+    for seed in range(5):
+        q = np.random.default_rng(seed).standard_normal(256).astype(np.float32)
+        for kwargs in ({"k": 7}, {"k": 3, "tag": "even"}, {"k": 80, "at_least": 0.05}):
+            want, got = exact.rank(q, **kwargs), half.rank(q, **kwargs)
+            assert got.names == want.names and np.array_equal(got.scores, want.scores)
+    assert half.rows_rescored > 0
+    store.close()
