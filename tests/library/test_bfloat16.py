@@ -105,3 +105,11 @@ def test_a_growing_index_turns_to_bfloat16_at_the_graph_size_and_keeps_its_rows(
     assert len(ids) == 900
     assert np.abs(vectors - rows).max() <= 2.0**-8  # unit rows, each component within bfloat16 rounding
     assert index.rank(rows[650], k=1).names == ["voice-0000650"]
+    assert index.neighbours is not None and index.neighbours.built.wait(300)  # built from the bfloat16 rows
+    index.refresh()
+    assert index.neighbours.usable() is not None
+    exact = VoiceIndex(store, ann_from=0)
+    exact.refresh()
+    for i in (3, 420, 899):
+        got, want = index.rank(rows[i], k=10), exact.rank(rows[i], k=10)
+        assert got.names == want.names and np.array_equal(got.scores, want.scores)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingDependencyError
+from .bfloat16 import from_bf16
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,14 @@ class Graph:
     def build(cls, ids: np.ndarray, vectors: np.ndarray, seq: int, *, stop: threading.Event | None = None,
               ) -> Graph | None:
         """A graph of ``vectors`` (n, 256) keyed by ``ids`` (n,) (minutes at 10^6 rows on two cores), added a
-        chunk at a time; ``None`` when ``stop`` is set meanwhile (a process exiting)."""
+        chunk at a time; ``None`` when ``stop`` is set meanwhile (a process exiting).  ``vectors``: float32, or
+        bfloat16 bit patterns (uint16, widened a chunk at a time)."""
         graph = cls.new(seq)
         for start in range(0, len(ids), BUILD_CHUNK):
             if stop is not None and stop.is_set():
                 return None
-            graph.add(ids[start: start + BUILD_CHUNK], vectors[start: start + BUILD_CHUNK])
+            chunk = vectors[start: start + BUILD_CHUNK]
+            graph.add(ids[start: start + BUILD_CHUNK], from_bf16(chunk) if chunk.dtype == np.uint16 else chunk)
         return graph
 
     def __len__(self) -> int:

@@ -102,12 +102,18 @@ class VoiceIndex:
         """The ``vector_log`` sequence number the index reflects (-1: nothing loaded yet)."""
         return self._seq
 
-    def live(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, unit vectors)`` of every live voice, in row order (copies; to bfloat16 precision when
-        :attr:`bf16`)."""
+    def live(self, *, as_kept: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, unit vectors)`` of every live voice, in row order (copies; float32 to bfloat16 precision when
+        :attr:`bf16`; ``as_kept``: the rows as kept, bfloat16 bit patterns when :attr:`bf16`, a copy half the
+        size)."""
         with self._lock:
             rows = np.flatnonzero(self._alive[: self._size])
-            return self._ids[rows].copy(), self._f32(rows)
+            return self._ids[rows].copy(), self._unit[rows] if as_kept else self._f32(rows)
+
+    def live_ids(self) -> np.ndarray:
+        """The ids of every live voice, in row order (a copy)."""
+        with self._lock:
+            return self._ids[np.flatnonzero(self._alive[: self._size])].copy()
 
     def rows_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
         """``(ids, unit vectors)`` of the live voices among ``ids`` (to bfloat16 precision when :attr:`bf16`)."""

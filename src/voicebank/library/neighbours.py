@@ -69,8 +69,12 @@ class Rows(Protocol):
         """The ``vector_log`` sequence number the rows reflect."""
         ...
 
-    def live(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids, unit vectors)`` of every live voice."""
+    def live(self, *, as_kept: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, unit vectors)`` of every live voice (``as_kept``: float32, or bfloat16 bit patterns)."""
+        ...
+
+    def live_ids(self) -> np.ndarray:
+        """The ids of every live voice."""
         ...
 
     def rows_for(self, ids: Iterable[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,9 +160,10 @@ class Neighbours:
     def _consistent(self, graph: Graph) -> bool:
         if len(graph) != len(self._rows):
             return False
-        ids, vectors = self._rows.live()
+        ids = self._rows.live_ids()
         pick = np.random.default_rng(len(ids)).choice(len(ids), size=min(SAMPLE, len(ids)), replace=False)
-        return bool(graph.holds(ids[pick], vectors[pick]).all())
+        sample, vectors = self._rows.rows_for(ids[pick])  # only the sample's vectors are copied
+        return len(sample) == len(pick) and bool(graph.holds(sample, vectors).all())
 
     def _load(self, conn: Any, seq: int) -> Graph | None:
         if self._dir is None:
@@ -193,7 +198,7 @@ class Neighbours:
     def _start_build(self, seq: int) -> None:
         if self._builder is not None:
             return
-        ids, vectors = self._rows.live()
+        ids, vectors = self._rows.live(as_kept=True)  # widened a chunk at a time by the build
         self.built.clear()
         self._builder = threading.Thread(target=self._build, args=(ids, vectors, seq), name="voicebank-graph",
                                          daemon=True)
