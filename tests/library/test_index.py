@@ -44,7 +44,8 @@ def brute(store: VoiceStore, idx: VoiceIndex, q: np.ndarray, stats: tuple[float,
         score = cos
     else:
         order = {int(i): k for k, i in enumerate(ids)}
-        row_ids = np.array([idx._ids[idx._by_name[n]] for n in names])  # the index's own ids, by name
+        by_name = {idx._names[r]: r for r in range(idx._size) if idx._alive[r]}
+        row_ids = np.array([idx._ids[by_name[n]] for n in names])  # the index's own ids, by name
         mi = np.array([means[order[int(i)]] for i in row_ids])
         si = np.array([stds[order[int(i)]] for i in row_ids])
         score = 0.5 * ((cos - stats[0]) / stats[1] + (cos - mi) / si)

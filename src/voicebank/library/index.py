@@ -37,6 +37,7 @@ from ..store.vectors import (
 )
 from . import ann, bfloat16
 from .neighbours import Neighbours
+from .packed import PackedNames
 from .ranked import Ranked, cosines64, top_candidates, unit_rows
 
 MIN_CAPACITY = 256
@@ -59,7 +60,7 @@ class VoiceIndex:
         self._seq = -1  # nothing loaded yet
         self._size = 0
         self._ids = np.zeros(0, dtype=np.int64)
-        self._names: list[str] = []
+        self._names = PackedNames()
         self._unit = np.zeros((0, SPEAKER_EMB_DIM), dtype=np.float32)  # bfloat16 bits (uint16) when _bf16
         self._bf16 = False
         self._gain_max = 0.0
@@ -70,7 +71,6 @@ class VoiceIndex:
         self._gain = np.zeros(0, dtype=np.float32)  # 0.5 / std, per row: a score is one multiply-add per row
         self._offset = np.zeros(0, dtype=np.float32)  # -0.5 * mean / std; -inf for dead rows and rows without
         self._row_of: dict[int, int] = {}
-        self._by_name: dict[str, int] = {}
         self._checked: tuple[int | None, int] = (None, 0)  # (cohort, rows) whose statistics normalise() checked
         self.rows_read = 0
         self.rows_rescored = 0
@@ -165,7 +165,7 @@ class VoiceIndex:
         """Every row afresh, from chunks (``expected``: about how many rows, to size the buffers once)."""
         self._size = 0
         self._checked = (None, 0)
-        self._row_of, self._by_name = {}, {}
+        self._row_of = {}
         for attr in ("_ids", "_unit", "_means", "_stds", "_cohort", "_alive", "_gain", "_offset"):
             old = getattr(self, attr)  # let the old buffers go before the new ones are filled
             setattr(self, attr, np.zeros((0, *old.shape[1:]), dtype=old.dtype))
@@ -182,8 +182,6 @@ class VoiceIndex:
             if row is not None:
                 self._alive[row] = False
                 self._offset[row] = -np.inf
-                if self._by_name.get(self._names[row]) == row:
-                    del self._by_name[self._names[row]]
         self._reserve(self._size + len(rows))
         self._append(rows)
         if self._size > 2 * max(MIN_CAPACITY, len(self._row_of)):
@@ -218,11 +216,9 @@ class VoiceIndex:
         self._cohort[start:end] = rows.cohorts
         self._alive[start:end] = True
         self._set_affine(np.arange(start, end))
-        del self._names[start:]
+        self._names.truncate(start)
         self._names.extend(rows.names)
-        for k, (i, name) in enumerate(zip(rows.ids, rows.names, strict=True)):
-            self._row_of[int(i)] = start + k
-            self._by_name[name] = start + k
+        self._row_of.update(zip(np.asarray(rows.ids).tolist(), range(start, end), strict=True))
         self._size = end
 
     def _compact(self) -> None:
@@ -236,11 +232,10 @@ class VoiceIndex:
         self._offset[: keep.size] = self._offset[keep]
         self._alive[: keep.size] = True
         self._alive[keep.size: self._size] = False
-        self._names = [self._names[k] for k in keep]
+        self._names = self._names.take(keep)
         self._size = int(keep.size)
         self._row_of = {int(i): k for k, i in enumerate(self._ids[: self._size])}
         self._checked = (None, 0)
-        self._by_name = {name: k for k, name in enumerate(self._names)}
 
     def _set_affine(self, rows: np.ndarray) -> None:
         """Each row's normalised score as ``cos * (gain + 0.5 / s_q) + offset - 0.5 * m_q / s_q``."""
@@ -333,10 +328,8 @@ class VoiceIndex:
                     sel = np.flatnonzero(np.isin(self._ids[:n], tagged_ids(conn, tag)) & self._alive[:n])
             cos = self._cosines(sel, q)  # the one pass
             score = self._scores(sel, cos, query_stats)
-            if exclude and (row := self._by_name.get(exclude)) is not None:
-                score[np.flatnonzero(sel == row) if isinstance(sel, np.ndarray) else row] = -np.inf
             keep = self._keep(score, cos, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
-            rows = sel[keep] if isinstance(sel, np.ndarray) else keep
+            rows = self._without(sel[keep] if isinstance(sel, np.ndarray) else keep, exclude)  # k + 16 kept: k left
             return self._exact(rows, q, query_stats, k=k, at_least=at_least, also_if_cosine=also_if_cosine)
 
     def _cosines(self, rows: slice | np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -383,9 +376,13 @@ class VoiceIndex:
         """The rows of voice ``ids`` the approximate index returned, less those a search leaves out."""
         rows = np.array([r for i in ids.tolist() if (r := self._row_of.get(i)) is not None], dtype=np.int64)
         rows = rows[np.isfinite(self._offset[rows])] if query_stats is not None else rows[self._alive[rows]]
-        if exclude and (row := self._by_name.get(exclude)) is not None:
-            rows = rows[rows != row]
-        return rows
+        return self._without(rows, exclude)
+
+    def _without(self, rows: np.ndarray, exclude: str) -> np.ndarray:
+        """``rows`` less the one named ``exclude`` (names compared for these rows only)."""
+        if not exclude or not rows.size:
+            return rows
+        return rows[np.array([self._names[int(r)] != exclude for r in rows], dtype=bool)]
 
     def _exact(self, rows: np.ndarray, q: np.ndarray, query_stats: tuple[float, float] | None, *, k: int,
                at_least: float | None, also_if_cosine: float | None) -> Ranked:
