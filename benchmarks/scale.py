@@ -127,6 +127,7 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     from voicebank.batch.into_library import import_dataset
     from voicebank.library import Library
 
+    before = C.rss_mb()  # this process's memory before the library (interpreter, numpy, an earlier size's heap)
     t = time.perf_counter()
     lib = Library(root, engine=InstantEngine())
     opened = time.perf_counter() - t
@@ -136,7 +137,8 @@ def measure(root: Path, n: int, repeat: int) -> dict[str, Any]:
     lib.add(clip(run), name=f"first-{run}", mode="embedding", force=True)  # loads the index, stores the cohort
     first = time.perf_counter() - t
     rss = C.rss_mb()
-    out: dict[str, Any] = {"voices": n, "open_ms": opened * 1e3, "first_add_s": first, "rss_mb": rss}
+    out: dict[str, Any] = {"voices": n, "open_ms": opened * 1e3, "first_add_s": first, "rss_mb": rss,
+                           "rss_before_mb": before, "raw_mb": len(lib) * 256 * 4 / 2**20}
     neighbours = lib.scoring.index.neighbours
     if neighbours is not None and n >= neighbours.ann_from:  # --ann: wait for the graph (loaded, or built)
         ready = neighbours.built.wait(3_600)
@@ -239,6 +241,10 @@ def main() -> None:
                      *[f"{r['graph_s']:.1f}" if r.get("graph_s") else "-" for r in results], ""])
         rows.append(["resident memory with it, MiB", *[f"{r['rss_graph_mb']:.0f}" if "rss_graph_mb" in r else "-"
                                                         for r in results], ""])
+    rows.append(["raw float32 speaker embeddings, MiB", *[f"{r['raw_mb']:.0f}" for r in results], ""])
+    grown = [r.get("rss_graph_mb", r["rss_mb"]) - r["rss_before_mb"] for r in results]
+    rows.append(["memory the library added (from before opening it), MiB (x raw)",
+                 *[f"{g:.0f} ({g / r['raw_mb']:.2f}x)" for g, r in zip(grown, results, strict=True)], ""])
     C.print_table(f"The library at {', '.join(f'{n:,}' for n in sizes)} voices (models taken out; {repeat} calls "
                   f"each)", C.size_headers(sizes), rows)
     if million is not None:
