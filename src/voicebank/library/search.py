@@ -73,7 +73,10 @@ def find_similar(scoring: Scoring, engine: Computes | None, speaker_emb: np.ndar
     ranked = scoring.index.rank(speaker_emb, k=MAX_SIMILAR, query_stats=stats, exclude=exclude,
                                 at_least=warn_at(norm, compared), also_if_cosine=SAME_RECORDING_COSINE)
     similar = [(n, float(a), float(c)) for n, a, c in zip(ranked.names, ranked.scores, ranked.cosines, strict=True)]
-    return similar, statistics_of(norm, speaker_emb, scoring.cohort_id)
+    cohort_id = scoring.cohort_id
+    if stats is None or cohort_id is None or cohort_id < 0:  # as statistics_of() says, computed once
+        return similar, None
+    return similar, (stats[0], stats[1], int(cohort_id))
 
 
 def warn_at(norm: ScoreNormaliser | None, voices: int) -> float:
