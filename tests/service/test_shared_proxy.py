@@ -98,6 +98,10 @@ def test_nginx_terminates_tls_and_round_robins_over_three_replicas(cluster):
                 until(lambda d=direct: d.get("/v1/audio/voices/dora/conditionals").status_code == 200, timeout=1.0)
         assert len({c.get("/v1/audio/voices/dora/conditionals").content for _ in range(3)}) == 1
         assert c.delete("/v1/audio/voices/dora").status_code == 200
+        for replica in cluster.replicas:  # every replica forgets it within one poll of the generation (100 ms)
+            with replica.client() as direct:
+                _, took = until(lambda d=direct: d.get("/v1/audio/voices/dora").status_code == 404, timeout=1.0)
+                assert took < 1.0
         assert {c.get("/v1/audio/voices/dora").status_code for _ in range(3)} == {404}
     print(f"\nrequests per replica through nginx: {dict(proxy.spread())}")
 
