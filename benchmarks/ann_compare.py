@@ -61,13 +61,13 @@ def scores(x: np.ndarray, means: np.ndarray, stds: np.ndarray, q: np.ndarray, qm
     return 0.5 * ((c.astype(np.float64) - qm) / qs + (c - m) / s)
 
 
-def usearch_index(dtype: str, m: int, ef_add: int, ef: int) -> Callable[[np.ndarray], Any]:
+def usearch_index(dtype: str, m: int, ef_add: int, ef: int, threads: int = 2) -> Callable[[np.ndarray], Any]:
     def build(x: np.ndarray) -> Any:
         from usearch.index import Index
 
         index = Index(ndim=x.shape[1], metric="ip", dtype=dtype, connectivity=m, expansion_add=ef_add,
                       expansion_search=ef)
-        index.add(np.arange(x.shape[0], dtype=np.uint64), x, threads=2)
+        index.add(np.arange(x.shape[0], dtype=np.uint64), x, threads=threads)
         return index
 
     return build
@@ -168,6 +168,9 @@ def voicebank_search(graph: Any, q: np.ndarray, k: int) -> np.ndarray:
 
 CANDIDATES: dict[str, tuple[Callable[[np.ndarray], Any], Callable[[Any, np.ndarray, int], np.ndarray]]] = {
     "voicebank's choice: usearch i8 M16 ef192, 1 thread": (voicebank_graph, voicebank_search),
+    "usearch i8 M16 add96 ef192, 1 thread": (usearch_index("i8", 16, 96, 192, threads=1), usearch_search),
+    "usearch i8 M16 add64 ef192, 1 thread": (usearch_index("i8", 16, 64, 192, threads=1), usearch_search),
+    "usearch i8 M16 add64 ef128, 1 thread": (usearch_index("i8", 16, 64, 128, threads=1), usearch_search),
     "usearch f16 M16 ef64": (usearch_index("f16", 16, 128, 64), usearch_search),
     "usearch f16 M16 ef128": (usearch_index("f16", 16, 128, 128), usearch_search),
     "usearch i8 M16 ef128": (usearch_index("i8", 16, 128, 128), usearch_search),

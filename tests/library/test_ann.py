@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 
 from vector_fixtures import REAL, clustered, fill_vectors
 from voicebank.errors import MissingDependencyError
-from voicebank.library import ann
+from voicebank.library import ann, neighbours
 from voicebank.library.index import VoiceIndex, unit_rows
 from voicebank.similarity import ScoreNormaliser
 
@@ -223,3 +224,55 @@ def test_a_process_saves_the_graph_as_it_exits_when_enough_changed(tmp_path: Pat
     seq = run(10, seed=12)  # 50 changes, enough: saved at exit, as of the process's last refresh
     newest = ann.newest_file(store.cache_dir)
     assert newest is not None and newest[1] == seq > first.seq
+    again = VoiceIndex(store, ann_from=1_000)  # the saved graph holds the changes still queued at exit
+    again.refresh()
+    graph = again.neighbours.usable()
+    assert graph is not None and graph.seq == seq and len(graph) == 2_100 and again.neighbours.queued() == 0
+
+
+def _added_one_by_one(root: Path, index: VoiceIndex, rows: np.ndarray, start: int) -> None:
+    for k in range(len(rows)):  # as adds do: commit, then catch up
+        fill_vectors(root, rows[k: k + 1], start=start + k)
+        index.catch_up()
+
+
+def test_changes_reach_the_graph_on_a_background_thread(tmp_path: Path) -> None:
+    pytest.importorskip("usearch")
+    store = fill_vectors(tmp_path, clustered(2_000, seed=13))
+    index = ready(VoiceIndex(store, ann_from=1_000))
+    nb = index.neighbours
+    extra = clustered(20, seed=14)
+    _added_one_by_one(tmp_path, index, extra, 20_000)
+    deadline = time.monotonic() + 60
+    while nb.applied_in_background < 20 and time.monotonic() < deadline:  # no search asks for them
+        time.sleep(0.01)
+    assert nb.applied_in_background == 20 and nb.queued() == 0 and len(nb.graph) == 2_020
+    assert index.rank(extra[5], k=1).names == ["voice-0020005"]
+
+
+def test_a_search_applies_what_is_still_queued(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("usearch")
+    store = fill_vectors(tmp_path, clustered(2_000, seed=15))
+    index = ready(VoiceIndex(store, ann_from=1_000))
+    nb = index.neighbours
+    monkeypatch.setattr(neighbours.Neighbours, "_apply_in_background", lambda self: None)  # a thread too slow
+    extra = clustered(10, seed=16)
+    _added_one_by_one(tmp_path, index, extra, 30_000)
+    assert nb.queued() == 10 and len(nb.graph) == 2_000
+    assert index.rank(extra[3], k=1).names == ["voice-0030003"]  # the search waited for them
+    assert nb.queued() == 0 and len(nb.graph) == 2_010 and nb.applied_in_background == 0
+    store.remove("voice-0030003")
+    index.catch_up()
+    assert nb.queued() == 1
+    assert "voice-0030003" not in index.rank(extra[3], k=5).names and len(nb.graph) == 2_009
+
+
+def test_a_long_queue_is_applied_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("usearch")
+    store = fill_vectors(tmp_path, clustered(2_000, seed=17))
+    index = ready(VoiceIndex(store, ann_from=1_000))
+    monkeypatch.setattr(neighbours.Neighbours, "_apply_in_background", lambda self: None)
+    monkeypatch.setattr(neighbours, "MAX_QUEUED", 25)
+    fill_vectors(tmp_path, clustered(30, seed=18), start=40_000)  # a bulk import's chunk
+    index.catch_up()
+    assert index.neighbours.queued() == 0 and len(index.neighbours.graph) == 2_030

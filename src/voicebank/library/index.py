@@ -161,6 +161,12 @@ class VoiceIndex:
             if self.neighbours is not None and (ids is None or ids or self.neighbours.graph is None):
                 self.neighbours.follow(conn, seq, ids)
 
+    def catch_up(self) -> None:
+        """Read the latest changes now when an approximate index follows this one, so that its graph takes them
+        on a background thread while the caller goes on (as after an add); otherwise leave them to the next use."""
+        if self._seq >= 0 and self.neighbours is not None and self.neighbours.graph is not None:
+            self.refresh()
+
     def _load(self, chunks: Iterable[VectorRows], expected: int) -> None:
         """Every row afresh, from chunks (``expected``: about how many rows, to size the buffers once)."""
         self._size = 0

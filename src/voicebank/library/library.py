@@ -264,13 +264,13 @@ class Library:
         """Store a prepared clip in one transaction: step two of :meth:`add`.
 
         The duplicate check reads only what changed in the library since the last one (the index is kept in
-        memory) and scores the new voice against every stored one in one matrix-vector product.
-        """
+        memory) and scores the new voice against every stored one (or the approximate index's candidates)."""
         similar, norms = search.find_similar(self.scoring, self.engine, prepared.speaker_emb,
-                                             prepared.options.variants[0],
-                                             duplicate_threshold=self.duplicate_threshold)
-        return ingest.commit(self.store, prepared, similar=similar, similar_warnings=search.similar_warnings(similar),
-                             norms=norms)
+                                             prepared.options.variants[0], duplicate_threshold=self.duplicate_threshold)
+        out = ingest.commit(self.store, prepared, similar=similar, similar_warnings=search.similar_warnings(similar),
+                            norms=norms)
+        self.scoring.index.catch_up()  # the graph (if any) takes the new voice in the background
+        return out
 
     def commit_many(self, prepared: Sequence[Prepared], *, check_duplicates: bool = True) -> builtins.list[AddResult]:
         """Store many prepared clips in one transaction, one :class:`AddResult` each in order, never raising for one

@@ -4,7 +4,9 @@ duplicate checks at 10^5-10^6 voices.
 The graph is used while the index holds at least ``ann_from`` voices and usearch is installed; otherwise (and
 while a graph is being built) every search is exact.  It follows the index: each change the index applies
 (voices added, removed or changed, by id) is applied to the graph, from the index's own rows, so the graph
-always holds exactly the index's live voices.
+holds exactly the index's live voices whenever it is searched.  The changes are applied on a background thread
+(usearch releases the GIL: an add's graph insert, 1-2 ms at 10^6 voices, runs on the other core while the
+caller goes on), and :meth:`Neighbours.usable` waits for those still queued before it hands the graph out.
 
 Persistence: the graph is saved in the library's cache directory with the ``vector_log`` sequence it reflects.
 The first process to need it loads the newest file and catches up from the log (the ids changed since), then
@@ -35,6 +37,12 @@ log = logging.getLogger(__name__)
 SAMPLE = 32
 """Voices whose vectors are compared with the index's when a saved graph is loaded."""
 
+MAX_QUEUED = 20_000
+"""Changed voices waiting for the background thread beyond which :meth:`Neighbours.follow` applies them itself
+(so a bulk import without searches keeps at most this many vectors queued, about 20 MB)."""
+IDLE_S = 1.0
+"""Seconds without changes after which the background thread ends (a new one starts with the next change)."""
+
 SAVE_AT_EXIT = 1_000
 """Voices changed since the graph was last saved from which a process saves it as it exits, so that the next
 process has little to catch up with (about a millisecond per voice at 10^6)."""
@@ -50,9 +58,12 @@ def _at_exit() -> None:
 
 
 def _stop_builds() -> None:
-    """At exit: stop the graph builds between two chunks (a thread killed inside usearch aborts the process),
-    then save the graphs that changed enough since their last save."""
+    """At exit: stop the graph builds between two chunks and the threads applying changes between two batches (a
+    thread killed inside usearch aborts the process), then save the graphs that changed enough since their last
+    save (their queued changes applied first)."""
     _EXITING.set()
+    for neighbours in list(_LIVE):
+        neighbours.wake()
     for thread in list(_BUILDERS):
         thread.join(timeout=60)
     for neighbours in list(_LIVE):
@@ -85,7 +96,9 @@ class Rows(Protocol):
 class Neighbours:
     """The graph of an index's voices, or ``None`` while there is none to use (see the module docstring).
 
-    Every method is called with ``lock`` held (the index's lock); the background build takes it to install.
+    Every method is called with ``lock`` held (the index's lock); the background build takes it to install.  The
+    graph itself is changed only with ``_graph_lock`` held (by the thread applying queued changes, or by
+    :meth:`usable` applying them itself); the queue has a lock of its own, taken after that one.
     """
 
     def __init__(self, rows: Rows, lock: threading.RLock, cache_dir: Path | None, ann_from: int,
@@ -100,25 +113,48 @@ class Neighbours:
         self._builder: threading.Thread | None = None
         self._unsaved = 0
         self.built = threading.Event()  # set whenever a graph is installed (for tests and benchmarks)
+        self._graph_lock = threading.Lock()
+        self._queue = threading.Condition(threading.Lock())
+        self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (changed ids, live ids, vectors)
+        self._queued_rows = 0
+        self._applier: threading.Thread | None = None
+        self.applied_in_background = 0  # changed voices the background thread applied (for tests and benchmarks)
 
     def usable(self) -> Graph | None:
-        """The graph, when searches should go through it."""
+        """The graph, when searches should go through it (every queued change applied)."""
         if self.graph is not None and len(self._rows) >= self.ann_from:
+            self.drain()
             return self.graph
         return None
+
+    def queued(self) -> int:
+        """Changed voices not yet applied to the graph."""
+        with self._queue:
+            return self._queued_rows
+
+    def drain(self) -> None:
+        """Apply every queued change now (waiting for the background thread's batch in flight, if any)."""
+        with self._graph_lock:
+            self._apply_queued()
+
+    def wake(self) -> None:
+        """Wake the background thread (to see that the process is exiting)."""
+        with self._queue:
+            self._queue.notify_all()
 
     def follow(self, conn: Any, seq: int, changed: list[int] | None) -> None:
         """The index is now at ``seq``, having applied ``changed`` (ids; ``None``: it read everything again)."""
         if len(self._rows) < self.ann_from:
-            self.graph, self._tried_load = None, False
+            self._drop_graph()
+            self._tried_load = False
             return
         if self.graph is not None:
             if changed is None:
-                self.graph = None
+                self._drop_graph()
                 self._start_build(seq)
             else:
-                self._apply(self.graph, changed)
-                self.graph.seq = seq
+                self._enqueue(changed)
+                self.graph.seq = seq  # as of the queued changes: saving applies them first
                 self._unsaved += len(changed)
                 if self._unsaved >= max(1_000, len(self._rows) // 20):
                     self._save_later()
@@ -141,9 +177,62 @@ class Neighbours:
         """Voices changed: the removed ones go, the new ones come, a changed vector is replaced (a rename or new
         statistics leave the graph as it is)."""
         live_ids, vectors = self._rows.rows_for(ids)
-        same = graph.holds(live_ids, vectors)
-        graph.remove(np.setdiff1d(np.asarray(ids, dtype=np.int64), live_ids[same]))
-        graph.add(live_ids[~same], vectors[~same])
+        _apply_rows(graph, np.asarray(ids, dtype=np.int64), live_ids, vectors)
+
+    def _drop_graph(self) -> None:
+        with self._graph_lock, self._queue:
+            self.graph = None
+            self._queued.clear()
+            self._queued_rows = 0
+
+    def _enqueue(self, ids: list[int]) -> None:
+        """Queue the changed voices (with copies of their rows, read now) for the background thread; apply them
+        here instead once :data:`MAX_QUEUED` are waiting."""
+        live_ids, vectors = self._rows.rows_for(ids)
+        with self._queue:
+            self._queued.append((np.asarray(ids, dtype=np.int64), live_ids, vectors))
+            self._queued_rows += len(ids)
+            full = self._queued_rows >= MAX_QUEUED
+            if not full and not _EXITING.is_set():
+                if self._applier is None or not self._applier.is_alive():
+                    self._applier = threading.Thread(target=self._apply_in_background, name="voicebank-graph-apply",
+                                                     daemon=True)
+                    _at_exit()
+                    _BUILDERS.add(self._applier)
+                    self._applier.start()
+                else:
+                    self._queue.notify_all()
+        if full or _EXITING.is_set():
+            self.drain()
+
+    def _apply_queued(self) -> int:
+        """Apply every queued change (``_graph_lock`` held); how many voices."""
+        with self._queue:
+            batch, self._queued, self._queued_rows = self._queued, [], 0
+        if self.graph is None:
+            return 0
+        for ids, live_ids, vectors in batch:
+            _apply_rows(self.graph, ids, live_ids, vectors)
+        return sum(len(ids) for ids, _, _ in batch)
+
+    def _apply_in_background(self) -> None:
+        try:
+            while True:
+                with self._queue:
+                    if not self._queued and not _EXITING.is_set():
+                        self._queue.wait(timeout=IDLE_S)
+                    if not self._queued or _EXITING.is_set():  # idle (a new thread starts with the next change),
+                        self._applier = None  # or exiting (the exit hook applies what is left before saving)
+                        return
+                with self._graph_lock:
+                    self.applied_in_background += self._apply_queued()
+        except Exception:  # the graph is left as it was: searches stop using it until it is rebuilt
+            log.exception("applying changes to the voice graph failed; it is rebuilt")
+            self._drop_graph()
+            with self._queue:
+                self._applier = None
+        finally:
+            _BUILDERS.discard(threading.current_thread())
 
     def _catch_up(self, graph: Graph, conn: Any, seq: int) -> bool:
         """Bring a graph saved (or built) at ``graph.seq`` to the rows at ``seq``; ``False``: it cannot be."""
@@ -247,11 +336,19 @@ class Neighbours:
     def _save(self) -> None:
         if self.graph is None or self._dir is None:
             return
+        self.drain()
         try:
             self.graph.save(self._dir)
             self._unsaved = 0
         except OSError as e:  # a read-only library: each process builds its own
             log.warning("%s: could not save the voice graph (%s)", self._dir, e)
+
+
+def _apply_rows(graph: Graph, ids: np.ndarray, live_ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Voices ``ids`` changed; ``live_ids`` of them have ``vectors`` now, the others are gone."""
+    same = graph.holds(live_ids, vectors)
+    graph.remove(np.setdiff1d(ids, live_ids[same]))
+    graph.add(live_ids[~same], vectors[~same])
 
 
 __all__ = ["Neighbours", "Rows"]
