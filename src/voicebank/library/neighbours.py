@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 SAMPLE = 32
 """Voices whose vectors are compared with the index's when a saved graph is loaded."""
 
-MAX_QUEUED = 20_000
-"""Changed voices waiting for the background thread beyond which :meth:`Neighbours.follow` applies them itself
-(so a bulk import without searches keeps at most this many vectors queued, about 20 MB)."""
+MAX_QUEUED = 5_000
+"""Changed voices waiting for the background thread from which :meth:`Neighbours.follow` applies them itself: a
+bulk import keeps at most this many queued (about 5 MB of vectors), so the search after it waits for at most
+that many graph inserts (about 5 s at 10^6 voices)."""
 IDLE_S = 1.0
 """Seconds without changes after which the background thread ends (a new one starts with the next change)."""
 
