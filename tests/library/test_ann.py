@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -267,12 +268,54 @@ def test_a_search_applies_what_is_still_queued(tmp_path: Path, monkeypatch: pyte
     assert "voice-0030003" not in index.rank(extra[3], k=5).names and len(nb.graph) == 2_009
 
 
-def test_a_long_queue_is_applied_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _wait_in_step(nb: neighbours.Neighbours, want: int) -> None:
+    deadline = time.monotonic() + WAIT
+    while (nb.behind or nb.graph is None or len(nb.graph) != want) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not nb.behind and nb.graph is not None and len(nb.graph) == want
+
+
+def test_a_graph_that_falls_behind_is_caught_up_from_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """More changes than may be queued (a bulk import's chunk): no writer waits, searches are exact meanwhile."""
     pytest.importorskip("usearch")
-    store = fill_vectors(tmp_path, clustered(2_000, seed=17))
+    store = fill_vectors(tmp_path, clustered(3_000, seed=17))
     index = ready(VoiceIndex(store, ann_from=1_000))
-    monkeypatch.setattr(neighbours.Neighbours, "_apply_in_background", lambda self: None)
+    nb = index.neighbours
     monkeypatch.setattr(neighbours, "MAX_QUEUED", 25)
-    fill_vectors(tmp_path, clustered(30, seed=18), start=40_000)  # a bulk import's chunk
+    monkeypatch.setattr(neighbours, "CATCH_UP_STEP", 7)  # several steps
+    catching_up = threading.Event()  # the background thread waits for it
+    work = neighbours.Neighbours._apply_in_background
+    monkeypatch.setattr(neighbours.Neighbours, "_apply_in_background",
+                        lambda self: catching_up.wait(WAIT) and work(self))
+    extra = clustered(30, seed=18)
+    fill_vectors(tmp_path, extra[:20], start=40_000)
     index.catch_up()
-    assert index.neighbours.queued() == 0 and len(index.neighbours.graph) == 2_030
+    assert nb.queued() == 20 and not nb.behind
+    fill_vectors(tmp_path, extra[20:], start=40_020)
+    store.remove("voice-0000005")
+    index.catch_up()  # 20 queued + 11 more > 25: behind, the queue dropped, nothing applied here
+    assert nb.behind and nb.queued() == 0 and nb.usable() is None
+    calls = []
+    monkeypatch.setattr(nb.graph, "search", lambda q, k: calls.append(k))
+    assert index.rank(extra[25], k=1).names == ["voice-0040025"] and calls == []  # exact
+    monkeypatch.delattr(nb.graph, "search")
+    catching_up.set()
+    _wait_in_step(nb, 3_000 + 30 - 1)
+    assert nb.applied_in_background == 31  # read from the log in steps of 7, the dropped queue's 20 too
+    assert nb.graph.seq == index.seq and nb.usable() is not None
+    exact = VoiceIndex(store, ann_from=0)
+    exact.refresh()
+    for q in (extra[3], extra[27], clustered(3_000, seed=17)[5]):
+        assert index.rank(q, k=5).names == exact.rank(q, k=5).names
+
+
+def test_a_graph_too_far_behind_is_rebuilt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("usearch")
+    store = fill_vectors(tmp_path, clustered(2_000, seed=19))
+    index = ready(VoiceIndex(store, ann_from=1_000))
+    nb = index.neighbours
+    monkeypatch.setattr(neighbours, "MAX_QUEUED", 25)
+    fill_vectors(tmp_path, clustered(2_100, seed=20), start=50_000)  # more than max(2,000, a tenth) changes
+    index.catch_up()
+    _wait_in_step(nb, 4_100)
+    assert nb.applied_in_background == 0 and nb.graph.seq == index.seq  # rebuilt, not caught up

@@ -7,6 +7,9 @@ while a graph is being built) every search is exact.  It follows the index: each
 holds exactly the index's live voices whenever it is searched.  The changes are applied on a background thread
 (usearch releases the GIL: an add's graph insert, 1-2 ms at 10^6 voices, runs on the other core while the
 caller goes on), and :meth:`Neighbours.usable` waits for those still queued before it hands the graph out.
+When more than :data:`MAX_QUEUED` pile up (a bulk import without duplicate checks, or another process's), the
+graph falls *behind*: the queue is dropped, searches are exact, and the thread catches the graph up from the log
+a step at a time (or rebuilds it once it is too stale), so a writer never waits for the graph.
 
 Persistence: the graph is saved in the library's cache directory with the ``vector_log`` sequence it reflects.
 The first process to need it loads the newest file and catches up from the log (the ids changed since), then
@@ -29,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..store.vectors import changed_since
+from ..store.vectors import changed_between, changed_since
 from .ann import Graph
 
 log = logging.getLogger(__name__)
@@ -37,10 +40,11 @@ log = logging.getLogger(__name__)
 SAMPLE = 32
 """Voices whose vectors are compared with the index's when a saved graph is loaded."""
 
-MAX_QUEUED = 5_000
-"""Changed voices waiting for the background thread from which :meth:`Neighbours.follow` applies them itself: a
-bulk import keeps at most this many queued (about 5 MB of vectors), so the search after it waits for at most
-that many graph inserts (about 5 s at 10^6 voices)."""
+MAX_QUEUED = 2_000
+"""Changed voices the background thread may have waiting (with copies of their vectors) before the graph falls
+behind (see the module docstring): a search waits for at most this many graph inserts (about 2 s at 10^6)."""
+CATCH_UP_STEP = 1_000
+"""Logged changes a graph that fell behind takes per step (the index's lock is held while their rows are read)."""
 IDLE_S = 1.0
 """Seconds without changes after which the background thread ends (a new one starts with the next change)."""
 
@@ -116,17 +120,24 @@ class Neighbours:
         self.built = threading.Event()  # set whenever a graph is installed (for tests and benchmarks)
         self._graph_lock = threading.Lock()
         self._queue = threading.Condition(threading.Lock())
-        self._queued: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # (changed ids, live ids, vectors)
+        self._queued: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (seq, ids, live ids, vectors)
         self._queued_rows = 0
+        self._behind = False  # the graph fell behind: the background thread catches it up from the log
         self._applier: threading.Thread | None = None
         self.applied_in_background = 0  # changed voices the background thread applied (for tests and benchmarks)
 
     def usable(self) -> Graph | None:
-        """The graph, when searches should go through it (every queued change applied)."""
-        if self.graph is not None and len(self._rows) >= self.ann_from:
+        """The graph, when searches should go through it (every queued change applied; ``None`` while it is
+        behind)."""
+        if self.graph is not None and len(self._rows) >= self.ann_from and not self._behind:
             self.drain()
             return self.graph
         return None
+
+    @property
+    def behind(self) -> bool:
+        """Whether the graph fell behind the index and is being caught up (searches are exact meanwhile)."""
+        return self._behind
 
     def queued(self) -> int:
         """Changed voices not yet applied to the graph."""
@@ -154,8 +165,7 @@ class Neighbours:
                 self._drop_graph()
                 self._start_build(seq)
             else:
-                self._enqueue(changed)
-                self.graph.seq = seq  # as of the queued changes: saving applies them first
+                self._enqueue(seq, changed)
                 self._unsaved += len(changed)
                 if self._unsaved >= max(1_000, len(self._rows) // 20):
                     self._save_later()
@@ -185,26 +195,30 @@ class Neighbours:
             self.graph = None
             self._queued.clear()
             self._queued_rows = 0
+            self._behind = False
 
-    def _enqueue(self, ids: list[int]) -> None:
-        """Queue the changed voices (with copies of their rows, read now) for the background thread; apply them
-        here instead once :data:`MAX_QUEUED` are waiting."""
-        live_ids, vectors = self._rows.rows_for(ids)
+    def _enqueue(self, seq: int, ids: list[int]) -> None:
+        """Queue the voices changed up to ``seq`` (with copies of their rows, read now) for the background thread,
+        or let the graph fall behind when :data:`MAX_QUEUED` would be passed (nothing is copied then)."""
         with self._queue:
-            self._queued.append((np.asarray(ids, dtype=np.int64), live_ids, vectors))
-            self._queued_rows += len(ids)
-            full = self._queued_rows >= MAX_QUEUED
-            if not full and not _EXITING.is_set():
-                if self._applier is None or not self._applier.is_alive():
-                    self._applier = threading.Thread(target=self._apply_in_background, name="voicebank-graph-apply",
-                                                     daemon=True)
-                    _at_exit()
-                    _BUILDERS.add(self._applier)
-                    self._applier.start()
-                else:
-                    self._queue.notify_all()
-        if full or _EXITING.is_set():
-            self.drain()
+            if not self._behind and self._queued_rows + len(ids) > MAX_QUEUED:
+                self._queued.clear()  # the thread reads them again from the log (the graph's seq is what it holds)
+                self._queued_rows = 0
+                self._behind = True
+            if not self._behind:
+                live_ids, vectors = self._rows.rows_for(ids)
+                self._queued.append((seq, np.asarray(ids, dtype=np.int64), live_ids, vectors))
+                self._queued_rows += len(ids)
+            if _EXITING.is_set():
+                return  # the exit hook saves the graph as of what it holds
+            if self._applier is None or not self._applier.is_alive():
+                self._applier = threading.Thread(target=self._apply_in_background, name="voicebank-graph-apply",
+                                                 daemon=True)
+                _at_exit()
+                _BUILDERS.add(self._applier)
+                self._applier.start()
+            else:
+                self._queue.notify_all()
 
     def _apply_queued(self) -> int:
         """Apply every queued change (``_graph_lock`` held); how many voices."""
@@ -212,21 +226,53 @@ class Neighbours:
             batch, self._queued, self._queued_rows = self._queued, [], 0
         if self.graph is None:
             return 0
-        for ids, live_ids, vectors in batch:
+        for seq, ids, live_ids, vectors in batch:
             _apply_rows(self.graph, ids, live_ids, vectors)
-        return sum(len(ids) for ids, _, _ in batch)
+            self.graph.seq = seq
+        return sum(len(ids) for _, ids, _, _ in batch)
+
+    def _catch_up_step(self) -> None:
+        """Apply the next :data:`CATCH_UP_STEP` logged changes to a graph that fell behind (rebuild it when it is
+        too stale); it is in step again once it reaches the index."""
+        with self._lock:  # the index's rows stay as read, and no search or follow runs meanwhile
+            graph = self.graph
+            if graph is None or not self._behind:
+                return
+            target = self._rows.seq
+            if graph.seq >= target:
+                with self._queue:
+                    self._behind = False
+                return
+            if target - graph.seq > max(2_000, len(self._rows) // 10):  # a tenth of the library: rebuilding is
+                log.info("the voice graph fell %d changes behind; it is rebuilt", target - graph.seq)  # cheaper
+                self._drop_graph()
+                self._start_build(target)
+                return
+            upto = min(target, graph.seq + CATCH_UP_STEP)
+            with self._catalogue.read() as conn:
+                ids = changed_between(conn, graph.seq, upto)
+            live_ids, vectors = self._rows.rows_for(ids)
+        with self._graph_lock:
+            if self.graph is graph:  # not dropped meanwhile
+                _apply_rows(graph, np.asarray(ids, dtype=np.int64), live_ids, vectors)
+                graph.seq = upto
+                self.applied_in_background += len(ids)
 
     def _apply_in_background(self) -> None:
         try:
             while True:
                 with self._queue:
-                    if not self._queued and not _EXITING.is_set():
+                    if not self._queued and not self._behind and not _EXITING.is_set():
                         self._queue.wait(timeout=IDLE_S)
-                    if not self._queued or _EXITING.is_set():  # idle (a new thread starts with the next change),
-                        self._applier = None  # or exiting (the exit hook applies what is left before saving)
+                    if (not self._queued and not self._behind) or _EXITING.is_set():  # idle (a new thread starts
+                        self._applier = None  # with the next change), or exiting (the exit hook saves the graph)
                         return
-                with self._graph_lock:
-                    self.applied_in_background += self._apply_queued()
+                    behind = self._behind
+                if behind:
+                    self._catch_up_step()
+                else:
+                    with self._graph_lock:
+                        self.applied_in_background += self._apply_queued()
         except Exception:  # the graph is left as it was: searches stop using it until it is rebuilt
             log.exception("applying changes to the voice graph failed; it is rebuilt")
             self._drop_graph()
@@ -337,9 +383,10 @@ class Neighbours:
     def _save(self) -> None:
         if self.graph is None or self._dir is None:
             return
-        self.drain()
         try:
-            self.graph.save(self._dir)
+            with self._graph_lock:  # as of what it holds: the queued changes applied, a graph behind as it is
+                self._apply_queued()
+                self.graph.save(self._dir)
             self._unsaved = 0
         except OSError as e:  # a read-only library: each process builds its own
             log.warning("%s: could not save the voice graph (%s)", self._dir, e)
