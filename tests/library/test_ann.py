@@ -275,7 +275,7 @@ def _wait_in_step(nb: neighbours.Neighbours, want: int) -> None:
     assert not nb.behind and nb.graph is not None and len(nb.graph) == want
 
 
-def test_a_graph_that_falls_behind_is_caught_up_from_the_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_graph_that_falls_behind_is_caught_up_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """More changes than may be queued (a bulk import's chunk): no writer waits, searches are exact meanwhile."""
     pytest.importorskip("usearch")
     store = fill_vectors(tmp_path, clustered(3_000, seed=17))
@@ -301,7 +301,7 @@ def test_a_graph_that_falls_behind_is_caught_up_from_the_log(tmp_path: Path, mon
     monkeypatch.delattr(nb.graph, "search")
     catching_up.set()
     _wait_in_step(nb, 3_000 + 30 - 1)
-    assert nb.applied_in_background == 31  # read from the log in steps of 7, the dropped queue's 20 too
+    assert nb.applied_in_background == 31  # in steps of 7, the dropped queue's 20 too
     assert nb.graph.seq == index.seq and nb.usable() is not None
     exact = VoiceIndex(store, ann_from=0)
     exact.refresh()

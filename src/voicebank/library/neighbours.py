@@ -8,8 +8,8 @@ holds exactly the index's live voices whenever it is searched.  The changes are 
 (usearch releases the GIL: an add's graph insert, 1-2 ms at 10^6 voices, runs on the other core while the
 caller goes on), and :meth:`Neighbours.usable` waits for those still queued before it hands the graph out.
 When more than :data:`MAX_QUEUED` pile up (a bulk import without duplicate checks, or another process's), the
-graph falls *behind*: the queue is dropped, searches are exact, and the thread catches the graph up from the log
-a step at a time (or rebuilds it once it is too stale), so a writer never waits for the graph.
+graph falls *behind*: only the changed ids are kept, searches are exact, and the thread catches the graph up a
+step at a time from the index's rows (or rebuilds it once a tenth of it changed), so no writer waits for it.
 
 Persistence: the graph is saved in the library's cache directory with the ``vector_log`` sequence it reflects.
 The first process to need it loads the newest file and catches up from the log (the ids changed since), then
@@ -32,7 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..store.vectors import changed_between, changed_since
+from ..store.vectors import changed_since
 from .ann import Graph
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ MAX_QUEUED = 2_000
 """Changed voices the background thread may have waiting (with copies of their vectors) before the graph falls
 behind (see the module docstring): a search waits for at most this many graph inserts (about 2 s at 10^6)."""
 CATCH_UP_STEP = 1_000
-"""Logged changes a graph that fell behind takes per step (the index's lock is held while their rows are read)."""
+"""Changed voices a graph that fell behind takes per step (the index's lock is held while their rows are read)."""
 IDLE_S = 1.0
 """Seconds without changes after which the background thread ends (a new one starts with the next change)."""
 
@@ -122,7 +122,8 @@ class Neighbours:
         self._queue = threading.Condition(threading.Lock())
         self._queued: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []  # (seq, ids, live ids, vectors)
         self._queued_rows = 0
-        self._behind = False  # the graph fell behind: the background thread catches it up from the log
+        self._behind = False  # the graph fell behind: the background thread catches it up from the index
+        self._behind_ids: set[int] = set()  # (then) the voices changed since it fell behind, not yet applied
         self._applier: threading.Thread | None = None
         self.applied_in_background = 0  # changed voices the background thread applied (for tests and benchmarks)
 
@@ -196,29 +197,39 @@ class Neighbours:
             self._queued.clear()
             self._queued_rows = 0
             self._behind = False
+            self._behind_ids = set()
 
     def _enqueue(self, seq: int, ids: list[int]) -> None:
         """Queue the voices changed up to ``seq`` (with copies of their rows, read now) for the background thread,
-        or let the graph fall behind when :data:`MAX_QUEUED` would be passed (nothing is copied then)."""
+        or let the graph fall behind when :data:`MAX_QUEUED` would be passed (only the ids are kept then)."""
+        rebuild = False
         with self._queue:
             if not self._behind and self._queued_rows + len(ids) > MAX_QUEUED:
-                self._queued.clear()  # the thread reads them again from the log (the graph's seq is what it holds)
+                for _, queued, _, _ in self._queued:
+                    self._behind_ids.update(queued.tolist())
+                self._queued.clear()
                 self._queued_rows = 0
                 self._behind = True
-            if not self._behind:
+            if self._behind:
+                self._behind_ids.update(int(i) for i in ids)
+                rebuild = len(self._behind_ids) > max(2_000, len(self._rows) // 10)  # rebuilding is cheaper
+            else:
                 live_ids, vectors = self._rows.rows_for(ids)
                 self._queued.append((seq, np.asarray(ids, dtype=np.int64), live_ids, vectors))
                 self._queued_rows += len(ids)
-            if _EXITING.is_set():
-                return  # the exit hook saves the graph as of what it holds
-            if self._applier is None or not self._applier.is_alive():
-                self._applier = threading.Thread(target=self._apply_in_background, name="voicebank-graph-apply",
-                                                 daemon=True)
-                _at_exit()
-                _BUILDERS.add(self._applier)
-                self._applier.start()
-            else:
-                self._queue.notify_all()
+            if not rebuild and not _EXITING.is_set():  # (exiting: the exit hook saves the graph as it is)
+                if self._applier is None or not self._applier.is_alive():
+                    self._applier = threading.Thread(target=self._apply_in_background, name="voicebank-graph-apply",
+                                                     daemon=True)
+                    _at_exit()
+                    _BUILDERS.add(self._applier)
+                    self._applier.start()
+                else:
+                    self._queue.notify_all()
+        if rebuild:
+            log.info("the voice graph fell %d voices behind; it is rebuilt", len(self._behind_ids))
+            self._drop_graph()
+            self._start_build(seq)
 
     def _apply_queued(self) -> int:
         """Apply every queued change (``_graph_lock`` held); how many voices."""
@@ -232,30 +243,22 @@ class Neighbours:
         return sum(len(ids) for _, ids, _, _ in batch)
 
     def _catch_up_step(self) -> None:
-        """Apply the next :data:`CATCH_UP_STEP` logged changes to a graph that fell behind (rebuild it when it is
-        too stale); it is in step again once it reaches the index."""
+        """Apply the next :data:`CATCH_UP_STEP` voices changed since a graph fell behind, from the index's rows;
+        once none are left, the graph is in step again (as of the index's sequence number)."""
         with self._lock:  # the index's rows stay as read, and no search or follow runs meanwhile
             graph = self.graph
-            if graph is None or not self._behind:
-                return
-            target = self._rows.seq
-            if graph.seq >= target:
-                with self._queue:
+            with self._queue:
+                if graph is None or not self._behind:
+                    return
+                if not self._behind_ids:  # every earlier step applied: in step
+                    graph.seq = self._rows.seq
                     self._behind = False
-                return
-            if target - graph.seq > max(2_000, len(self._rows) // 10):  # a tenth of the library: rebuilding is
-                log.info("the voice graph fell %d changes behind; it is rebuilt", target - graph.seq)  # cheaper
-                self._drop_graph()
-                self._start_build(target)
-                return
-            upto = min(target, graph.seq + CATCH_UP_STEP)
-            with self._catalogue.read() as conn:
-                ids = changed_between(conn, graph.seq, upto)
+                    return
+                ids = [self._behind_ids.pop() for _ in range(min(CATCH_UP_STEP, len(self._behind_ids)))]
             live_ids, vectors = self._rows.rows_for(ids)
         with self._graph_lock:
             if self.graph is graph:  # not dropped meanwhile
                 _apply_rows(graph, np.asarray(ids, dtype=np.int64), live_ids, vectors)
-                graph.seq = upto
                 self.applied_in_background += len(ids)
 
     def _apply_in_background(self) -> None:
