@@ -275,7 +275,8 @@ def _wait_in_step(nb: neighbours.Neighbours, want: int) -> None:
     assert not nb.behind and nb.graph is not None and len(nb.graph) == want
 
 
-def test_a_graph_that_falls_behind_is_caught_up_in_the_background(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_graph_that_falls_behind_is_caught_up_in_the_background(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """More changes than may be queued (a bulk import's chunk): no writer waits, searches are exact meanwhile."""
     pytest.importorskip("usearch")
     store = fill_vectors(tmp_path, clustered(3_000, seed=17))
@@ -319,3 +320,31 @@ def test_a_graph_too_far_behind_is_rebuilt(tmp_path: Path, monkeypatch: pytest.M
     index.catch_up()
     _wait_in_step(nb, 4_100)
     assert nb.applied_in_background == 0 and nb.graph.seq == index.seq  # rebuilt, not caught up
+
+
+def test_a_forked_child_drops_the_graph_and_loads_its_own(tmp_path: Path) -> None:
+    """A fork while the background thread holds the graph (half changed, its lock held) must not hang the child."""
+    pytest.importorskip("usearch")
+    store = fill_vectors(tmp_path, clustered(2_000, seed=21))
+    index = ready(VoiceIndex(store, ann_from=1_000))
+    nb = index.neighbours
+    with nb._graph_lock:  # as the thread holds it while it applies a change
+        pid = os.fork()
+        if pid == 0:  # the child: exit codes only (no pytest in here)
+            code = 3
+            try:
+                code = 1 if nb.graph is not None else 2
+                index.refresh()  # loads the saved graph again
+                graph = nb.usable()
+                code = 0 if graph is not None and len(graph) == 2_000 else 4
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung (waiting for a lock its parent's thread held)")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert nb.usable() is not None  # the parent's graph is as it was

@@ -4,8 +4,8 @@ over a large index (:class:`~.index.VoiceIndex` from the approximate index's siz
 bfloat16 keeps float32's exponent and the top 7 of its 23 mantissa bits, so widening is a 16-bit shift (numpy
 has no bfloat16 type, and its float16 arithmetic is ten times slower than this).  Rounding to nearest leaves each
 component within ``2**-8`` of its value (relative), so the dot product of a stored unit row with a unit query is
-within ``2**-8`` of the float32 one (Cauchy-Schwarz; :data:`COSINE_ERROR` doubles it for the float32 sums): a
-search keeps every row within that of its cut-off and scores the few it keeps again from float32.
+within ``2**-8`` of the float32 one (Cauchy-Schwarz): a search keeps every row within :data:`COSINE_ERROR`,
+twice that bound (for the float32 sums), of its cut-off and scores the few it keeps again from float32.
 """
 
 from __future__ import annotations

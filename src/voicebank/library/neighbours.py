@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Iterable
@@ -58,8 +59,23 @@ _LIVE: weakref.WeakSet[Neighbours] = weakref.WeakSet()
 
 
 def _at_exit() -> None:
+    global _FORK_HOOKED
     atexit.unregister(_stop_builds)  # registered once
     atexit.register(_stop_builds)
+    if not _FORK_HOOKED:
+        _FORK_HOOKED = True
+        os.register_at_fork(after_in_child=_forked)
+
+
+_FORK_HOOKED = False
+
+
+def _forked() -> None:
+    """In a forked child: the threads are gone (a graph may have been half changed, a lock left held), so each
+    graph is dropped and loaded or built again there."""
+    _BUILDERS.clear()
+    for neighbours in list(_LIVE):
+        neighbours.forget()
 
 
 def _stop_builds() -> None:
@@ -126,6 +142,7 @@ class Neighbours:
         self._behind_ids: set[int] = set()  # (then) the voices changed since it fell behind, not yet applied
         self._applier: threading.Thread | None = None
         self.applied_in_background = 0  # changed voices the background thread applied (for tests and benchmarks)
+        _LIVE.add(self)
 
     def usable(self) -> Graph | None:
         """The graph, when searches should go through it (every queued change applied; ``None`` while it is
@@ -149,6 +166,14 @@ class Neighbours:
         """Apply every queued change now (waiting for the background thread's batch in flight, if any)."""
         with self._graph_lock:
             self._apply_queued()
+
+    def forget(self) -> None:
+        """Start again without a graph (after a fork: see :func:`_forked`)."""
+        self._graph_lock = threading.Lock()
+        self._queue = threading.Condition(threading.Lock())
+        self._builder = self._applier = None
+        self.graph, self._tried_load = None, False
+        self._queued, self._queued_rows, self._behind, self._behind_ids = [], 0, False, set()
 
     def wake(self) -> None:
         """Wake the background thread (to see that the process is exiting)."""

@@ -73,10 +73,7 @@ def find_similar(scoring: Scoring, engine: Computes | None, speaker_emb: np.ndar
     ranked = scoring.index.rank(speaker_emb, k=MAX_SIMILAR, query_stats=stats, exclude=exclude,
                                 at_least=warn_at(norm, compared), also_if_cosine=SAME_RECORDING_COSINE)
     similar = [(n, float(a), float(c)) for n, a, c in zip(ranked.names, ranked.scores, ranked.cosines, strict=True)]
-    cohort_id = scoring.cohort_id
-    if stats is None or cohort_id is None or cohort_id < 0:  # as statistics_of() says, computed once
-        return similar, None
-    return similar, (stats[0], stats[1], int(cohort_id))
+    return similar, statistics_of(norm, speaker_emb, scoring.cohort_id, stats=stats)
 
 
 def warn_at(norm: ScoreNormaliser | None, voices: int) -> float:
@@ -89,13 +86,14 @@ def warn_at(norm: ScoreNormaliser | None, voices: int) -> float:
     return duplicate_threshold(voices, base=norm.duplicate_threshold)
 
 
-def statistics_of(norm: ScoreNormaliser | None, speaker_emb: np.ndarray | None, cohort_id: int | None,
-                  ) -> tuple[float, float, int] | None:
+def statistics_of(norm: ScoreNormaliser | None, speaker_emb: np.ndarray | None, cohort_id: int | None, *,
+                  stats: tuple[float, float] | None = None) -> tuple[float, float, int] | None:
     """``(mean, std, cohort id)`` of a new voice's speaker embedding, to store with it (``None``: nothing to
-    store: no embedding, no cohort, or a cohort that lives in memory only)."""
+    store: no embedding, no cohort, or a cohort that lives in memory only); ``stats``: its ``(mean, std)`` when
+    already computed."""
     if norm is None or speaker_emb is None or cohort_id is None or cohort_id < 0:
         return None
-    mean, std = _query_stats(norm, speaker_emb) or (0.0, 1.0)
+    mean, std = stats or _query_stats(norm, speaker_emb) or (0.0, 1.0)
     return float(mean), float(std), int(cohort_id)
 
 
