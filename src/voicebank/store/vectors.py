@@ -120,13 +120,9 @@ def changed_since(conn: sqlite3.Connection, seq: int, *, limit: int) -> tuple[in
         return newest, []
     if newest - seq > limit:
         return newest, None
-    return newest, changed_between(conn, seq, newest)
-
-
-def changed_between(conn: sqlite3.Connection, after: int, upto: int) -> list[int]:
-    """Ids of the voices whose changes are logged with sequence numbers in ``(after, upto]``."""
-    return [int(r[0]) for r in conn.execute("SELECT DISTINCT voice_id FROM vector_log WHERE seq > ? AND seq <= ?",
-                                            (after, upto))]
+    ids = [int(r[0]) for r in conn.execute("SELECT DISTINCT voice_id FROM vector_log WHERE seq > ? AND seq <= ?",
+                                           (seq, newest))]
+    return newest, ids
 
 
 def tagged_ids(conn: sqlite3.Connection, tag: str) -> np.ndarray:
@@ -195,5 +191,5 @@ def _write_stats(conn: sqlite3.Connection, cohort_id: int, ids: np.ndarray, mean
                      [(float(m), float(s), int(cohort_id), int(i)) for i, m, s in zip(ids, means, stds, strict=True)])
 
 
-__all__ = ["CohortRecord", "VectorRows", "all_rows", "changed_between", "changed_since", "last_change", "latest_cohort",
-           "rows_by_id", "save_cohort", "save_stats", "tagged_ids", "voice_count"]
+__all__ = ["CohortRecord", "VectorRows", "all_rows", "changed_since", "last_change", "latest_cohort", "rows_by_id",
+           "save_cohort", "save_stats", "tagged_ids", "voice_count"]
